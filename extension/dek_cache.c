@@ -1,0 +1,615 @@
+/*
+ * extension/dek_cache.c
+ *
+ * The per-backend cache of unwrapped data keys, and the slow path that
+ * fills it from the key tables and the KMS.
+ *
+ * Each cached DEK version is held only as a KsAead (OpenSSL cipher contexts
+ * keyed with it); the raw DEK exists briefly in a locked, non-dumpable page
+ * while the context is keyed, then is wiped.  Entries expire after
+ * keysmith.dek_cache_ttl and the least recently used is evicted when the
+ * cache holds keysmith.dek_cache_size versions; eviction frees the contexts,
+ * which cleanses their key schedules.
+ *
+ * The hit path does no SPI, no catalog access and no allocation: a one-entry
+ * memo for the last key name (encrypt) and the last key version (decrypt)
+ * in front of two dynahash tables.
+ *
+ * Staleness: changes to the key tables made through keysmith's functions
+ * send a relcache invalidation for keysmith.key; the callback below flushes
+ * the cache when it arrives (in every backend of the database, at their next
+ * transaction), and a backend that created entries in a transaction that
+ * aborts flushes them too, so a rolled-back key can never be used.
+ */
+#include "postgres.h"
+
+#include <sys/mman.h>
+#include <time.h>
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "keysmith.h"
+
+#define KS_KEY_NAME_MAX 128
+
+typedef struct DekKey
+{
+	uint32		key_id;
+	uint32		version;
+} DekKey;
+
+typedef struct DekEntry
+{
+	DekKey		key;			/* hash key, must be first */
+	KsDek		dek;
+	uint64		expires_at;		/* monotonic ms */
+	uint64		last_used;		/* LRU clock */
+} DekEntry;
+
+typedef struct NameEntry
+{
+	char		name[KS_KEY_NAME_MAX + 1];	/* hash key, must be first */
+	uint32		key_id;
+	uint32		version;		/* current version when looked up */
+	uint64		expires_at;
+} NameEntry;
+
+static HTAB *DekTable = NULL;
+static HTAB *NameTable = NULL;
+static uint64 LruClock = 0;
+static bool CallbacksRegistered = false;
+static bool CacheTouchedInXact = false;
+
+/* one-entry memos in front of the hash tables */
+static char MemoName[KS_KEY_NAME_MAX + 1];
+static int	MemoNameLen = -1;
+static DekEntry *MemoEncrypt = NULL;
+static DekEntry *MemoDecrypt = NULL;
+
+static Oid	KeyTableOid = InvalidOid;
+static Oid	KeyVersionTableOid = InvalidOid;
+static Oid	KeyOwnerOid = InvalidOid;
+
+/* A locked page for raw DEK bytes while a cipher context is keyed. */
+static uint8 *SecretPage = NULL;
+
+static inline uint64
+MonotonicMs(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64) ts.tv_sec * 1000 + (uint64) ts.tv_nsec / 1000000;
+}
+
+static void
+ForgetMemos(void)
+{
+	MemoNameLen = -1;
+	MemoEncrypt = NULL;
+	MemoDecrypt = NULL;
+}
+
+static void
+EvictEntry(DekEntry *entry)
+{
+	if (MemoEncrypt == entry || MemoDecrypt == entry)
+		ForgetMemos();
+	KsAeadFree(entry->dek.aead);
+	entry->dek.aead = NULL;
+	hash_search(DekTable, &entry->key, HASH_REMOVE, NULL);
+}
+
+int
+KsDekCacheFlush(void)
+{
+	HASH_SEQ_STATUS status;
+	DekEntry   *entry;
+	NameEntry  *nentry;
+	int			n = 0;
+
+	ForgetMemos();
+	if (DekTable != NULL)
+	{
+		hash_seq_init(&status, DekTable);
+		while ((entry = hash_seq_search(&status)) != NULL)
+		{
+			KsAeadFree(entry->dek.aead);
+			hash_search(DekTable, &entry->key, HASH_REMOVE, NULL);
+			n++;
+		}
+	}
+	if (NameTable != NULL)
+	{
+		hash_seq_init(&status, NameTable);
+		while ((nentry = hash_seq_search(&status)) != NULL)
+			hash_search(NameTable, nentry->name, HASH_REMOVE, NULL);
+	}
+	return n;
+}
+
+/* Drop entries whose TTL has passed, so idle keys do not linger. */
+static void
+SweepExpired(void)
+{
+	HASH_SEQ_STATUS status;
+	DekEntry   *entry;
+	uint64		now = MonotonicMs();
+
+	if (DekTable == NULL)
+		return;
+	hash_seq_init(&status, DekTable);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (entry->expires_at <= now)
+			EvictEntry(entry);
+	}
+}
+
+static void
+KsRelcacheCallback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == KeyTableOid || relid == KeyVersionTableOid)
+	{
+		KsDekCacheFlush();
+		/* the tables may have been dropped: resolve them again */
+		KeyTableOid = InvalidOid;
+		KeyVersionTableOid = InvalidOid;
+		KeyOwnerOid = InvalidOid;
+	}
+}
+
+static void
+KsXactCallback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			if (CacheTouchedInXact)
+				KsDekCacheFlush();
+			CacheTouchedInXact = false;
+			SweepExpired();
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			CacheTouchedInXact = false;
+			SweepExpired();
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+KsSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
+				  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && CacheTouchedInXact)
+		KsDekCacheFlush();
+}
+
+static void
+EnsureCache(void)
+{
+	HASHCTL		ctl;
+
+	if (!CallbacksRegistered)
+	{
+		CacheRegisterRelcacheCallback(KsRelcacheCallback, (Datum) 0);
+		RegisterXactCallback(KsXactCallback, NULL);
+		RegisterSubXactCallback(KsSubXactCallback, NULL);
+		CallbacksRegistered = true;
+	}
+	if (DekTable == NULL)
+	{
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(DekKey);
+		ctl.entrysize = sizeof(DekEntry);
+		ctl.hcxt = TopMemoryContext;
+		DekTable = hash_create("keysmith DEK cache", 64, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	if (NameTable == NULL)
+	{
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = KS_KEY_NAME_MAX + 1;
+		ctl.entrysize = sizeof(NameEntry);
+		ctl.hcxt = TopMemoryContext;
+		NameTable = hash_create("keysmith key names", 64, &ctl,
+								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	if (SecretPage == NULL)
+	{
+		void	   *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+							 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p == MAP_FAILED)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not map memory for key material")));
+		/* best effort: keep it out of swap and out of core dumps */
+		(void) mlock(p, 4096);
+#ifdef MADV_DONTDUMP
+		(void) madvise(p, 4096, MADV_DONTDUMP);
+#endif
+		SecretPage = p;
+	}
+}
+
+Oid
+KsKeyTableOid(void)
+{
+	if (!OidIsValid(KeyTableOid))
+	{
+		Oid			nsp = get_namespace_oid("keysmith", true);
+		HeapTuple	tup;
+
+		if (OidIsValid(nsp))
+		{
+			KeyTableOid = get_relname_relid("key", nsp);
+			KeyVersionTableOid = get_relname_relid("key_version", nsp);
+		}
+		if (!OidIsValid(KeyTableOid) || !OidIsValid(KeyVersionTableOid))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("keysmith is not installed in this database"),
+					 errhint("Run CREATE EXTENSION keysmith.")));
+		tup = SearchSysCache1(RELOID, ObjectIdGetDatum(KeyTableOid));
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for relation %u", KeyTableOid);
+		KeyOwnerOid = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+		ReleaseSysCache(tup);
+	}
+	return KeyTableOid;
+}
+
+/*
+ * The key tables are readable only by their owner.  SQL-callable functions
+ * that need them switch to that owner for the duration of a query, the way a
+ * SECURITY DEFINER function would, without the per-call cost of one.  An
+ * error in between is safe: (sub)transaction abort restores the user.
+ */
+void
+KsBecomeKeyOwner(Oid *save_userid, int *save_sec_context)
+{
+	KsKeyTableOid();
+	GetUserIdAndSecContext(save_userid, save_sec_context);
+	SetUserIdAndSecContext(KeyOwnerOid,
+						   *save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+void
+KsRestoreUser(Oid save_userid, int save_sec_context)
+{
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+void
+KsCheckKeyName(const char *name)
+{
+	size_t		len = strlen(name);
+
+	if (len == 0 || len > KS_KEY_NAME_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("key name must be 1 to %d characters long", KS_KEY_NAME_MAX)));
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.' ||
+			  c == ':' || c == '/' || c == '@'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("key name contains a character other than letters, digits and _ - . : / @")));
+	}
+}
+
+/* What the slow path reads from the key tables. */
+typedef struct KeyRow
+{
+	bool		found_key;
+	bool		found_version;
+	uint32		key_id;
+	uint32		version;
+	char	   *name;
+	char	   *kms;
+	bytea	   *wrapped;
+} KeyRow;
+
+/*
+ * Read one key version.  With by_name, the key's current version; else
+ * (key_id, version).  Runs as the key tables' owner, read-only.
+ */
+static void
+FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
+{
+	Oid			save_userid;
+	int			save_sec;
+	MemoryContext outer = CurrentMemoryContext;
+	int			rc;
+
+	memset(row, 0, sizeof(*row));
+	KsBecomeKeyOwner(&save_userid, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	if (name != NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(name)};
+
+		rc = SPI_execute_with_args(
+								   "SELECT k.key_id, k.current_version, k.name, k.kms, v.wrapped_dek"
+								   "  FROM keysmith.key k"
+								   "  LEFT JOIN keysmith.key_version v"
+								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
+								   "   AND v.version OPERATOR(pg_catalog.=) k.current_version"
+								   " WHERE k.name OPERATOR(pg_catalog.=) $1",
+								   1, types, values, NULL, true, 1);
+	}
+	else
+	{
+		Oid			types[2] = {INT4OID, INT4OID};
+		Datum		values[2] = {Int32GetDatum((int32) key_id), Int32GetDatum((int32) version)};
+
+		rc = SPI_execute_with_args(
+								   "SELECT k.key_id, v.version, k.name, k.kms, v.wrapped_dek"
+								   "  FROM keysmith.key k"
+								   "  LEFT JOIN keysmith.key_version v"
+								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
+								   "   AND v.version OPERATOR(pg_catalog.=) $2"
+								   " WHERE k.key_id OPERATOR(pg_catalog.=) $1",
+								   2, types, values, NULL, true, 1);
+	}
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "keysmith key lookup failed: %s", SPI_result_code_string(rc));
+
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+		MemoryContext spi = MemoryContextSwitchTo(outer);
+
+		row->found_key = true;
+		row->key_id = (uint32) DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		row->name = SPI_getvalue(tup, desc, 3);
+		row->kms = SPI_getvalue(tup, desc, 4);
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		if (!isnull)
+		{
+			row->found_version = true;
+			row->version = (uint32) DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+			row->wrapped = DatumGetByteaPCopy(d);
+		}
+		else
+			row->version = name != NULL ?
+				(uint32) DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull)) : version;
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	KsRestoreUser(save_userid, save_sec);
+}
+
+/* Unwrap a key version through its KMS and key a cipher context with it. */
+static KsAead *
+UnwrapToAead(const KeyRow *row)
+{
+	const KsKmsProvider *provider = KsKmsLookup(row->kms);
+	KsKmsConfig cfg;
+	KsError		err;
+	uint8		aad[KS_KEY_NAME_MAX + 64];
+	size_t		aad_len;
+	KsAead	   *aead;
+	KsStatus	st;
+
+	if (provider == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_KMS_FAILURE),
+				 errmsg("key \"%s\" uses KMS \"%s\", which this build does not provide",
+						row->name, row->kms)));
+	aad_len = KsDekBindingAad(row->name, row->version, aad, sizeof(aad));
+	if (aad_len == 0)
+		elog(ERROR, "key name too long for binding");
+
+	KsCurrentKmsConfig(&cfg);
+	st = provider->unwrap(&cfg, (const uint8 *) VARDATA_ANY(row->wrapped),
+						  VARSIZE_ANY_EXHDR(row->wrapped), aad, aad_len,
+						  SecretPage, KS_DEK_LEN, &err);
+	if (st != KS_OK)
+	{
+		KsWipe(SecretPage, KS_DEK_LEN);
+		KsReportError(&err);
+	}
+	aead = KsAeadCreate(SecretPage, KS_DEK_LEN, &err);
+	KsWipe(SecretPage, KS_DEK_LEN);
+	if (aead == NULL)
+		KsReportError(&err);
+	return aead;
+}
+
+/* Evict least-recently-used entries until there is room for one more. */
+static void
+MakeRoom(void)
+{
+	while (hash_get_num_entries(DekTable) >= keysmith_dek_cache_size)
+	{
+		HASH_SEQ_STATUS status;
+		DekEntry   *entry;
+		DekEntry   *oldest = NULL;
+
+		hash_seq_init(&status, DekTable);
+		while ((entry = hash_seq_search(&status)) != NULL)
+		{
+			if (oldest == NULL || entry->last_used < oldest->last_used)
+				oldest = entry;
+		}
+		if (oldest == NULL)
+			break;
+		EvictEntry(oldest);
+	}
+}
+
+/* Find or load the DEK entry for a row already read from the tables. */
+static DekEntry *
+EntryForRow(const KeyRow *row, uint64 now)
+{
+	DekKey		key = {row->key_id, row->version};
+	DekEntry   *entry;
+	bool		found;
+	KsAead	   *aead;
+
+	entry = hash_search(DekTable, &key, HASH_FIND, NULL);
+	if (entry != NULL && entry->expires_at > now)
+		return entry;
+	if (entry != NULL)
+		EvictEntry(entry);
+
+	/* unwrap before inserting, so an error leaves the table untouched */
+	aead = UnwrapToAead(row);
+	MakeRoom();
+	entry = hash_search(DekTable, &key, HASH_ENTER, &found);
+	entry->dek.key_id = row->key_id;
+	entry->dek.version = row->version;
+	entry->dek.aead = aead;
+	entry->expires_at = now + (uint64) keysmith_dek_cache_ttl * 1000;
+	entry->last_used = ++LruClock;
+	CacheTouchedInXact = true;
+	return entry;
+}
+
+static void
+ReportUnknownName(const char *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("key \"%s\" does not exist", name)));
+}
+
+KsDek *
+KsDekForEncrypt(const char *name, int name_len)
+{
+	uint64		now = MonotonicMs();
+	char		namebuf[KS_KEY_NAME_MAX + 1];
+	NameEntry  *nentry;
+	DekEntry   *entry;
+	KeyRow		row;
+	bool		found;
+
+	if (MemoEncrypt != NULL && name_len == MemoNameLen &&
+		memcmp(name, MemoName, name_len) == 0 &&
+		MemoEncrypt->expires_at > now)
+	{
+		MemoEncrypt->last_used = ++LruClock;
+		return &MemoEncrypt->dek;
+	}
+
+	if (name_len <= 0 || name_len > KS_KEY_NAME_MAX ||
+		memchr(name, '\0', name_len) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("key name is empty or longer than %d characters, so no such key exists",
+						KS_KEY_NAME_MAX)));
+	EnsureCache();
+	memcpy(namebuf, name, name_len);
+	namebuf[name_len] = '\0';
+
+	nentry = hash_search(NameTable, namebuf, HASH_FIND, NULL);
+	if (nentry != NULL && nentry->expires_at > now)
+	{
+		DekKey		key = {nentry->key_id, nentry->version};
+
+		entry = hash_search(DekTable, &key, HASH_FIND, NULL);
+		if (entry != NULL && entry->expires_at > now)
+			goto hit;
+	}
+
+	FetchKeyRow(namebuf, 0, 0, &row);
+	if (!row.found_key)
+		ReportUnknownName(namebuf);
+	if (!row.found_version)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_UNKNOWN_KEY_VERSION),
+				 errmsg("key \"%s\" has no version %u", namebuf, row.version)));
+	entry = EntryForRow(&row, now);
+
+	if (hash_get_num_entries(NameTable) >= 4L * keysmith_dek_cache_size)
+	{
+		HASH_SEQ_STATUS status;
+
+		hash_seq_init(&status, NameTable);
+		while ((nentry = hash_seq_search(&status)) != NULL)
+			hash_search(NameTable, nentry->name, HASH_REMOVE, NULL);
+	}
+	nentry = hash_search(NameTable, namebuf, HASH_ENTER, &found);
+	nentry->key_id = row.key_id;
+	nentry->version = row.version;
+	nentry->expires_at = entry->expires_at;
+
+hit:
+	entry->last_used = ++LruClock;
+	memcpy(MemoName, namebuf, name_len + 1);
+	MemoNameLen = name_len;
+	MemoEncrypt = entry;
+	return &entry->dek;
+}
+
+KsDek *
+KsDekForDecrypt(uint32 key_id, uint32 version)
+{
+	uint64		now = MonotonicMs();
+	DekKey		key = {key_id, version};
+	DekEntry   *entry;
+	KeyRow		row;
+
+	if (MemoDecrypt != NULL && MemoDecrypt->key.key_id == key_id &&
+		MemoDecrypt->key.version == version && MemoDecrypt->expires_at > now)
+	{
+		MemoDecrypt->last_used = ++LruClock;
+		return &MemoDecrypt->dek;
+	}
+
+	EnsureCache();
+	entry = hash_search(DekTable, &key, HASH_FIND, NULL);
+	if (entry == NULL || entry->expires_at <= now)
+	{
+		FetchKeyRow(NULL, key_id, version, &row);
+		if (!row.found_key)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("ciphertext refers to key id %u, which does not exist in this database",
+							key_id)));
+		if (!row.found_version)
+			ereport(ERROR,
+					(errcode(ERRCODE_KS_UNKNOWN_KEY_VERSION),
+					 errmsg("key \"%s\" has no version %u", row.name, version)));
+		entry = EntryForRow(&row, now);
+	}
+	entry->last_used = ++LruClock;
+	MemoDecrypt = entry;
+	return &entry->dek;
+}
+
+char *
+KsKeyNameById(uint32 key_id)
+{
+	KeyRow		row;
+
+	FetchKeyRow(NULL, key_id, 0, &row);
+	return row.found_key ? row.name : NULL;
+}

@@ -1,0 +1,152 @@
+/*
+ * extension/keysmith.c
+ *
+ * Module entry point: _PG_init refuses to run unless keysmith is being
+ * preloaded, defines every GUC (they all live here), and reserves the
+ * "keysmith." prefix.  Also the one place that maps kms/ statuses to
+ * SQLSTATEs.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "keysmith.h"
+
+PG_MODULE_MAGIC;
+
+char	   *keysmith_local_master_key_file = NULL;
+int			keysmith_dek_cache_ttl = 300;
+int			keysmith_dek_cache_size = 1000;
+
+void		_PG_init(void);
+
+static void
+DefineGucs(void)
+{
+	DefineCustomStringVariable("keysmith.local_master_key_file",
+							   "Path of the local KMS master key file.",
+							   "One key per line as <version>:<64 hex characters>; the file "
+							   "must not be accessible by group or others.  A relative "
+							   "path is taken from the data directory.",
+							   &keysmith_local_master_key_file,
+							   "keysmith_master.key",
+							   PGC_SUSET,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("keysmith.dek_cache_ttl",
+							"How long an unwrapped data key stays cached in a backend.",
+							"After this, the next use unwraps it again through the KMS.",
+							&keysmith_dek_cache_ttl,
+							300, 1, 7 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("keysmith.dek_cache_size",
+							"Most unwrapped data key versions a backend caches.",
+							"When full, the least recently used version is evicted and wiped.",
+							&keysmith_dek_cache_size,
+							1000, 1, 100000,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("keysmith");
+}
+
+void
+_PG_init(void)
+{
+	/* pg_upgrade loads libraries only to check they exist: do nothing */
+	if (IsBinaryUpgrade)
+		return;
+
+	DefineGucs();
+
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("keysmith must be loaded via shared_preload_libraries"),
+				 errhint("Add keysmith to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+void
+KsCurrentKmsConfig(KsKmsConfig *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->local_master_key_file = keysmith_local_master_key_file;
+}
+
+/*
+ * One SQLSTATE per kind of failure, so callers can tell them apart without
+ * parsing messages.  The message from kms/ names no secret.
+ */
+void
+KsReportError(const KsError *err)
+{
+	int			code;
+	const char *hint = NULL;
+
+	switch (err->status)
+	{
+		case KS_ERR_CT_TRUNCATED:
+			code = ERRCODE_INVALID_BINARY_REPRESENTATION;
+			break;
+		case KS_ERR_CT_VERSION:
+			code = ERRCODE_KS_UNSUPPORTED_FORMAT;
+			break;
+		case KS_ERR_CT_ALGORITHM:
+			code = ERRCODE_KS_UNSUPPORTED_ALGORITHM;
+			break;
+		case KS_ERR_AUTH_FAILED:
+			code = ERRCODE_KS_AUTH_FAILED;
+			hint = "The value was altered, truncated or extended, or the context differs from the one used to encrypt it.";
+			break;
+		case KS_ERR_TOO_LARGE:
+			code = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+			break;
+		case KS_ERR_KEYFILE_MISSING:
+			code = ERRCODE_UNDEFINED_FILE;
+			hint = "Create the file (one line <version>:<64 hex characters>, mode 0600) or set keysmith.local_master_key_file.";
+			break;
+		case KS_ERR_KEYFILE_UNREADABLE:
+			code = ERRCODE_IO_ERROR;
+			hint = "The file must be a regular file readable by the server's operating-system user.";
+			break;
+		case KS_ERR_KEYFILE_MALFORMED:
+			code = ERRCODE_CONFIG_FILE_ERROR;
+			hint = "Each key line must be <version>:<64 hex characters>; '#' starts a comment.";
+			break;
+		case KS_ERR_KEYFILE_PERMISSIONS:
+			code = ERRCODE_KS_KEYFILE_PERMISSIONS;
+			hint = "Run chmod 600 on the file.";
+			break;
+		case KS_ERR_KEK_VERSION_UNKNOWN:
+			code = ERRCODE_KS_KEK_VERSION_UNKNOWN;
+			hint = "Restore the missing master key version to the master key file.";
+			break;
+		case KS_ERR_WRAP_MALFORMED:
+		case KS_ERR_UNWRAP_FAILED:
+			code = ERRCODE_KS_UNWRAP_FAILED;
+			break;
+		case KS_ERR_PROVIDER_UNKNOWN:
+		case KS_ERR_INVALID_ARGUMENT:
+			code = ERRCODE_INVALID_PARAMETER_VALUE;
+			break;
+		case KS_ERR_NO_MEMORY:
+			code = ERRCODE_OUT_OF_MEMORY;
+			break;
+		case KS_ERR_CRYPTO:
+		default:
+			code = ERRCODE_KS_KMS_FAILURE;
+			break;
+	}
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("%s", err->message),
+			 hint ? errhint("%s", hint) : 0));
+	pg_unreachable();
+}

@@ -1,0 +1,89 @@
+/*
+ * kms/common.c
+ *
+ * Helpers shared by every part of kms/: error reporting into a KsError,
+ * wiping memory, the CSPRNG, the AAD that binds a wrapped DEK to its key,
+ * and the registry that finds a provider by name.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "kms.h"
+
+KsStatus
+KsFail(KsError *err, KsStatus status, const char *fmt,...)
+{
+	if (err != NULL)
+	{
+		va_list		ap;
+
+		err->status = status;
+		va_start(ap, fmt);
+		vsnprintf(err->message, sizeof(err->message), fmt, ap);
+		va_end(ap);
+	}
+	return status;
+}
+
+void
+KsWipe(void *buf, size_t len)
+{
+	if (buf != NULL && len > 0)
+		OPENSSL_cleanse(buf, len);
+}
+
+KsStatus
+KsRandomBytes(uint8_t *buf, size_t len, KsError *err)
+{
+	if (len > (size_t) 0x7FFFFFFF)
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "random request too large");
+	if (RAND_bytes(buf, (int) len) != 1)
+		return KsFail(err, KS_ERR_CRYPTO, "the random number generator failed");
+	return KS_OK;
+}
+
+/*
+ * The binding AAD is "keysmith-dek\0" || key name || "\0" || version (BE32).
+ * The separators keep ("ab", 1) and ("a", ...) from ever colliding.
+ */
+size_t
+KsDekBindingAad(const char *key_name, uint32_t dek_version,
+				uint8_t *out, size_t out_len)
+{
+	static const char prefix[] = "keysmith-dek";
+	size_t		name_len = strlen(key_name);
+	size_t		need = sizeof(prefix) + name_len + 1 + 4;
+	uint8_t    *p = out;
+
+	if (need > out_len)
+		return 0;
+	memcpy(p, prefix, sizeof(prefix));	/* includes the NUL */
+	p += sizeof(prefix);
+	memcpy(p, key_name, name_len);
+	p += name_len;
+	*p++ = 0;
+	*p++ = (uint8_t) (dek_version >> 24);
+	*p++ = (uint8_t) (dek_version >> 16);
+	*p++ = (uint8_t) (dek_version >> 8);
+	*p++ = (uint8_t) dek_version;
+	return need;
+}
+
+static const KsKmsProvider *const KsProviders[] = {
+	&KsLocalProvider,
+};
+
+const KsKmsProvider *
+KsKmsLookup(const char *name)
+{
+	for (size_t i = 0; i < sizeof(KsProviders) / sizeof(KsProviders[0]); i++)
+	{
+		if (strcmp(KsProviders[i]->name, name) == 0)
+			return KsProviders[i];
+	}
+	return NULL;
+}

@@ -1,0 +1,355 @@
+/*
+ * kms/local.c
+ *
+ * The local KMS provider (see local.h for the file format).  A DEK is
+ * wrapped with AES-256-GCM under the newest master key:
+ *
+ *     byte 0      wrap format (1)
+ *     bytes 1-4   master-key version, big-endian
+ *     bytes 5-16  nonce
+ *     bytes 17-48 encrypted DEK
+ *     bytes 49-64 tag
+ *
+ * The additional data is bytes 0-4 followed by the binding AAD (key name and
+ * DEK version), so neither the recorded master-key version nor the key a
+ * blob belongs to can be changed without the unwrap failing.
+ *
+ * Error messages name the file and a line number, never a line's content.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "envelope.h"
+#include "local.h"
+
+void
+KsMasterKeySetFree(KsMasterKeySet *set)
+{
+	if (set == NULL)
+		return;
+	KsWipe(set, sizeof(KsMasterKeySet));
+	free(set);
+}
+
+static int
+HexValue(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Parse one non-comment line [p, end) into key; lineno is for messages. */
+static KsStatus
+ParseLine(const char *p, const char *end, int lineno, KsMasterKeySet *set,
+		  KsError *err)
+{
+	uint64_t	version = 0;
+	const char *digits = p;
+	const char *hex;
+	size_t		hex_len;
+	KsMasterKey *key;
+
+	while (p < end && *p >= '0' && *p <= '9')
+	{
+		version = version * 10 + (uint64_t) (*p - '0');
+		if (version > 0x7FFFFFFF)
+			return KsFail(err, KS_ERR_KEYFILE_MALFORMED,
+						  "line %d: key version is out of range", lineno);
+		p++;
+	}
+	if (p == digits || p == end || *p != ':')
+		return KsFail(err, KS_ERR_KEYFILE_MALFORMED,
+					  "line %d: expected <version>:<64 hex characters>", lineno);
+	if (version == 0)
+		return KsFail(err, KS_ERR_KEYFILE_MALFORMED,
+					  "line %d: key versions start at 1", lineno);
+	hex = ++p;
+	hex_len = (size_t) (end - hex);
+	for (size_t i = 0; i < hex_len; i++)
+	{
+		if (HexValue(hex[i]) < 0)
+			return KsFail(err, KS_ERR_KEYFILE_MALFORMED,
+						  "line %d: key contains a character that is not a hex digit", lineno);
+	}
+	if (hex_len != 2 * KS_DEK_LEN)
+		return KsFail(err, KS_ERR_KEYFILE_MALFORMED,
+					  "line %d: key is %zu hex characters long, expected %d (256 bits)",
+					  lineno, hex_len, 2 * KS_DEK_LEN);
+	for (int i = 0; i < set->count; i++)
+	{
+		if (set->keys[i].version == (uint32_t) version)
+			return KsFail(err, KS_ERR_KEYFILE_MALFORMED,
+						  "line %d: key version %u appears more than once",
+						  lineno, (unsigned) version);
+	}
+	if (set->count >= KS_LOCAL_MAX_KEYS)
+		return KsFail(err, KS_ERR_KEYFILE_MALFORMED,
+					  "more than %d keys", KS_LOCAL_MAX_KEYS);
+
+	key = &set->keys[set->count++];
+	key->version = (uint32_t) version;
+	for (int i = 0; i < KS_DEK_LEN; i++)
+		key->key[i] = (uint8_t) (HexValue(hex[2 * i]) << 4 | HexValue(hex[2 * i + 1]));
+	if (key->version > set->current)
+		set->current = key->version;
+	return KS_OK;
+}
+
+KsStatus
+KsLocalParse(const char *text, size_t len, KsMasterKeySet *set, KsError *err)
+{
+	const char *p = text;
+	const char *stop = text + len;
+	int			lineno = 0;
+
+	set->count = 0;
+	set->current = 0;
+	while (p < stop)
+	{
+		const char *eol = memchr(p, '\n', (size_t) (stop - p));
+		const char *end = eol ? eol : stop;
+		KsStatus	st;
+
+		lineno++;
+		if (memchr(p, '\0', (size_t) (end - p)) != NULL)
+			return KsFail(err, KS_ERR_KEYFILE_MALFORMED,
+						  "line %d: contains a NUL byte", lineno);
+		/* trim blanks, tabs and a CR on both sides */
+		while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
+			p++;
+		while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+			end--;
+		if (p < end && *p != '#')
+		{
+			st = ParseLine(p, end, lineno, set, err);
+			if (st != KS_OK)
+				return st;
+		}
+		p = eol ? eol + 1 : stop;
+	}
+	if (set->count == 0)
+		return KsFail(err, KS_ERR_KEYFILE_MALFORMED, "the file contains no keys");
+	return KS_OK;
+}
+
+KsStatus
+KsLocalLoad(const char *path, KsMasterKeySet **setp, KsError *err)
+{
+	struct stat st;
+	char	   *buf;
+	size_t		got = 0;
+	int			fd;
+	KsMasterKeySet *set;
+	KsStatus	status;
+
+	*setp = NULL;
+	if (path == NULL || path[0] == '\0')
+		return KsFail(err, KS_ERR_KEYFILE_MISSING,
+					  "keysmith.local_master_key_file is not set");
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+	{
+		int			e = errno;
+
+		if (e == ENOENT || e == ENOTDIR)
+			return KsFail(err, KS_ERR_KEYFILE_MISSING,
+						  "master key file \"%s\" does not exist", path);
+		return KsFail(err, KS_ERR_KEYFILE_UNREADABLE,
+					  "could not open master key file \"%s\": %s", path, strerror(e));
+	}
+	/* fstat the open file so what we check is what we read */
+	if (fstat(fd, &st) != 0)
+	{
+		int			e = errno;
+
+		close(fd);
+		return KsFail(err, KS_ERR_KEYFILE_UNREADABLE,
+					  "could not stat master key file \"%s\": %s", path, strerror(e));
+	}
+	if (!S_ISREG(st.st_mode))
+	{
+		close(fd);
+		return KsFail(err, KS_ERR_KEYFILE_UNREADABLE,
+					  "master key file \"%s\" is not a regular file", path);
+	}
+	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+	{
+		close(fd);
+		return KsFail(err, KS_ERR_KEYFILE_PERMISSIONS,
+					  "master key file \"%s\" has mode %04o; group and others must have no access (use 0600)",
+					  path, (unsigned) (st.st_mode & 07777));
+	}
+	if (st.st_size > KS_LOCAL_MAX_FILE_SIZE)
+	{
+		close(fd);
+		return KsFail(err, KS_ERR_KEYFILE_MALFORMED,
+					  "master key file \"%s\" is larger than %d bytes", path,
+					  KS_LOCAL_MAX_FILE_SIZE);
+	}
+
+	buf = malloc((size_t) st.st_size + 1);
+	set = malloc(sizeof(KsMasterKeySet));
+	if (buf == NULL || set == NULL)
+	{
+		free(buf);
+		free(set);
+		close(fd);
+		return KsFail(err, KS_ERR_NO_MEMORY, "out of memory");
+	}
+	while (got < (size_t) st.st_size)
+	{
+		ssize_t		n = read(fd, buf + got, (size_t) st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+		{
+			int			e = errno;
+
+			KsWipe(buf, got);
+			free(buf);
+			free(set);
+			close(fd);
+			return KsFail(err, KS_ERR_KEYFILE_UNREADABLE,
+						  "could not read master key file \"%s\": %s", path, strerror(e));
+		}
+		if (n == 0)
+			break;
+		got += (size_t) n;
+	}
+	close(fd);
+
+	status = KsLocalParse(buf, got, set, err);
+	KsWipe(buf, got);
+	free(buf);
+	if (status != KS_OK)
+	{
+		/* prefix the path: the parser only knows line numbers */
+		char		detail[KS_ERRMSG_LEN];
+
+		memcpy(detail, err->message, sizeof(detail));
+		KsFail(err, status, "master key file \"%s\" is malformed: %s", path, detail);
+		KsMasterKeySetFree(set);
+		return status;
+	}
+	*setp = set;
+	return KS_OK;
+}
+
+static const KsMasterKey *
+FindKey(const KsMasterKeySet *set, uint32_t version)
+{
+	for (int i = 0; i < set->count; i++)
+		if (set->keys[i].version == version)
+			return &set->keys[i];
+	return NULL;
+}
+
+uint32_t
+KsLocalWrappedKekVersion(const uint8_t *wrapped, size_t len)
+{
+	if (len != KS_LOCAL_WRAPPED_LEN || wrapped[0] != KS_LOCAL_WRAP_FORMAT)
+		return 0;
+	return ((uint32_t) wrapped[1] << 24) | ((uint32_t) wrapped[2] << 16) |
+		((uint32_t) wrapped[3] << 8) | (uint32_t) wrapped[4];
+}
+
+static KsStatus
+LocalWrap(const KsKmsConfig *cfg, const uint8_t *dek, size_t dek_len,
+		  const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len,
+		  uint32_t *kek_version, KsError *err)
+{
+	KsMasterKeySet *set;
+	const KsMasterKey *kek;
+	KsStatus	st;
+
+	if (dek_len != KS_DEK_LEN)
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "a data key must be %d bytes", KS_DEK_LEN);
+	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
+	if (st != KS_OK)
+		return st;
+	kek = FindKey(set, set->current);
+
+	out[0] = KS_LOCAL_WRAP_FORMAT;
+	out[1] = (uint8_t) (kek->version >> 24);
+	out[2] = (uint8_t) (kek->version >> 16);
+	out[3] = (uint8_t) (kek->version >> 8);
+	out[4] = (uint8_t) kek->version;
+	st = KsRandomBytes(out + 5, 12, err);
+	if (st == KS_OK)
+		st = KsGcmSealOnce(kek->key, out + 5, out, 5, aad, aad_len,
+						   dek, dek_len, out + 17, out + 17 + KS_DEK_LEN, err);
+	if (st == KS_OK)
+	{
+		*out_len = KS_LOCAL_WRAPPED_LEN;
+		*kek_version = kek->version;
+	}
+	KsMasterKeySetFree(set);
+	return st;
+}
+
+static KsStatus
+LocalUnwrap(const KsKmsConfig *cfg, const uint8_t *wrapped, size_t wrapped_len,
+			const uint8_t *aad, size_t aad_len, uint8_t *dek, size_t dek_len,
+			KsError *err)
+{
+	KsMasterKeySet *set;
+	const KsMasterKey *kek;
+	uint32_t	version = KsLocalWrappedKekVersion(wrapped, wrapped_len);
+	KsStatus	st;
+
+	if (version == 0 || dek_len != KS_DEK_LEN)
+		return KsFail(err, KS_ERR_WRAP_MALFORMED,
+					  "wrapped data key is not in the local provider's format");
+	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
+	if (st != KS_OK)
+		return st;
+	kek = FindKey(set, version);
+	if (kek == NULL)
+	{
+		KsMasterKeySetFree(set);
+		return KsFail(err, KS_ERR_KEK_VERSION_UNKNOWN,
+					  "master key version %u is not in the master key file",
+					  (unsigned) version);
+	}
+	st = KsGcmOpenOnce(kek->key, wrapped + 5, wrapped, 5, aad, aad_len,
+					   wrapped + 17, KS_DEK_LEN, wrapped + 17 + KS_DEK_LEN,
+					   dek, err);
+	KsMasterKeySetFree(set);
+	if (st == KS_ERR_AUTH_FAILED)
+		return KsFail(err, KS_ERR_UNWRAP_FAILED,
+					  "wrapped data key does not authenticate under master key version %u",
+					  (unsigned) version);
+	return st;
+}
+
+static KsStatus
+LocalCurrentKekVersion(const KsKmsConfig *cfg, uint32_t *kek_version, KsError *err)
+{
+	KsMasterKeySet *set;
+	KsStatus	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
+
+	if (st != KS_OK)
+		return st;
+	*kek_version = set->current;
+	KsMasterKeySetFree(set);
+	return KS_OK;
+}
+
+const KsKmsProvider KsLocalProvider = {
+	.name = "local",
+	.wrap = LocalWrap,
+	.unwrap = LocalUnwrap,
+	.current_kek_version = LocalCurrentKekVersion,
+};

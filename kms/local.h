@@ -1,0 +1,54 @@
+/*
+ * kms/local.h
+ *
+ * The local KMS provider: versioned 256-bit master keys (KEKs) in a file
+ * that only the server's OS user may read.  File format, one key per line:
+ *
+ *     <version>:<64 hex characters>
+ *
+ * with '#' comments and blank lines allowed; the highest version is the
+ * current one.  The file is read afresh on each wrap or unwrap (which happen
+ * once per DEK version per backend, never per row), so an edit takes effect
+ * at once and master keys never linger in memory.
+ */
+#ifndef KEYSMITH_LOCAL_H
+#define KEYSMITH_LOCAL_H
+
+#include "kms.h"
+
+#define KS_LOCAL_MAX_KEYS		4096
+#define KS_LOCAL_MAX_FILE_SIZE	(1024 * 1024)
+
+typedef struct KsMasterKey
+{
+	uint32_t	version;
+	uint8_t		key[KS_DEK_LEN];
+} KsMasterKey;
+
+typedef struct KsMasterKeySet
+{
+	int			count;
+	uint32_t	current;		/* highest version */
+	KsMasterKey keys[KS_LOCAL_MAX_KEYS];
+} KsMasterKeySet;
+
+/*
+ * Read and check the master key file.  On success *set is a malloc'd set the
+ * caller must release with KsMasterKeySetFree (which wipes it).
+ */
+extern KsStatus KsLocalLoad(const char *path, KsMasterKeySet **set, KsError *err);
+
+/* Parse the contents of a key file already in memory (used by the tests). */
+extern KsStatus KsLocalParse(const char *text, size_t len, KsMasterKeySet *set,
+							 KsError *err);
+
+extern void KsMasterKeySetFree(KsMasterKeySet *set);
+
+/* Length of a local wrapped DEK: format, KEK version, nonce, DEK, tag. */
+#define KS_LOCAL_WRAP_FORMAT	1
+#define KS_LOCAL_WRAPPED_LEN	(1 + 4 + 12 + KS_DEK_LEN + 16)
+
+/* Which master-key version wrapped this blob (0 if it is malformed). */
+extern uint32_t KsLocalWrappedKekVersion(const uint8_t *wrapped, size_t len);
+
+#endif							/* KEYSMITH_LOCAL_H */

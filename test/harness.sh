@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# test/harness.sh
+#
+# The README's two commands end here.
+#   demo       install packages, build, install, start a throwaway cluster
+#              (loopback, keysmith preloaded, fresh local master key), run
+#              test/demo.sql, leave the server running
+#   demo-stop  stop the demo cluster and delete it
+#   test       the same set-up in a scratch directory, then every suite:
+#              C unit tests, pg_regress, pgTAP, integration; prints
+#              "N passed, N failed", exits non-zero on any failure, and
+#              stops what it started.
+#
+# Needs root (or sudo) for apt-get and `make install`; the server itself
+# always runs as the unprivileged postgres OS user.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MODE=${1:-test}
+DEMO_DIR=/var/tmp/keysmith-demo
+
+if [ "$(id -u)" -ne 0 ]; then
+    exec sudo -E bash "$0" "$@"
+fi
+
+# shellcheck source=test/lib.sh
+. "$ROOT/test/lib.sh"
+
+build_and_install() {
+    ks_install_packages
+    make -C "$ROOT" -s clean >/dev/null
+    make -C "$ROOT" -s KEYSMITH_WERROR=1 >/dev/null
+    make -C "$ROOT" -s install >/dev/null
+}
+
+case "$MODE" in
+demo)
+    build_and_install
+    ks_cluster_stop "$DEMO_DIR"
+    rm -rf "$DEMO_DIR"
+    ks_cluster_init "$DEMO_DIR"
+    ks_cluster_start "$DEMO_DIR"
+    cp "$DEMO_DIR/env" "$ROOT/demo.env"
+    . "$DEMO_DIR/env"
+    psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE demo'
+    psql -X -v ON_ERROR_STOP=0 -d demo -f "$ROOT/test/demo.sql"
+    cat <<MSG
+
+keysmith demo server is running (data in $DEMO_DIR, port $PGPORT, loopback only).
+  connect:  source $ROOT/demo.env && psql -d demo
+  stop:     make demo-stop
+MSG
+    ;;
+demo-stop)
+    ks_cluster_stop "$DEMO_DIR"
+    rm -rf "$DEMO_DIR" "$ROOT/demo.env"
+    echo "keysmith demo stopped and removed"
+    ;;
+test)
+    exec bash "$ROOT/test/run_suites.sh"
+    ;;
+*)
+    echo "usage: $0 demo|demo-stop|test" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,106 @@
+# test/lib.sh
+#
+# Shell helpers shared by test/harness.sh and the integration tests:
+# installing Debian packages, and starting throwaway PostgreSQL clusters
+# that run as the unprivileged `postgres` OS user, listen on loopback only
+# and preload keysmith.  Source it; it defines functions only.
+
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_OSUSER=${PG_OSUSER:-postgres}
+
+KEYSMITH_PACKAGES="gcc make libc6-dev postgresql-15 postgresql-server-dev-15 \
+postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libssl-dev \
+python3 python3-cryptography"
+
+# Install whatever of KEYSMITH_PACKAGES is missing (needs root).
+ks_install_packages() {
+    local missing=() p
+    for p in $KEYSMITH_PACKAGES; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$p")
+        fi
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "keysmith: installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# Run a command as the server's OS user.
+ks_as_pg() {
+    runuser -u "$PG_OSUSER" -- "$@"
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on.
+ks_free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$(( 20000 + RANDOM % 30000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# ks_new_master_key FILE: one fresh 256-bit key, version 1, mode 0600,
+# owned by the server's OS user.
+ks_new_master_key() {
+    local file=$1 hex
+    hex=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+    ks_as_pg sh -c "umask 077; printf '# keysmith local master keys: <version>:<64 hex>\n1:%s\n' '$hex' > '$file'"
+}
+
+# ks_cluster_init DIR [PRELOAD]: initdb into DIR/data as the postgres user,
+# configure loopback-only, preload keysmith unless PRELOAD=no.  Sets
+# KS_PORT and writes DIR/env with PGHOST/PGPORT/PGUSER.
+ks_cluster_init() {
+    local dir=$1 preload=${2:-yes}
+    mkdir -p "$dir"
+    chown "$PG_OSUSER": "$dir"
+    chmod 700 "$dir"
+    ks_as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust \
+        --encoding=UTF8 --locale=C >"$dir/initdb.log" 2>&1
+    KS_PORT=$(ks_free_port)
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $KS_PORT"
+        echo "unix_socket_directories = '$dir'"
+        echo "fsync = off"
+        echo "synchronous_commit = off"
+        echo "max_connections = 50"
+        if [ "$preload" = yes ]; then
+            echo "shared_preload_libraries = 'keysmith'"
+            echo "keysmith.local_master_key_file = 'keysmith_master.key'"
+        fi
+    } >>"$dir/data/postgresql.conf"
+    cat >"$dir/data/pg_hba.conf" <<HBA
+local   all   all                  trust
+host    all   postgres  127.0.0.1/32  trust
+host    all   all       127.0.0.1/32  scram-sha-256
+HBA
+    if [ "$preload" = yes ]; then
+        ks_new_master_key "$dir/data/keysmith_master.key"
+    fi
+    cat >"$dir/env" <<ENV
+export PGHOST='$dir'
+export PGPORT=$KS_PORT
+export PGUSER=postgres
+export PGDATABASE=postgres
+ENV
+    chmod 644 "$dir/env"
+}
+
+ks_cluster_start() {
+    local dir=$1
+    ks_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+}
+
+ks_cluster_stop() {
+    local dir=$1 mode=${2:-fast}
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        ks_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null 2>&1 || true
+    fi
+}

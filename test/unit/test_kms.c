@@ -1,0 +1,435 @@
+/*
+ * test/unit/test_kms.c
+ *
+ * C unit tests of kms/, run outside the server: the ciphertext format
+ * against the fixed test vectors of docs/format.md (computed independently
+ * by test/vectors.py), every way a ciphertext can be damaged, the master
+ * key file parser and loader, and the local provider's wrap format.
+ * Prints TAP; exits non-zero if anything failed.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "envelope.h"
+#include "local.h"
+
+static int	tests_run = 0;
+static int	tests_failed = 0;
+
+static void
+check(int cond, const char *what)
+{
+	tests_run++;
+	if (cond)
+		printf("ok %d - %s\n", tests_run, what);
+	else
+	{
+		tests_failed++;
+		printf("not ok %d - %s\n", tests_run, what);
+	}
+}
+
+static size_t
+unhex(const char *hex, uint8_t *out)
+{
+	size_t		n = strlen(hex) / 2;
+
+	for (size_t i = 0; i < n; i++)
+	{
+		unsigned int b;
+
+		sscanf(hex + 2 * i, "%2x", &b);
+		out[i] = (uint8_t) b;
+	}
+	return n;
+}
+
+typedef struct Vector
+{
+	const char *name;
+	uint32_t	key_id;
+	uint32_t	version;
+	const char *pt;
+	size_t		pt_len;
+	const char *context;		/* NULL = no context */
+	const char *expected_hex;
+} Vector;
+
+/* Same values as docs/format.md and test/vectors.py. */
+static const Vector vectors[] = {
+	{"v1", 1, 1, "hello, keysmith", 15, NULL,
+	"01010000000100000001a0a1a2a3a4a5a6a7a8a9aaab8e7d10412ae722d4071cf4be6e0ea803f1b43d2430d9e7e79ff30c81b117d9"},
+	{"v2", 1, 1, "hello, keysmith", 15, "customer:42",
+	"01010000000100000001a0a1a2a3a4a5a6a7a8a9aaab8e7d10412ae722d4071cf4be6e0ea8eb3553a488dd37c8cae51f3af59b4b44"},
+	{"v3", 1, 1, "", 0, "",
+	"01010000000100000001a0a1a2a3a4a5a6a7a8a9aaab2496f16d8d7f9ce4ca201c4f0b211d11"},
+	{"v4", 0x01020304, 7, "\x00\xff binary", 9, NULL,
+	"01010102030400000007a0a1a2a3a4a5a6a7a8a9aaabe6e75c4f2ca563cd1b7e46dd5a866c7187a41a1da91a945e86"},
+};
+
+static const char *WRAP_VECTOR =
+"0100000003b0b1b2b3b4b5b6b7b8b9babb03018286c54fed9e33e72df3e1fb42c4ae19963b5000c088ebdf7a2095adec8ff0af667fdbf78bfed1d240bd8015719a";
+
+static uint8_t DEK[32];
+
+static KsContext
+make_context(const char *s)
+{
+	KsContext	c = {false, NULL, 0};
+
+	if (s != NULL)
+	{
+		c.present = true;
+		c.data = (const uint8_t *) s;
+		c.len = strlen(s);
+	}
+	return c;
+}
+
+/* Decrypt buf with the test DEK; returns the status. */
+static KsStatus
+try_open(KsAead *aead, const uint8_t *buf, size_t len, const char *context,
+		 uint8_t *out)
+{
+	KsHeader	hdr;
+	KsError		err;
+	KsContext	c = make_context(context);
+	KsStatus	st = KsParseHeader(buf, len, &hdr, &err);
+
+	if (st != KS_OK)
+		return st;
+	return KsAeadOpen(aead, &hdr, &c, buf, len, out, &err);
+}
+
+static void
+test_vectors(KsAead *aead)
+{
+	char		what[128];
+
+	for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++)
+	{
+		const Vector *v = &vectors[i];
+		uint8_t		expected[256];
+		uint8_t		out[256];
+		uint8_t		pt[256];
+		size_t		len = unhex(v->expected_hex, expected);
+		KsHeader	hdr = {KS_FORMAT_VERSION, KS_ALG_AES256GCM, v->key_id, v->version, {0}};
+		KsContext	c = make_context(v->context);
+		KsError		err;
+
+		for (int j = 0; j < KS_NONCE_LEN; j++)
+			hdr.nonce[j] = (uint8_t) (0xA0 + j);
+		snprintf(what, sizeof(what), "vector %s: seal gives the specified bytes", v->name);
+		check(len == v->pt_len + KS_OVERHEAD &&
+			  KsAeadSeal(aead, &hdr, &c, (const uint8_t *) v->pt, v->pt_len, out, &err) == KS_OK &&
+			  memcmp(out, expected, len) == 0, what);
+		snprintf(what, sizeof(what), "vector %s: open gives the plaintext", v->name);
+		check(try_open(aead, expected, len, v->context, pt) == KS_OK &&
+			  memcmp(pt, v->pt, v->pt_len) == 0, what);
+		snprintf(what, sizeof(what), "vector %s: header fields parse", v->name);
+		check(KsParseHeader(expected, len, &hdr, &err) == KS_OK &&
+			  hdr.key_id == v->key_id && hdr.key_version == v->version, what);
+	}
+}
+
+static void
+test_damage(KsAead *aead)
+{
+	uint8_t		good[256];
+	uint8_t		buf[300];
+	uint8_t		out[300];
+	size_t		len = unhex(vectors[1].expected_hex, good);
+	const char *ctx = vectors[1].context;
+	int			bad = 0;
+
+	/* every single-bit flip anywhere is refused */
+	for (size_t i = 0; i < len; i++)
+		for (int b = 0; b < 8; b++)
+		{
+			KsStatus	st;
+
+			memcpy(buf, good, len);
+			buf[i] ^= (uint8_t) (1 << b);
+			st = try_open(aead, buf, len, ctx, out);
+			if (i == 0 && st != KS_ERR_CT_VERSION)
+				bad++;
+			else if (i == 1 && st != KS_ERR_CT_ALGORITHM)
+				bad++;
+			else if (i > 1 && st != KS_ERR_AUTH_FAILED)
+				bad++;
+		}
+	check(bad == 0, "every flipped bit (header, nonce, body, tag) is refused with the right status");
+
+	/* every truncation is refused */
+	bad = 0;
+	for (size_t l = 0; l < len; l++)
+	{
+		KsStatus	st = try_open(aead, good, l, ctx, out);
+
+		if (l < KS_OVERHEAD ? st != KS_ERR_CT_TRUNCATED : st != KS_ERR_AUTH_FAILED)
+			bad++;
+	}
+	check(bad == 0, "every truncation is refused (short ones as truncated)");
+
+	memcpy(buf, good, len);
+	buf[len] = 0;
+	check(try_open(aead, buf, len + 1, ctx, out) == KS_ERR_AUTH_FAILED, "a trailing byte is refused");
+	check(try_open(aead, good, len, NULL, out) == KS_ERR_AUTH_FAILED, "missing context is refused");
+	check(try_open(aead, good, len, "customer:43", out) == KS_ERR_AUTH_FAILED, "wrong context is refused");
+	len = unhex(vectors[0].expected_hex, good);
+	check(try_open(aead, good, len, "x", out) == KS_ERR_AUTH_FAILED, "unexpected context is refused");
+	check(try_open(aead, good, len, "", out) == KS_ERR_AUTH_FAILED, "empty context differs from no context");
+
+	/* a header from another key spliced onto this body */
+	{
+		uint8_t		other[256];
+
+		unhex(vectors[3].expected_hex, other);
+		memcpy(buf, good, len);
+		memcpy(buf, other, 10);
+		check(try_open(aead, buf, len, NULL, out) == KS_ERR_AUTH_FAILED, "spliced header is refused");
+	}
+	{
+		KsHeader	hdr;
+		KsError		err;
+		uint8_t		v2[64] = {2, 1};
+		uint8_t		a9[64] = {1, 9};
+
+		check(KsParseHeader(good, 0, &hdr, &err) == KS_ERR_CT_TRUNCATED, "empty input is truncated");
+		check(KsParseHeader(v2, sizeof(v2), &hdr, &err) == KS_ERR_CT_VERSION &&
+			  strstr(err.message, "version 2") != NULL, "format version 2 is unsupported");
+		check(KsParseHeader(a9, sizeof(a9), &hdr, &err) == KS_ERR_CT_ALGORITHM &&
+			  strstr(err.message, "id 9") != NULL, "algorithm 9 is unsupported");
+	}
+}
+
+static void
+test_roundtrip(KsAead *aead)
+{
+	size_t		n = 1 << 20;
+	uint8_t    *pt = malloc(n);
+	uint8_t    *ct = malloc(n + KS_OVERHEAD);
+	uint8_t    *back = malloc(n);
+	KsHeader	hdr = {KS_FORMAT_VERSION, KS_ALG_AES256GCM, 5, 2, {0}};
+	KsContext	c = make_context("row:1");
+	KsError		err;
+
+	for (size_t i = 0; i < n; i++)
+		pt[i] = (uint8_t) (i * 7);
+	check(KsNextNonce(hdr.nonce, &err) == KS_OK &&
+		  KsAeadSeal(aead, &hdr, &c, pt, n, ct, &err) == KS_OK &&
+		  try_open(aead, ct, n + KS_OVERHEAD, "row:1", back) == KS_OK &&
+		  memcmp(pt, back, n) == 0, "1 MB value round-trips");
+	free(pt);
+	free(ct);
+	free(back);
+}
+
+static int
+cmp_nonce(const void *a, const void *b)
+{
+	return memcmp(a, b, KS_NONCE_LEN);
+}
+
+static void
+test_nonces(void)
+{
+	enum
+	{
+	N = 20000};
+	uint8_t    *all = malloc((size_t) N * KS_NONCE_LEN);
+	KsError		err;
+	int			dup = 0;
+
+	for (int i = 0; i < N; i++)
+		KsNextNonce(all + (size_t) i * KS_NONCE_LEN, &err);
+	qsort(all, N, KS_NONCE_LEN, cmp_nonce);
+	for (int i = 1; i < N; i++)
+		if (memcmp(all + (size_t) (i - 1) * KS_NONCE_LEN, all + (size_t) i * KS_NONCE_LEN, KS_NONCE_LEN) == 0)
+			dup++;
+	check(dup == 0, "20000 nonces are all distinct");
+	free(all);
+}
+
+static KsStatus
+parse(const char *text, KsMasterKeySet *set, KsError *err)
+{
+	return KsLocalParse(text, strlen(text), set, err);
+}
+
+static void
+test_keyfile_parse(void)
+{
+	KsMasterKeySet *set = malloc(sizeof(KsMasterKeySet));
+	KsError		err;
+	const char *k = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+	char		text[1024];
+
+	snprintf(text, sizeof(text), "# comment\n\n  1:%s  \r\n3:%s\n#2:zz\n", k, k);
+	check(parse(text, set, &err) == KS_OK && set->count == 2 && set->current == 3 &&
+		  set->keys[0].key[31] == 0x1f, "comments, blanks, CRLF; highest version is current");
+	snprintf(text, sizeof(text), "1:%s", k);
+	check(parse(text, set, &err) == KS_OK && set->count == 1, "no trailing newline is fine");
+
+	check(parse("", set, &err) == KS_ERR_KEYFILE_MALFORMED, "empty file is malformed");
+	check(parse("# nothing\n", set, &err) == KS_ERR_KEYFILE_MALFORMED &&
+		  strstr(err.message, "no keys"), "comments only: no keys");
+	snprintf(text, sizeof(text), "1%s\n", k);
+	check(parse(text, set, &err) == KS_ERR_KEYFILE_MALFORMED, "missing colon is malformed");
+	snprintf(text, sizeof(text), ":%s\n", k);
+	check(parse(text, set, &err) == KS_ERR_KEYFILE_MALFORMED, "missing version is malformed");
+	snprintf(text, sizeof(text), "0:%s\n", k);
+	check(parse(text, set, &err) == KS_ERR_KEYFILE_MALFORMED, "version 0 is malformed");
+	snprintf(text, sizeof(text), "99999999999:%s\n", k);
+	check(parse(text, set, &err) == KS_ERR_KEYFILE_MALFORMED, "huge version is malformed");
+	check(parse("1:0011\n", set, &err) == KS_ERR_KEYFILE_MALFORMED &&
+		  strstr(err.message, "expected 64") != NULL, "short key: wrong length");
+	snprintf(text, sizeof(text), "1:%s00\n", k);
+	check(parse(text, set, &err) == KS_ERR_KEYFILE_MALFORMED, "long key: wrong length");
+	snprintf(text, sizeof(text), "1:%.63sg\n", k);
+	check(parse(text, set, &err) == KS_ERR_KEYFILE_MALFORMED &&
+		  strstr(err.message, "line 1") != NULL, "non-hex key names the line");
+	snprintf(text, sizeof(text), "1:%s\n\n1:%s\n", k, k);
+	check(parse(text, set, &err) == KS_ERR_KEYFILE_MALFORMED &&
+		  strstr(err.message, "line 3") != NULL, "duplicate version is malformed");
+	snprintf(text, sizeof(text), "1:%s\n", k);
+	check(strstr(err.message, "0001020304") == NULL, "messages never echo key material");
+	KsMasterKeySetFree(set);
+}
+
+static void
+write_file(const char *path, const char *text, mode_t mode)
+{
+	FILE	   *f;
+
+	unlink(path);
+	f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	chmod(path, mode);
+}
+
+static void
+test_keyfile_load_and_wrap(const char *dir)
+{
+	char		path[512];
+	char		text[256];
+	KsMasterKeySet *set;
+	KsError		err;
+	uint8_t		blob[KS_WRAPPED_MAX];
+	size_t		blob_len = unhex(WRAP_VECTOR, blob);
+	uint8_t		aad[256];
+	size_t		aad_len = KsDekBindingAad("demo", 1, aad, sizeof(aad));
+	uint8_t		dek[32];
+	KsKmsConfig cfg = {path};
+	const KsKmsProvider *local = KsKmsLookup("local");
+	uint32_t	kek_version = 0;
+
+	check(local == &KsLocalProvider && KsKmsLookup("nope") == NULL, "provider registry finds local only");
+
+	snprintf(path, sizeof(path), "%s/missing.key", dir);
+	check(KsLocalLoad(path, &set, &err) == KS_ERR_KEYFILE_MISSING, "missing file");
+	check(KsLocalLoad("", &set, &err) == KS_ERR_KEYFILE_MISSING, "unset path");
+
+	snprintf(path, sizeof(path), "%s", dir);
+	check(KsLocalLoad(path, &set, &err) == KS_ERR_KEYFILE_UNREADABLE, "directory is not a key file");
+
+	snprintf(text, sizeof(text), "3:%s\n",
+			 "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f");
+	snprintf(path, sizeof(path), "%s/loose.key", dir);
+	write_file(path, text, 0640);
+	check(KsLocalLoad(path, &set, &err) == KS_ERR_KEYFILE_PERMISSIONS &&
+		  strstr(err.message, "0640") != NULL, "group-readable file is refused");
+
+	snprintf(path, sizeof(path), "%s/unreadable.key", dir);
+	write_file(path, text, 0000);
+	if (geteuid() == 0)
+	{
+		tests_run++;
+		printf("ok %d - # SKIP unreadable file: root reads anything (the pgTAP suite checks it as the server user)\n", tests_run);
+	}
+	else
+		check(KsLocalLoad(path, &set, &err) == KS_ERR_KEYFILE_UNREADABLE, "unreadable file");
+
+	snprintf(path, sizeof(path), "%s/good.key", dir);
+	write_file(path, text, 0600);
+	check(KsLocalLoad(path, &set, &err) == KS_OK && set->current == 3, "0600 file loads");
+	KsMasterKeySetFree(set);
+
+	check(local->unwrap(&cfg, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_OK &&
+		  memcmp(dek, DEK, 32) == 0, "wrap vector unwraps to the DEK");
+	check(KsLocalWrappedKekVersion(blob, blob_len) == 3, "wrap records master key version 3");
+	{
+		uint8_t		aad2[256];
+		size_t		aad2_len = KsDekBindingAad("demo", 2, aad2, sizeof(aad2));
+
+		check(local->unwrap(&cfg, blob, blob_len, aad2, aad2_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
+			  "wrapped DEK does not unwrap as another version");
+		aad2_len = KsDekBindingAad("demo2", 1, aad2, sizeof(aad2));
+		check(local->unwrap(&cfg, blob, blob_len, aad2, aad2_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
+			  "wrapped DEK does not unwrap as another key");
+	}
+	check(local->unwrap(&cfg, blob, blob_len - 1, aad, aad_len, dek, 32, &err) == KS_ERR_WRAP_MALFORMED,
+		  "short wrapped DEK is malformed");
+	{
+		uint8_t		w[KS_WRAPPED_MAX];
+		size_t		wl = 0;
+
+		check(local->wrap(&cfg, DEK, 32, aad, aad_len, w, &wl, &kek_version, &err) == KS_OK &&
+			  wl == KS_LOCAL_WRAPPED_LEN && kek_version == 3 &&
+			  local->unwrap(&cfg, w, wl, aad, aad_len, dek, 32, &err) == KS_OK &&
+			  memcmp(dek, DEK, 32) == 0, "wrap then unwrap round-trips");
+	}
+	/* the file loses version 3 */
+	snprintf(text, sizeof(text), "4:%s\n",
+			 "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f");
+	write_file(path, text, 0600);
+	check(local->unwrap(&cfg, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_KEK_VERSION_UNKNOWN &&
+		  strstr(err.message, "version 3") != NULL, "missing master key version is reported");
+	/* a different key under the same version */
+	snprintf(text, sizeof(text), "3:%s\n",
+			 "505152535455565758595a5b5c5d5e5f404142434445464748494a4b4c4d4e4f");
+	write_file(path, text, 0600);
+	check(local->unwrap(&cfg, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
+		  "wrong master key fails to unwrap");
+}
+
+int
+main(void)
+{
+	KsError		err;
+	KsAead	   *aead;
+	char		dir[] = "/tmp/keysmith-unit.XXXXXX";
+
+	for (int i = 0; i < 32; i++)
+		DEK[i] = (uint8_t) i;
+	aead = KsAeadCreate(DEK, 32, &err);
+	check(aead != NULL, "AEAD context keyed");
+	check(KsAeadCreate(DEK, 16, &err) == NULL && err.status == KS_ERR_INVALID_ARGUMENT,
+		  "a 128-bit DEK is refused");
+	test_vectors(aead);
+	test_damage(aead);
+	test_roundtrip(aead);
+	test_nonces();
+	test_keyfile_parse();
+	if (mkdtemp(dir) == NULL)
+	{
+		perror("mkdtemp");
+		return 2;
+	}
+	test_keyfile_load_and_wrap(dir);
+	KsAeadFree(aead);
+	{
+		char		cmd[600];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", dir);
+	}
+	printf("1..%d\n", tests_run);
+	return tests_failed == 0 ? 0 : 1;
+}

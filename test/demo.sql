@@ -1,0 +1,30 @@
+-- test/demo.sql: what `make demo` shows.  Runs with ON_ERROR_STOP off so the
+-- refusals at the end print their errors and the script goes on.
+\set VERBOSITY default
+\echo '--- install keysmith and create a key (DEK v1, wrapped by the local master key)'
+CREATE EXTENSION keysmith;
+SELECT keysmith.create_key('customers');
+SELECT name, kms, current_version, versions FROM keysmith.keys;
+
+\echo '--- encrypt values; the context binds a value to its row'
+CREATE TABLE customer (id int PRIMARY KEY, name text, card bytea);
+INSERT INTO customer
+SELECT i, 'customer ' || i,
+       keysmith.encrypt_value('customers', '4111-1111-1111-' || lpad(i::text, 4, '0'), 'customer:' || i)
+  FROM generate_series(1, 5) AS i;
+SELECT id, name, left(encode(card, 'hex'), 40) || '...' AS card_ciphertext,
+       octet_length(card) AS bytes FROM customer ORDER BY id;
+
+\echo '--- decrypt with the right context'
+SELECT id, keysmith.decrypt_value(card, 'customer:' || id) AS card FROM customer ORDER BY id;
+
+\echo '--- what a ciphertext says about itself (no decryption)'
+SELECT key_name, key_version, algorithm, format_version, plaintext_length
+  FROM keysmith.ciphertext_info((SELECT card FROM customer WHERE id = 1));
+
+\echo '--- refused: a value decrypted under another row''s context'
+SELECT keysmith.decrypt_value(card, 'customer:2') FROM customer WHERE id = 1;
+
+\echo '--- refused: one flipped bit'
+SELECT keysmith.decrypt_value(set_byte(card, 30, get_byte(card, 30) # 1), 'customer:1')
+  FROM customer WHERE id = 1;

@@ -10,6 +10,7 @@
  * tag.  Nothing in this file allocates on the per-value path.
  */
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -153,15 +154,28 @@ CipherUpdate(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, size_t len)
 	return 1;
 }
 
-/* Absorb header bytes and the context marker (and context) as GCM AAD. */
+/*
+ * Absorb header bytes and the context marker (and context) as GCM AAD.
+ * Each EVP call has a fixed dispatch cost that is large next to a 32-byte
+ * value, so a short AAD is gathered into one buffer and fed in one call.
+ */
 static int
 AbsorbAad(EVP_CIPHER_CTX *ctx, const uint8_t *header, const KsContext *context)
 {
-	if (!CipherUpdate(ctx, NULL, header, KS_HEADER_LEN))
-		return 0;
-	if (context == NULL || !context->present)
-		return CipherUpdate(ctx, NULL, &KsNoContextMarker, 1);
-	if (!CipherUpdate(ctx, NULL, &KsContextMarker, 1))
+	uint8_t		aad[256];
+	bool		has_context = context != NULL && context->present;
+	size_t		ctx_len = has_context ? context->len : 0;
+
+	if (KS_HEADER_LEN + 1 + ctx_len <= sizeof(aad))
+	{
+		memcpy(aad, header, KS_HEADER_LEN);
+		aad[KS_HEADER_LEN] = has_context ? KsContextMarker : KsNoContextMarker;
+		if (ctx_len > 0)
+			memcpy(aad + KS_HEADER_LEN + 1, context->data, ctx_len);
+		return CipherUpdate(ctx, NULL, aad, KS_HEADER_LEN + 1 + ctx_len);
+	}
+	if (!CipherUpdate(ctx, NULL, header, KS_HEADER_LEN) ||
+		!CipherUpdate(ctx, NULL, &KsContextMarker, 1))
 		return 0;
 	return CipherUpdate(ctx, NULL, context->data, context->len);
 }
@@ -294,21 +308,37 @@ KsGcmOpenOnce(const uint8_t *key, const uint8_t *nonce,
 
 static uint8_t NoncePool[NONCE_POOL_LEN];
 static size_t NoncePoolUsed = NONCE_POOL_LEN;
-static pid_t NoncePoolPid = 0;
+static bool NonceForkHandlerSet = false;
+
+/*
+ * In a forked child, drop whatever the parent had not used yet.  An atfork
+ * handler rather than a getpid() check per nonce: getpid() is a system call
+ * and cost more than the encryption of a small value.
+ */
+static void
+NoncePoolAfterFork(void)
+{
+	memset(NoncePool, 0, sizeof(NoncePool));
+	NoncePoolUsed = NONCE_POOL_LEN;
+}
 
 KsStatus
 KsNextNonce(uint8_t *nonce, KsError *err)
 {
-	pid_t		me = getpid();
-
-	if (NoncePoolUsed + KS_NONCE_LEN > NONCE_POOL_LEN || NoncePoolPid != me)
+	if (NoncePoolUsed + KS_NONCE_LEN > NONCE_POOL_LEN)
 	{
-		KsStatus	st = KsRandomBytes(NoncePool, NONCE_POOL_LEN, err);
+		KsStatus	st;
 
+		if (!NonceForkHandlerSet)
+		{
+			if (pthread_atfork(NULL, NULL, NoncePoolAfterFork) != 0)
+				return KsFail(err, KS_ERR_NO_MEMORY, "could not register a fork handler");
+			NonceForkHandlerSet = true;
+		}
+		st = KsRandomBytes(NoncePool, NONCE_POOL_LEN, err);
 		if (st != KS_OK)
 			return st;
 		NoncePoolUsed = 0;
-		NoncePoolPid = me;
 	}
 	memcpy(nonce, NoncePool + NoncePoolUsed, KS_NONCE_LEN);
 	/* Never hand out the same bytes twice. */

@@ -114,8 +114,8 @@ extern KsStatus KsGcmOpenOnce(const uint8_t *key, const uint8_t *nonce,
 
 /*
  * A fresh random nonce.  Draws from OpenSSL's CSPRNG in blocks to keep the
- * per-value cost low; the block is discarded when the process id changes so
- * a forked child never reuses its parent's unread bytes.
+ * per-value cost low; a fork handler discards the block in a child process
+ * so a forked child never reuses its parent's unread bytes.
  */
 extern KsStatus KsNextNonce(uint8_t *nonce, KsError *err);
 

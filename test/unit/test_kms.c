@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "envelope.h"
@@ -253,6 +254,35 @@ test_nonces(void)
 			dup++;
 	check(dup == 0, "20000 nonces are all distinct");
 	free(all);
+
+	/* a forked child must not hand out the nonces its parent will use */
+	{
+		uint8_t		mine[KS_NONCE_LEN];
+		uint8_t		theirs[KS_NONCE_LEN] = {0};
+		int			fds[2];
+		pid_t		pid;
+
+		KsNextNonce(mine, &err);	/* the pool now holds unused nonces */
+		if (pipe(fds) != 0 || (pid = fork()) < 0)
+		{
+			check(0, "fork for the nonce test");
+			return;
+		}
+		if (pid == 0)
+		{
+			KsNextNonce(theirs, &err);
+			if (write(fds[1], theirs, KS_NONCE_LEN) != KS_NONCE_LEN)
+				_exit(1);
+			_exit(0);
+		}
+		KsNextNonce(mine, &err);
+		check(read(fds[0], theirs, KS_NONCE_LEN) == KS_NONCE_LEN &&
+			  memcmp(mine, theirs, KS_NONCE_LEN) != 0,
+			  "a forked child draws fresh nonces, not its parent's next ones");
+		waitpid(pid, NULL, 0);
+		close(fds[0]);
+		close(fds[1]);
+	}
 }
 
 static KsStatus

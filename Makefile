@@ -17,6 +17,8 @@ OBJS = \
 	extension/keysmith.o \
 	extension/dek_cache.o \
 	extension/values.o \
+	extension/keys.o \
+	extension/counters.o \
 	$(KMS_OBJS)
 
 REGRESS = setup envelope errors

@@ -31,16 +31,16 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
+#include "catalog/pg_class.h"
 
 #include "keysmith.h"
-
-#define KS_KEY_NAME_MAX 128
 
 typedef struct DekKey
 {
@@ -67,6 +67,7 @@ typedef struct NameEntry
 static HTAB *DekTable = NULL;
 static HTAB *NameTable = NULL;
 static uint64 LruClock = 0;
+static uint64 Generation = 0;	/* bumped whenever entries are freed */
 static bool CallbacksRegistered = false;
 static bool CacheTouchedInXact = false;
 
@@ -82,6 +83,8 @@ static Oid	KeyOwnerOid = InvalidOid;
 
 /* A locked page for raw DEK bytes while a cipher context is keyed. */
 static uint8 *SecretPage = NULL;
+
+static void FlushKeyStates(void);
 
 static inline uint64
 MonotonicMs(void)
@@ -100,9 +103,29 @@ ForgetMemos(void)
 	MemoDecrypt = NULL;
 }
 
+uint64
+KsDekCacheGeneration(void)
+{
+	return Generation;
+}
+
+static void
+UnpinAll(void)
+{
+	HASH_SEQ_STATUS status;
+	DekEntry   *entry;
+
+	if (DekTable == NULL)
+		return;
+	hash_seq_init(&status, DekTable);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		entry->dek.pinned = false;
+}
+
 static void
 EvictEntry(DekEntry *entry)
 {
+	Generation++;
 	if (MemoEncrypt == entry || MemoDecrypt == entry)
 		ForgetMemos();
 	KsAeadFree(entry->dek.aead);
@@ -118,7 +141,9 @@ KsDekCacheFlush(void)
 	NameEntry  *nentry;
 	int			n = 0;
 
+	Generation++;
 	ForgetMemos();
+	FlushKeyStates();
 	if (DekTable != NULL)
 	{
 		hash_seq_init(&status, DekTable);
@@ -169,6 +194,21 @@ KsRelcacheCallback(Datum arg, Oid relid)
 	}
 }
 
+/* Role memberships or attributes changed: forget every privilege memo. */
+static void
+KsRoleCallback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	HASH_SEQ_STATUS status;
+	DekEntry   *entry;
+
+	if (DekTable == NULL)
+		return;
+	hash_seq_init(&status, DekTable);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		for (int i = 0; i < KS_PRIV_COUNT; i++)
+			entry->dek.allowed[i] = InvalidOid;
+}
+
 static void
 KsXactCallback(XactEvent event, void *arg)
 {
@@ -179,12 +219,14 @@ KsXactCallback(XactEvent event, void *arg)
 			if (CacheTouchedInXact)
 				KsDekCacheFlush();
 			CacheTouchedInXact = false;
+			UnpinAll();
 			SweepExpired();
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			CacheTouchedInXact = false;
+			UnpinAll();
 			SweepExpired();
 			break;
 		default:
@@ -208,6 +250,8 @@ EnsureCache(void)
 	if (!CallbacksRegistered)
 	{
 		CacheRegisterRelcacheCallback(KsRelcacheCallback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, KsRoleCallback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, KsRoleCallback, (Datum) 0);
 		RegisterXactCallback(KsXactCallback, NULL);
 		RegisterSubXactCallback(KsSubXactCallback, NULL);
 		CallbacksRegistered = true;
@@ -323,10 +367,12 @@ typedef struct KeyRow
 {
 	bool		found_key;
 	bool		found_version;
+	bool		key_destroyed;
 	uint32		key_id;
 	uint32		version;
 	char	   *name;
 	char	   *kms;
+	char	   *version_state;
 	bytea	   *wrapped;
 } KeyRow;
 
@@ -353,7 +399,7 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 		Datum		values[1] = {CStringGetTextDatum(name)};
 
 		rc = SPI_execute_with_args(
-								   "SELECT k.key_id, k.current_version, k.name, k.kms, v.wrapped_dek"
+								   "SELECT k.key_id, k.current_version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
 								   "  FROM keysmith.key k"
 								   "  LEFT JOIN keysmith.key_version v"
 								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
@@ -367,7 +413,7 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 		Datum		values[2] = {Int32GetDatum((int32) key_id), Int32GetDatum((int32) version)};
 
 		rc = SPI_execute_with_args(
-								   "SELECT k.key_id, v.version, k.name, k.kms, v.wrapped_dek"
+								   "SELECT k.key_id, v.version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
 								   "  FROM keysmith.key k"
 								   "  LEFT JOIN keysmith.key_version v"
 								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
@@ -390,6 +436,8 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 		row->key_id = (uint32) DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 		row->name = SPI_getvalue(tup, desc, 3);
 		row->kms = SPI_getvalue(tup, desc, 4);
+		row->key_destroyed = strcmp(SPI_getvalue(tup, desc, 6), "destroyed") == 0;
+		row->version_state = SPI_getvalue(tup, desc, 7);
 		d = SPI_getbinval(tup, desc, 5, &isnull);
 		if (!isnull)
 		{
@@ -456,7 +504,8 @@ MakeRoom(void)
 		hash_seq_init(&status, DekTable);
 		while ((entry = hash_seq_search(&status)) != NULL)
 		{
-			if (oldest == NULL || entry->last_used < oldest->last_used)
+			if (!entry->dek.pinned &&
+				(oldest == NULL || entry->last_used < oldest->last_used))
 				oldest = entry;
 		}
 		if (oldest == NULL)
@@ -487,6 +536,12 @@ EntryForRow(const KeyRow *row, uint64 now)
 	entry->dek.key_id = row->key_id;
 	entry->dek.version = row->version;
 	entry->dek.aead = aead;
+	entry->dek.retired = strcmp(row->version_state, "retired") == 0;
+	strlcpy(entry->dek.name, row->name, sizeof(entry->dek.name));
+	entry->dek.counter = NULL;
+	entry->dek.pinned = false;
+	for (int i = 0; i < KS_PRIV_COUNT; i++)
+		entry->dek.allowed[i] = InvalidOid;
 	entry->expires_at = now + (uint64) keysmith_dek_cache_ttl * 1000;
 	entry->last_used = ++LruClock;
 	CacheTouchedInXact = true;
@@ -542,6 +597,11 @@ KsDekForEncrypt(const char *name, int name_len)
 	FetchKeyRow(namebuf, 0, 0, &row);
 	if (!row.found_key)
 		ReportUnknownName(namebuf);
+	if (row.key_destroyed)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_KEY_DESTROYED),
+				 errmsg("key \"%s\" has been destroyed", namebuf),
+				 errdetail("A destroyed key can neither encrypt nor decrypt.")));
 	if (!row.found_version)
 		ereport(ERROR,
 				(errcode(ERRCODE_KS_UNKNOWN_KEY_VERSION),
@@ -594,6 +654,11 @@ KsDekForDecrypt(uint32 key_id, uint32 version)
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("ciphertext refers to key id %u, which does not exist in this database",
 							key_id)));
+		if (row.version_state != NULL && strcmp(row.version_state, "destroyed") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_KS_KEY_DESTROYED),
+					 errmsg("version %u of key \"%s\" has been destroyed", version, row.name),
+					 errdetail("Values encrypted under a destroyed key version cannot be recovered.")));
 		if (!row.found_version)
 			ereport(ERROR,
 					(errcode(ERRCODE_KS_UNKNOWN_KEY_VERSION),
@@ -612,4 +677,177 @@ KsKeyNameById(uint32 key_id)
 
 	FetchKeyRow(NULL, key_id, 0, &row);
 	return row.found_key ? row.name : NULL;
+}
+
+const char *const KsPrivilegeNames[KS_PRIV_COUNT] = {"encrypt", "decrypt", "admin"};
+
+bool
+KsHasKeyPrivilege(int32 key_id, KsPrivilege priv, Oid role)
+{
+	Oid			save_userid;
+	int			save_sec;
+	Oid			types[3] = {INT4OID, TEXTOID, OIDOID};
+	Datum		values[3];
+	bool		result;
+	bool		isnull;
+
+	if (superuser_arg(role))
+		return true;
+	values[0] = Int32GetDatum(key_id);
+	values[1] = CStringGetTextDatum(KsPrivilegeNames[priv]);
+	values[2] = ObjectIdGetDatum(role);
+	KsBecomeKeyOwner(&save_userid, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM keysmith.key_acl a"
+							  " WHERE a.key_id OPERATOR(pg_catalog.=) $1"
+							  "   AND a.privilege OPERATOR(pg_catalog.=) $2"
+							  "   AND pg_catalog.pg_has_role($3, a.grantee::pg_catalog.oid, 'USAGE'))",
+							  3, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "keysmith privilege lookup failed");
+	result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	KsRestoreUser(save_userid, save_sec);
+	return result;
+}
+
+/*
+ * ERROR unless the current user holds priv on the key.  This reads key_acl,
+ * which may process invalidations and flush the cache: callers must not
+ * hold a KsDek pointer across it (see values.c for the memo that keeps the
+ * per-row cost flat).
+ */
+void
+KsRequirePrivilege(int32 key_id, const char *key_name, KsPrivilege priv)
+{
+	char		name[KS_KEY_NAME_MAX + 1];
+
+	strlcpy(name, key_name, sizeof(name));
+	if (!KsHasKeyPrivilege(key_id, priv, GetUserId()))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s with key \"%s\"", KsPrivilegeNames[priv], name),
+				 errhint("A key administrator can run keysmith.grant_key('%s', <role>, '%s').",
+						 name, KsPrivilegeNames[priv])));
+}
+
+/*
+ * Key states for keysmith.ciphertext_needs_reencrypt: per key id, the
+ * current version and which versions are destroyed.  Flushed with the DEK
+ * cache, so a rotation is seen by the next transaction.
+ */
+typedef struct KeyStateEntry
+{
+	int32		key_id;			/* hash key */
+	bool		exists;
+	bool		destroyed;
+	int32		current_version;
+	int			ndestroyed;
+	int32	   *destroyed_versions;
+} KeyStateEntry;
+
+static HTAB *KeyStateTable = NULL;
+
+static void
+FlushKeyStates(void)
+{
+	HASH_SEQ_STATUS status;
+	KeyStateEntry *e;
+
+	if (KeyStateTable == NULL)
+		return;
+	hash_seq_init(&status, KeyStateTable);
+	while ((e = hash_seq_search(&status)) != NULL)
+	{
+		if (e->destroyed_versions)
+			pfree(e->destroyed_versions);
+		hash_search(KeyStateTable, &e->key_id, HASH_REMOVE, NULL);
+	}
+}
+
+static KeyStateEntry *
+LoadKeyState(int32 key_id)
+{
+	Oid			save_userid;
+	int			save_sec;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(key_id)};
+	KeyStateEntry *e;
+	bool		found;
+	bool		isnull;
+
+	if (KeyStateTable == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(int32);
+		ctl.entrysize = sizeof(KeyStateEntry);
+		ctl.hcxt = TopMemoryContext;
+		KeyStateTable = hash_create("keysmith key states", 64, &ctl,
+									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+
+	KsBecomeKeyOwner(&save_userid, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT k.current_version, k.state OPERATOR(pg_catalog.=) 'destroyed',"
+							  "       (SELECT pg_catalog.array_agg(v.version) FROM keysmith.key_version v"
+							  "         WHERE v.key_id OPERATOR(pg_catalog.=) k.key_id"
+							  "           AND v.state OPERATOR(pg_catalog.=) 'destroyed')"
+							  "  FROM keysmith.key k WHERE k.key_id OPERATOR(pg_catalog.=) $1",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "keysmith key state lookup failed");
+
+	/* the query may have flushed the table: enter afterwards */
+	e = hash_search(KeyStateTable, &key_id, HASH_ENTER, &found);
+	e->exists = SPI_processed > 0;
+	e->destroyed = false;
+	e->current_version = 0;
+	e->ndestroyed = 0;
+	e->destroyed_versions = NULL;
+	if (e->exists)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		arr;
+
+		e->current_version = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		e->destroyed = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+		arr = SPI_getbinval(tup, desc, 3, &isnull);
+		if (!isnull)
+		{
+			Datum	   *elems;
+			int			n;
+
+			deconstruct_array(DatumGetArrayTypeP(arr), INT4OID, sizeof(int32), true,
+							  TYPALIGN_INT, &elems, NULL, &n);
+			e->destroyed_versions = MemoryContextAlloc(TopMemoryContext, sizeof(int32) * Max(n, 1));
+			for (int i = 0; i < n; i++)
+				e->destroyed_versions[i] = DatumGetInt32(elems[i]);
+			e->ndestroyed = n;
+		}
+	}
+	SPI_finish();
+	KsRestoreUser(save_userid, save_sec);
+	return e;
+}
+
+bool
+KsVersionNeedsReencrypt(uint32 key_id, uint32 version)
+{
+	KeyStateEntry *e = NULL;
+	int32		id = (int32) key_id;
+
+	EnsureCache();
+	if (KeyStateTable != NULL)
+		e = hash_search(KeyStateTable, &id, HASH_FIND, NULL);
+	if (e == NULL)
+		e = LoadKeyState(id);
+	if (!e->exists || e->destroyed || (int32) version == e->current_version)
+		return false;
+	for (int i = 0; i < e->ndestroyed; i++)
+		if (e->destroyed_versions[i] == (int32) version)
+			return false;
+	return true;
 }

@@ -19,6 +19,7 @@ PG_MODULE_MAGIC;
 char	   *keysmith_local_master_key_file = NULL;
 int			keysmith_dek_cache_ttl = 300;
 int			keysmith_dek_cache_size = 1000;
+double		keysmith_max_encryptions_per_dek = 4000000000.0;
 
 void		_PG_init(void);
 
@@ -54,6 +55,16 @@ DefineGucs(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomRealVariable("keysmith.max_encryptions_per_dek",
+							 "Encryptions after which a DEK version is replaced by a new one.",
+							 "GCM with random nonces is safe for at most 2^32 encryptions per key; "
+							 "the count is shared by all backends and survives restarts.",
+							 &keysmith_max_encryptions_per_dek,
+							 4000000000.0, 1.0, 4294967296.0,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("keysmith");
 }
 
@@ -71,6 +82,8 @@ _PG_init(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("keysmith must be loaded via shared_preload_libraries"),
 				 errhint("Add keysmith to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	KsCountersInit();
 }
 
 void

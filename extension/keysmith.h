@@ -26,11 +26,16 @@
 #define ERRCODE_KS_KEYFILE_PERMISSIONS	MAKE_SQLSTATE('K','S','0','0','6')
 #define ERRCODE_KS_KEK_VERSION_UNKNOWN	MAKE_SQLSTATE('K','S','0','0','7')
 #define ERRCODE_KS_UNWRAP_FAILED		MAKE_SQLSTATE('K','S','0','0','8')
+#define ERRCODE_KS_VERSION_RETIRED		MAKE_SQLSTATE('K','S','0','0','9')
+#define ERRCODE_KS_KEY_DESTROYED		MAKE_SQLSTATE('K','S','0','1','0')
 
 /* GUCs (extension/keysmith.c) */
 extern char *keysmith_local_master_key_file;
 extern int	keysmith_dek_cache_ttl;
 extern int	keysmith_dek_cache_size;
+extern double keysmith_max_encryptions_per_dek;
+
+#define KS_KEY_NAME_MAX 128
 
 /* Report a kms/ failure as an ERROR with the matching SQLSTATE. */
 extern void KsReportError(const KsError *err) pg_attribute_noreturn();
@@ -38,17 +43,55 @@ extern void KsReportError(const KsError *err) pg_attribute_noreturn();
 /* The provider configuration built from the GUCs. */
 extern void KsCurrentKmsConfig(KsKmsConfig *cfg);
 
+/* Shared encryption counters (extension/counters.c). */
+typedef struct KsCounterSlot KsCounterSlot;
+extern void KsCountersInit(void);
+extern KsCounterSlot *KsCounterFind(int32 key_id, int32 version, bool create);
+extern bool KsCounterTake(KsCounterSlot *slot);
+extern uint64 KsCounterValue(int32 key_id, int32 version);
+
+/* Per-key privileges. */
+typedef enum KsPrivilege
+{
+	KS_PRIV_ENCRYPT = 0,
+	KS_PRIV_DECRYPT,
+	KS_PRIV_ADMIN,
+	KS_PRIV_COUNT
+} KsPrivilege;
+
+extern const char *const KsPrivilegeNames[KS_PRIV_COUNT];
+
 /* A usable DEK version, as held by the cache. */
 typedef struct KsDek
 {
 	uint32		key_id;
 	uint32		version;
 	KsAead	   *aead;
+	bool		retired;		/* decrypt refuses; rewrap still works */
+	char		name[KS_KEY_NAME_MAX + 1];
+	KsCounterSlot *counter;		/* set on first encryption */
+	bool		pinned;			/* not evicted for room until xact end */
+	Oid			allowed[KS_PRIV_COUNT]; /* user last found to hold each */
 } KsDek;
 
 /* Cache lookups; each falls back to the key tables and the KMS on a miss. */
 extern KsDek *KsDekForEncrypt(const char *name, int name_len);
 extern KsDek *KsDekForDecrypt(uint32 key_id, uint32 version);
+
+/* ERROR (42501) unless the current user holds priv on the key. */
+extern void KsRequirePrivilege(int32 key_id, const char *key_name, KsPrivilege priv);
+
+/* Does role hold priv on key_id?  Reads keysmith.key_acl. */
+extern bool KsHasKeyPrivilege(int32 key_id, KsPrivilege priv, Oid role);
+
+/* Is this version off its key's current one, and still re-encryptable? */
+extern bool KsVersionNeedsReencrypt(uint32 key_id, uint32 version);
+
+/* Move a key to a new DEK version when the current one hits its limit. */
+extern void KsRollover(int32 key_id, int32 full_version);
+
+/* Changes whenever cached entries are freed: KsDek pointers are stale. */
+extern uint64 KsDekCacheGeneration(void);
 
 /* Drop every cached DEK in this backend; returns how many were dropped. */
 extern int	KsDekCacheFlush(void);

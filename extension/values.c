@@ -20,12 +20,13 @@
 
 #include "keysmith.h"
 
-PG_FUNCTION_INFO_V1(keysmith_create_key);
 PG_FUNCTION_INFO_V1(keysmith_encrypt_value);
 PG_FUNCTION_INFO_V1(keysmith_decrypt_value);
 PG_FUNCTION_INFO_V1(keysmith_decrypt_value_bytea);
 PG_FUNCTION_INFO_V1(keysmith_ciphertext_info);
 PG_FUNCTION_INFO_V1(keysmith_flush_dek_cache);
+PG_FUNCTION_INFO_V1(keysmith_rewrap_value);
+PG_FUNCTION_INFO_V1(keysmith_ciphertext_needs_reencrypt);
 
 /* The optional context argument at position argno. */
 static inline void
@@ -47,93 +48,79 @@ GetContextArg(FunctionCallInfo fcinfo, int argno, KsContext *context)
 	}
 }
 
+
 /*
- * keysmith.create_key(name text, kms text DEFAULT 'local') RETURNS void
- *
- * Creates the key with DEK version 1.  The DEK is wrapped before anything is
- * written, so a KMS failure leaves no trace; a duplicate name is refused.
+ * The DEK for encrypting under a key name, with the encrypt privilege
+ * checked.  The check result is memoised on the cache entry per user, so
+ * only the first call per user and key version reads key_acl.
  */
-Datum
-keysmith_create_key(PG_FUNCTION_ARGS)
+static KsDek *
+DekForEncrypt(const char *name, int name_len)
 {
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *kms = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	const KsKmsProvider *provider;
-	KsKmsConfig cfg;
-	KsError		err;
-	uint8		dek[KS_DEK_LEN];
-	uint8		aad[256];
-	size_t		aad_len;
-	uint8		wrapped[KS_WRAPPED_MAX];
-	size_t		wrapped_len = 0;
-	uint32		kek_version = 0;
-	KsStatus	st;
-	Oid			save_userid;
-	int			save_sec;
-	int			rc;
-	bytea	   *wrapped_datum;
+	KsDek	   *dek = KsDekForEncrypt(name, name_len);
+	Oid			user = GetUserId();
 
-	KsCheckKeyName(name);
-	provider = KsKmsLookup(kms);
-	if (provider == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown KMS \"%s\"", kms),
-				 errhint("Available: local.")));
-
-	aad_len = KsDekBindingAad(name, 1, aad, sizeof(aad));
-	KsCurrentKmsConfig(&cfg);
-	st = KsRandomBytes(dek, sizeof(dek), &err);
-	if (st == KS_OK)
-		st = provider->wrap(&cfg, dek, sizeof(dek), aad, aad_len,
-							wrapped, &wrapped_len, &kek_version, &err);
-	KsWipe(dek, sizeof(dek));
-	if (st != KS_OK)
-		KsReportError(&err);
-
-	wrapped_datum = (bytea *) palloc(VARHDRSZ + wrapped_len);
-	SET_VARSIZE(wrapped_datum, VARHDRSZ + wrapped_len);
-	memcpy(VARDATA(wrapped_datum), wrapped, wrapped_len);
-
-	KsBecomeKeyOwner(&save_userid, &save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	if (dek->allowed[KS_PRIV_ENCRYPT] != user)
 	{
-		Oid			types[2] = {TEXTOID, TEXTOID};
-		Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(kms)};
+		KsRequirePrivilege((int32) dek->key_id, dek->name, KS_PRIV_ENCRYPT);
+		dek = KsDekForEncrypt(name, name_len);	/* the check may flush */
+		dek->allowed[KS_PRIV_ENCRYPT] = user;
+	}
+	return dek;
+}
 
-		rc = SPI_execute_with_args(
-								   "INSERT INTO keysmith.key (name, kms, current_version)"
-								   " VALUES ($1, $2, 1)"
-								   " ON CONFLICT (name) DO NOTHING RETURNING key_id",
-								   2, types, values, NULL, false, 0);
-		if (rc != SPI_OK_INSERT_RETURNING)
-			elog(ERROR, "could not insert key: %s", SPI_result_code_string(rc));
-		if (SPI_processed == 0)
+/*
+ * Count one encryption under dek's version; past the limit, roll the key
+ * over to a new version and use that.  Returns the DEK to encrypt with.
+ */
+static KsDek *
+TakeEncryption(const char *name, int name_len, KsDek *dek)
+{
+	for (int attempt = 0;; attempt++)
+	{
+		if (dek->counter == NULL)
+			dek->counter = KsCounterFind((int32) dek->key_id, (int32) dek->version, true);
+		if (KsCounterTake(dek->counter))
+			return dek;
+		if (attempt >= 3)
 			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("key \"%s\" already exists", name)));
+					(errcode(ERRCODE_KS_KMS_FAILURE),
+					 errmsg("key \"%s\" could not roll over to a new version", dek->name)));
+		KsRollover((int32) dek->key_id, (int32) dek->version);
+		dek = DekForEncrypt(name, name_len);
 	}
-	{
-		bool		isnull;
-		Datum		key_id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		Oid			types[3] = {INT4OID, BYTEAOID, INT8OID};
-		Datum		values[3] = {key_id, PointerGetDatum(wrapped_datum),
-		Int64GetDatum((int64) kek_version)};
+}
 
-		rc = SPI_execute_with_args(
-								   "INSERT INTO keysmith.key_version (key_id, version, wrapped_dek, kek_version)"
-								   " VALUES ($1, 1, $2, $3)",
-								   3, types, values, NULL, false, 0);
-		if (rc != SPI_OK_INSERT)
-			elog(ERROR, "could not insert key version: %s", SPI_result_code_string(rc));
-	}
-	SPI_finish();
-	KsRestoreUser(save_userid, save_sec);
+/* Seal pt under dek into a new bytea. */
+static bytea *
+SealValue(KsDek *dek, const KsContext *context, const uint8 *pt, size_t pt_len)
+{
+	KsHeader	hdr;
+	KsError		err;
+	bytea	   *result;
 
-	/* every backend of this database drops cached keys at commit */
-	CacheInvalidateRelcacheByRelid(KsKeyTableOid());
-	PG_RETURN_VOID();
+	hdr.format_version = KS_FORMAT_VERSION;
+	hdr.algorithm = KS_ALG_AES256GCM;
+	hdr.key_id = dek->key_id;
+	hdr.key_version = dek->version;
+	if (KsNextNonce(hdr.nonce, &err) != KS_OK)
+		KsReportError(&err);
+	result = (bytea *) palloc(VARHDRSZ + pt_len + KS_OVERHEAD);
+	SET_VARSIZE(result, VARHDRSZ + pt_len + KS_OVERHEAD);
+	if (KsAeadSeal(dek->aead, &hdr, context, pt, pt_len, (uint8 *) VARDATA(result), &err) != KS_OK)
+		KsReportError(&err);
+	return result;
+}
+
+static void
+CheckPlaintextSize(size_t pt_len)
+{
+	if (pt_len > KS_MAX_PLAINTEXT)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("value of %zu bytes is too large to encrypt", pt_len),
+				 errdetail("The largest value keysmith encrypts is %zu bytes.",
+						   (size_t) KS_MAX_PLAINTEXT)));
 }
 
 /*
@@ -150,9 +137,6 @@ keysmith_encrypt_value(PG_FUNCTION_ARGS)
 	size_t		pt_len;
 	KsContext	context;
 	KsDek	   *dek;
-	KsHeader	hdr;
-	KsError		err;
-	bytea	   *result;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_NULL();
@@ -160,29 +144,11 @@ keysmith_encrypt_value(PG_FUNCTION_ARGS)
 	pt = PG_GETARG_BYTEA_PP(1);
 	pt_len = VARSIZE_ANY_EXHDR(pt);
 	GetContextArg(fcinfo, 2, &context);
+	CheckPlaintextSize(pt_len);
 
-	if (pt_len > KS_MAX_PLAINTEXT)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("value of %zu bytes is too large to encrypt", pt_len),
-				 errdetail("The largest value keysmith encrypts is %zu bytes.",
-						   (size_t) KS_MAX_PLAINTEXT)));
-
-	dek = KsDekForEncrypt(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
-
-	hdr.format_version = KS_FORMAT_VERSION;
-	hdr.algorithm = KS_ALG_AES256GCM;
-	hdr.key_id = dek->key_id;
-	hdr.key_version = dek->version;
-	if (KsNextNonce(hdr.nonce, &err) != KS_OK)
-		KsReportError(&err);
-
-	result = (bytea *) palloc(VARHDRSZ + pt_len + KS_OVERHEAD);
-	SET_VARSIZE(result, VARHDRSZ + pt_len + KS_OVERHEAD);
-	if (KsAeadSeal(dek->aead, &hdr, &context, (const uint8 *) VARDATA_ANY(pt),
-				   pt_len, (uint8 *) VARDATA(result), &err) != KS_OK)
-		KsReportError(&err);
-	PG_RETURN_BYTEA_P(result);
+	dek = DekForEncrypt(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+	dek = TakeEncryption(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name), dek);
+	PG_RETURN_BYTEA_P(SealValue(dek, &context, (const uint8 *) VARDATA_ANY(pt), pt_len));
 }
 
 /* Shared body of both decrypt functions; NULL when the input is NULL. */
@@ -204,6 +170,18 @@ DecryptCommon(FunctionCallInfo fcinfo)
 	if (KsParseHeader((const uint8 *) VARDATA_ANY(ct), ct_len, &hdr, &err) != KS_OK)
 		KsReportError(&err);
 	dek = KsDekForDecrypt(hdr.key_id, hdr.key_version);
+	if (dek->allowed[KS_PRIV_DECRYPT] != GetUserId())
+	{
+		KsRequirePrivilege((int32) dek->key_id, dek->name, KS_PRIV_DECRYPT);
+		dek = KsDekForDecrypt(hdr.key_id, hdr.key_version);
+		dek->allowed[KS_PRIV_DECRYPT] = GetUserId();
+	}
+	if (dek->retired)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_VERSION_RETIRED),
+				 errmsg("version %u of key \"%s\" is retired", hdr.key_version, dek->name),
+				 errhint("Re-encrypt the value with keysmith.rewrap_value or keysmith.reencrypt, "
+						 "or undo with keysmith.restore_key_version.")));
 
 	result = (bytea *) palloc(VARHDRSZ + ct_len - KS_OVERHEAD + 1);
 	SET_VARSIZE(result, VARHDRSZ + ct_len - KS_OVERHEAD);
@@ -292,4 +270,110 @@ Datum
 keysmith_flush_dek_cache(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_INT32(KsDekCacheFlush());
+}
+
+/*
+ * keysmith.rewrap_value(ciphertext bytea, context text DEFAULT NULL) RETURNS bytea
+ *
+ * Re-encrypts a value under its key's current version; the plaintext never
+ * leaves this function and is wiped.  A value already on the current
+ * version comes back unchanged.  Works on retired versions (that is how
+ * stragglers are moved off them), not on destroyed ones.  Needs the key's
+ * admin privilege, or both decrypt and encrypt.
+ */
+Datum
+keysmith_rewrap_value(PG_FUNCTION_ARGS)
+{
+	bytea	   *ct;
+	size_t		ct_len;
+	KsHeader	hdr;
+	KsContext	context;
+	KsError		err;
+	KsDek	   *src = NULL;
+	KsDek	   *dst = NULL;
+	char		name[KS_KEY_NAME_MAX + 1];
+	int			name_len;
+	Oid			user = GetUserId();
+	uint8	   *pt;
+	size_t		pt_len;
+	bytea	   *result;
+	int			tries;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	ct = PG_GETARG_BYTEA_PP(0);
+	ct_len = VARSIZE_ANY_EXHDR(ct);
+	GetContextArg(fcinfo, 1, &context);
+	if (KsParseHeader((const uint8 *) VARDATA_ANY(ct), ct_len, &hdr, &err) != KS_OK)
+		KsReportError(&err);
+
+	src = KsDekForDecrypt(hdr.key_id, hdr.key_version);
+	strlcpy(name, src->name, sizeof(name));
+	name_len = strlen(name);
+	if (src->allowed[KS_PRIV_ADMIN] != user &&
+		!(src->allowed[KS_PRIV_DECRYPT] == user && src->allowed[KS_PRIV_ENCRYPT] == user))
+	{
+		bool		admin = KsHasKeyPrivilege((int32) hdr.key_id, KS_PRIV_ADMIN, user);
+
+		if (!admin)
+		{
+			KsRequirePrivilege((int32) hdr.key_id, name, KS_PRIV_DECRYPT);
+			KsRequirePrivilege((int32) hdr.key_id, name, KS_PRIV_ENCRYPT);
+		}
+		src = KsDekForDecrypt(hdr.key_id, hdr.key_version);
+		if (admin)
+			src->allowed[KS_PRIV_ADMIN] = user;
+		else
+			src->allowed[KS_PRIV_DECRYPT] = src->allowed[KS_PRIV_ENCRYPT] = user;
+	}
+
+	/* fetch both versions with no flush in between; pins keep them cached */
+	for (tries = 0;; tries++)
+	{
+		uint64		gen;
+
+		if (tries > 5)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("key \"%s\" kept changing during rewrap_value", name)));
+		dst = KsDekForEncrypt(name, name_len);
+		if (dst->version == hdr.key_version)
+			PG_RETURN_BYTEA_P(ct);	/* already current */
+		dst->pinned = true;
+		dst = TakeEncryption(name, name_len, dst);
+		dst->pinned = true;
+		gen = KsDekCacheGeneration();
+		src = KsDekForDecrypt(hdr.key_id, hdr.key_version);
+		if (gen == KsDekCacheGeneration())
+			break;
+	}
+
+	pt_len = ct_len - KS_OVERHEAD;
+	pt = palloc(pt_len + 1);
+	if (KsAeadOpen(src->aead, &hdr, &context, (const uint8 *) VARDATA_ANY(ct),
+				   ct_len, pt, &err) != KS_OK)
+		KsReportError(&err);
+	result = SealValue(dst, &context, pt, pt_len);
+	explicit_bzero(pt, pt_len);
+	pfree(pt);
+	PG_RETURN_BYTEA_P(result);
+}
+
+/*
+ * keysmith.ciphertext_needs_reencrypt(ciphertext bytea) RETURNS boolean
+ *
+ * True when the value is not on its key's current version and can still be
+ * re-encrypted (its version is not destroyed).  NULL for NULL.  The filter
+ * that keysmith.reencrypt uses; no privilege beyond reading the header.
+ */
+Datum
+keysmith_ciphertext_needs_reencrypt(PG_FUNCTION_ARGS)
+{
+	bytea	   *ct = PG_GETARG_BYTEA_PP(0);
+	KsHeader	hdr;
+	KsError		err;
+
+	if (KsParseHeader((const uint8 *) VARDATA_ANY(ct), VARSIZE_ANY_EXHDR(ct), &hdr, &err) != KS_OK)
+		KsReportError(&err);
+	PG_RETURN_BOOL(KsVersionNeedsReencrypt(hdr.key_id, hdr.key_version));
 }

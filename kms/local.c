@@ -17,6 +17,7 @@
  * Error messages name the file and a line number, never a line's content.
  */
 #include <ctype.h>
+#include <stdio.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -353,3 +354,66 @@ const KsKmsProvider KsLocalProvider = {
 	.unwrap = LocalUnwrap,
 	.current_kek_version = LocalCurrentKekVersion,
 };
+
+/*
+ * Append a new random master key, version = highest + 1, to the file.  The
+ * file is validated first (so a broken file is never extended), the line is
+ * written with one write() and fsync'd.  The new key never leaves this
+ * function except into the file.
+ */
+KsStatus
+KsLocalAppendKey(const char *path, uint32_t *new_version, KsError *err)
+{
+	KsMasterKeySet *set;
+	uint8_t		key[KS_DEK_LEN];
+	char		line[32 + 2 * KS_DEK_LEN];
+	int			len;
+	int			fd;
+	uint32_t	version;
+	KsStatus	st;
+	char		last = '\n';
+	struct stat sb;
+
+	st = KsLocalLoad(path, &set, err);
+	if (st != KS_OK)
+		return st;
+	version = set->current + 1;
+	KsMasterKeySetFree(set);
+	if (version > 0x7FFFFFFF)
+		return KsFail(err, KS_ERR_KEYFILE_MALFORMED, "master key versions are exhausted");
+
+	fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
+	if (fd < 0)
+		return KsFail(err, KS_ERR_KEYFILE_UNREADABLE,
+					  "could not open master key file \"%s\" for writing: %s", path, strerror(errno));
+	/* start on a new line if the file does not end with one */
+	if (fstat(fd, &sb) == 0 && sb.st_size > 0 &&
+		pread(fd, &last, 1, sb.st_size - 1) != 1)
+		last = '\n';
+
+	st = KsRandomBytes(key, sizeof(key), err);
+	if (st != KS_OK)
+	{
+		close(fd);
+		return st;
+	}
+	len = snprintf(line, sizeof(line), "%s%u:", last == '\n' ? "" : "\n", (unsigned) version);
+	for (int i = 0; i < KS_DEK_LEN; i++)
+		len += snprintf(line + len, sizeof(line) - (size_t) len, "%02x", key[i]);
+	line[len++] = '\n';
+	KsWipe(key, sizeof(key));
+
+	if (write(fd, line, (size_t) len) != len || fsync(fd) != 0)
+	{
+		int			e = errno;
+
+		KsWipe(line, sizeof(line));
+		close(fd);
+		return KsFail(err, KS_ERR_KEYFILE_UNREADABLE,
+					  "could not append to master key file \"%s\": %s", path, strerror(e));
+	}
+	KsWipe(line, sizeof(line));
+	close(fd);
+	*new_version = version;
+	return KS_OK;
+}

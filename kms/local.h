@@ -44,6 +44,9 @@ extern KsStatus KsLocalParse(const char *text, size_t len, KsMasterKeySet *set,
 
 extern void KsMasterKeySetFree(KsMasterKeySet *set);
 
+/* Append a fresh random key as version highest+1; returns that version. */
+extern KsStatus KsLocalAppendKey(const char *path, uint32_t *new_version, KsError *err);
+
 /* Length of a local wrapped DEK: format, KEK version, nonce, DEK, tag. */
 #define KS_LOCAL_WRAP_FORMAT	1
 #define KS_LOCAL_WRAPPED_LEN	(1 + 4 + 12 + KS_DEK_LEN + 16)

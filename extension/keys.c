@@ -1,0 +1,673 @@
+/*
+ * extension/keys.c
+ *
+ * Key lifecycle, as SQL-callable functions: create_key, rotate_dek,
+ * rotate_kek, retire/restore/destroy of versions, destroy_key, per-key
+ * grants, automatic rollover, and the local provider's master-key helpers.
+ *
+ * Every function captures the calling user first (for the per-key admin
+ * check and the audit row), then works on the key tables as their owner
+ * through SPI, locking the key row so concurrent lifecycle calls on one key
+ * serialise.  Each change sends a relcache invalidation on keysmith.key, so
+ * every backend of the database drops its cached DEKs and privilege memos
+ * at its next transaction.  KMS work (wrapping) happens before any write, so
+ * a KMS failure leaves the tables untouched.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+
+#include "../kms/local.h"
+#include "keysmith.h"
+
+PG_FUNCTION_INFO_V1(keysmith_create_key);
+PG_FUNCTION_INFO_V1(keysmith_rotate_dek);
+PG_FUNCTION_INFO_V1(keysmith_rotate_kek);
+PG_FUNCTION_INFO_V1(keysmith_retire_key_version);
+PG_FUNCTION_INFO_V1(keysmith_restore_key_version);
+PG_FUNCTION_INFO_V1(keysmith_destroy_key_version);
+PG_FUNCTION_INFO_V1(keysmith_destroy_key);
+PG_FUNCTION_INFO_V1(keysmith_grant_key);
+PG_FUNCTION_INFO_V1(keysmith_revoke_key);
+PG_FUNCTION_INFO_V1(keysmith_add_local_master_key);
+PG_FUNCTION_INFO_V1(keysmith_local_master_key_versions);
+PG_FUNCTION_INFO_V1(keysmith_dek_encryptions);
+
+/* A lifecycle call in progress: who called, and the SPI session as owner. */
+typedef struct KsOp
+{
+	Oid			invoker;
+	Oid			save_userid;
+	int			save_sec;
+} KsOp;
+
+typedef struct KeyRec
+{
+	int32		key_id;
+	char	   *name;
+	char	   *kms;
+	int32		current_version;
+	bool		destroyed;
+} KeyRec;
+
+static void
+OpBegin(KsOp *op)
+{
+	op->invoker = GetUserId();
+	KsBecomeKeyOwner(&op->save_userid, &op->save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+static void
+OpEnd(KsOp *op)
+{
+	SPI_finish();
+	KsRestoreUser(op->save_userid, op->save_sec);
+	/* other backends at their next transaction, this one now */
+	CacheInvalidateRelcacheByRelid(KsKeyTableOid());
+	KsDekCacheFlush();
+}
+
+static int
+Exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expect)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+
+	if (rc != expect)
+		elog(ERROR, "keysmith: statement failed (%s)", SPI_result_code_string(rc));
+	return rc;
+}
+
+/* Lock and read a key by name; ERROR 42704 if it does not exist. */
+static void
+LockKey(const char *name, KeyRec *rec)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+
+	Exec("SELECT key_id, name, kms, current_version, state OPERATOR(pg_catalog.=) 'destroyed'"
+		 "  FROM keysmith.key WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+		 1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("key \"%s\" does not exist", name)));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	rec->key_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	rec->name = SPI_getvalue(tup, desc, 2);
+	rec->kms = SPI_getvalue(tup, desc, 3);
+	rec->current_version = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	rec->destroyed = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+}
+
+static void
+RequireAdmin(KsOp *op, KeyRec *rec)
+{
+	if (!KsHasKeyPrivilege(rec->key_id, KS_PRIV_ADMIN, op->invoker))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to administer key \"%s\"", rec->name),
+				 errhint("A key administrator can run keysmith.grant_key('%s', <role>, 'admin').",
+						 rec->name)));
+}
+
+static void
+RequireNotDestroyed(KeyRec *rec)
+{
+	if (rec->destroyed)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_KEY_DESTROYED),
+				 errmsg("key \"%s\" has been destroyed", rec->name)));
+}
+
+/* Append a row to keysmith.key_event. */
+static void
+Audit(KsOp *op, const char *event, KeyRec *rec, int32 version, const char *detail)
+{
+	Oid			types[7] = {TEXTOID, INT4OID, TEXTOID, INT4OID, NAMEOID, NAMEOID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7] = "       ";
+
+	values[0] = CStringGetTextDatum(event);
+	if (rec)
+	{
+		values[1] = Int32GetDatum(rec->key_id);
+		values[2] = CStringGetTextDatum(rec->name);
+	}
+	else
+		nulls[1] = nulls[2] = 'n';
+	if (version > 0)
+		values[3] = Int32GetDatum(version);
+	else
+		nulls[3] = 'n';
+	values[4] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetSessionUserId(), false)));
+	values[5] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(op->invoker, false)));
+	if (detail)
+		values[6] = CStringGetTextDatum(detail);
+	else
+		nulls[6] = 'n';
+	Exec("INSERT INTO keysmith.key_event (event, key_id, key_name, key_version, session_role, acting_role, detail)"
+		 " VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, types, values, nulls, SPI_OK_INSERT);
+}
+
+static const KsKmsProvider *
+ProviderFor(const char *kms)
+{
+	const KsKmsProvider *p = KsKmsLookup(kms);
+
+	if (p == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown KMS \"%s\"", kms),
+				 errhint("Available: local.")));
+	return p;
+}
+
+/* A fresh random DEK for (name, version), wrapped by the KMS. */
+static bytea *
+WrapNewDek(const char *name, int32 version, const char *kms, uint32 *kek_version)
+{
+	const KsKmsProvider *provider = ProviderFor(kms);
+	KsKmsConfig cfg;
+	KsError		err;
+	uint8		dek[KS_DEK_LEN];
+	uint8		aad[KS_KEY_NAME_MAX + 64];
+	size_t		aad_len = KsDekBindingAad(name, (uint32) version, aad, sizeof(aad));
+	uint8		wrapped[KS_WRAPPED_MAX];
+	size_t		wrapped_len = 0;
+	KsStatus	st;
+	bytea	   *result;
+
+	KsCurrentKmsConfig(&cfg);
+	st = KsRandomBytes(dek, sizeof(dek), &err);
+	if (st == KS_OK)
+		st = provider->wrap(&cfg, dek, sizeof(dek), aad, aad_len,
+							wrapped, &wrapped_len, kek_version, &err);
+	KsWipe(dek, sizeof(dek));
+	if (st != KS_OK)
+		KsReportError(&err);
+	result = (bytea *) palloc(VARHDRSZ + wrapped_len);
+	SET_VARSIZE(result, VARHDRSZ + wrapped_len);
+	memcpy(VARDATA(result), wrapped, wrapped_len);
+	return result;
+}
+
+/* Insert DEK version `version` of rec and make it current. */
+static void
+AddVersion(KeyRec *rec, int32 version)
+{
+	uint32		kek_version = 0;
+	bytea	   *wrapped = WrapNewDek(rec->name, version, rec->kms, &kek_version);
+	Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, INT8OID};
+	Datum		values[4] = {Int32GetDatum(rec->key_id), Int32GetDatum(version),
+	PointerGetDatum(wrapped), Int64GetDatum((int64) kek_version)};
+
+	Exec("INSERT INTO keysmith.key_version (key_id, version, wrapped_dek, kek_version)"
+		 " VALUES ($1, $2, $3, $4)", 4, types, values, NULL, SPI_OK_INSERT);
+	Exec("UPDATE keysmith.key SET current_version = $2, rotated_at = pg_catalog.now()"
+		 " WHERE key_id OPERATOR(pg_catalog.=) $1", 2, types, values, NULL, SPI_OK_UPDATE);
+	rec->current_version = version;
+}
+
+static void
+InsertAcl(int32 key_id, const char *role, const char *privilege)
+{
+	Oid			types[3] = {INT4OID, OIDOID, TEXTOID};
+	Datum		values[3] = {Int32GetDatum(key_id), ObjectIdGetDatum(get_role_oid(role, false)),
+	CStringGetTextDatum(privilege)};
+
+	Exec("INSERT INTO keysmith.key_acl (key_id, grantee, privilege) VALUES ($1, $2::pg_catalog.regrole, $3)"
+		 " ON CONFLICT DO NOTHING", 3, types, values, NULL, SPI_OK_INSERT);
+}
+
+/*
+ * keysmith.create_key(name text, kms text DEFAULT 'local') RETURNS void
+ *
+ * A new key with DEK version 1.  Default grants: encrypt and decrypt to
+ * keysmith_user, admin to keysmith_admin; narrow them with revoke_key.
+ */
+Datum
+keysmith_create_key(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *kms = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	uint32		kek_version = 0;
+	bytea	   *wrapped;
+	KsOp		op;
+	KeyRec		rec;
+
+	KsCheckKeyName(name);
+	wrapped = WrapNewDek(name, 1, kms, &kek_version);
+
+	OpBegin(&op);
+	{
+		Oid			types[2] = {TEXTOID, TEXTOID};
+		Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(kms)};
+		bool		isnull;
+
+		Exec("INSERT INTO keysmith.key (name, kms, current_version) VALUES ($1, $2, 1)"
+			 " ON CONFLICT (name) DO NOTHING RETURNING key_id",
+			 2, types, values, NULL, SPI_OK_INSERT_RETURNING);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("key \"%s\" already exists", name)));
+		rec.key_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		rec.name = name;
+		rec.kms = kms;
+	}
+	{
+		Oid			types[3] = {INT4OID, BYTEAOID, INT8OID};
+		Datum		values[3] = {Int32GetDatum(rec.key_id), PointerGetDatum(wrapped),
+		Int64GetDatum((int64) kek_version)};
+
+		Exec("INSERT INTO keysmith.key_version (key_id, version, wrapped_dek, kek_version)"
+			 " VALUES ($1, 1, $2, $3)", 3, types, values, NULL, SPI_OK_INSERT);
+	}
+	InsertAcl(rec.key_id, "keysmith_user", "encrypt");
+	InsertAcl(rec.key_id, "keysmith_user", "decrypt");
+	InsertAcl(rec.key_id, "keysmith_admin", "admin");
+	Audit(&op, "create", &rec, 1, psprintf("kms %s", kms));
+	OpEnd(&op);
+	PG_RETURN_VOID();
+}
+
+/* keysmith.rotate_dek(key_name text) RETURNS integer: the new version. */
+Datum
+keysmith_rotate_dek(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	KsOp		op;
+	KeyRec		rec;
+
+	OpBegin(&op);
+	LockKey(name, &rec);
+	RequireAdmin(&op, &rec);
+	RequireNotDestroyed(&rec);
+	AddVersion(&rec, rec.current_version + 1);
+	Audit(&op, "rotate_dek", &rec, rec.current_version, NULL);
+	OpEnd(&op);
+	PG_RETURN_INT32(rec.current_version);
+}
+
+/*
+ * Called by encrypt_value when the current version reached
+ * keysmith.max_encryptions_per_dek.  Only the first caller for a version
+ * rolls over; the others find the key already moved on.  No admin check:
+ * the caller holds encrypt, and rollover is the key's own safety rule.
+ */
+void
+KsRollover(int32 key_id, int32 full_version)
+{
+	KsOp		op;
+	KeyRec		rec;
+	char	   *name;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(key_id)};
+
+	OpBegin(&op);
+	Exec("SELECT name FROM keysmith.key WHERE key_id OPERATOR(pg_catalog.=) $1",
+		 1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		elog(ERROR, "key id %d vanished during rollover", key_id);
+	name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	LockKey(name, &rec);
+	RequireNotDestroyed(&rec);
+	if (rec.current_version == full_version)
+	{
+		AddVersion(&rec, rec.current_version + 1);
+		Audit(&op, "rollover", &rec, rec.current_version,
+			  psprintf("version %d reached keysmith.max_encryptions_per_dek (%.0f)",
+					   full_version, keysmith_max_encryptions_per_dek));
+		ereport(LOG,
+				(errmsg("keysmith: key \"%s\" rolled over to version %d after %.0f encryptions under version %d",
+						rec.name, rec.current_version, keysmith_max_encryptions_per_dek, full_version)));
+	}
+	OpEnd(&op);
+}
+
+/*
+ * keysmith.rotate_kek(key_name text) RETURNS integer
+ *
+ * Re-wraps every live DEK version of the key that is not yet under the
+ * KMS's newest KEK.  Touches no encrypted data.  Returns how many versions
+ * were re-wrapped (0 when all already were: safe to run again).
+ */
+Datum
+keysmith_rotate_kek(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const KsKmsProvider *provider;
+	KsKmsConfig cfg;
+	KsError		err;
+	uint32		newest = 0;
+	KsOp		op;
+	KeyRec		rec;
+	int			n = 0;
+	uint64		nrows;
+	SPITupleTable *tuptable;
+
+	OpBegin(&op);
+	LockKey(name, &rec);
+	RequireAdmin(&op, &rec);
+	RequireNotDestroyed(&rec);
+	provider = ProviderFor(rec.kms);
+	KsCurrentKmsConfig(&cfg);
+	if (provider->current_kek_version(&cfg, &newest, &err) != KS_OK)
+		KsReportError(&err);
+
+	{
+		Oid			types[2] = {INT4OID, INT8OID};
+		Datum		values[2] = {Int32GetDatum(rec.key_id), Int64GetDatum((int64) newest)};
+
+		Exec("SELECT version, wrapped_dek FROM keysmith.key_version"
+			 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND wrapped_dek IS NOT NULL"
+			 "   AND kek_version OPERATOR(pg_catalog.<>) $2 ORDER BY version",
+			 2, types, values, NULL, SPI_OK_SELECT);
+	}
+	nrows = SPI_processed;
+	tuptable = SPI_tuptable;
+	for (uint64 i = 0; i < nrows; i++)
+	{
+		bool		isnull;
+		int32		version = DatumGetInt32(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull));
+		bytea	   *old = DatumGetByteaPP(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull));
+		uint8		aad[KS_KEY_NAME_MAX + 64];
+		size_t		aad_len = KsDekBindingAad(rec.name, (uint32) version, aad, sizeof(aad));
+		uint8		dek[KS_DEK_LEN];
+		uint8		wrapped[KS_WRAPPED_MAX];
+		size_t		wrapped_len = 0;
+		uint32		kek_version = 0;
+		KsStatus	st;
+		bytea	   *nw;
+
+		st = provider->unwrap(&cfg, (const uint8 *) VARDATA_ANY(old), VARSIZE_ANY_EXHDR(old),
+							  aad, aad_len, dek, sizeof(dek), &err);
+		if (st == KS_OK)
+			st = provider->wrap(&cfg, dek, sizeof(dek), aad, aad_len,
+								wrapped, &wrapped_len, &kek_version, &err);
+		KsWipe(dek, sizeof(dek));
+		if (st != KS_OK)
+			KsReportError(&err);
+		nw = (bytea *) palloc(VARHDRSZ + wrapped_len);
+		SET_VARSIZE(nw, VARHDRSZ + wrapped_len);
+		memcpy(VARDATA(nw), wrapped, wrapped_len);
+		{
+			Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, INT8OID};
+			Datum		values[4] = {Int32GetDatum(rec.key_id), Int32GetDatum(version),
+			PointerGetDatum(nw), Int64GetDatum((int64) kek_version)};
+
+			Exec("UPDATE keysmith.key_version SET wrapped_dek = $3, kek_version = $4"
+				 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+				 4, types, values, NULL, SPI_OK_UPDATE);
+		}
+		n++;
+	}
+	Audit(&op, "rotate_kek", &rec, 0,
+		  psprintf("%d version(s) re-wrapped under KEK version %u", n, newest));
+	OpEnd(&op);
+	PG_RETURN_INT32(n);
+}
+
+/* Read a version's state under the locked key; ERROR KS004 if absent. */
+static char *
+VersionState(KeyRec *rec, int32 version)
+{
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		values[2] = {Int32GetDatum(rec->key_id), Int32GetDatum(version)};
+
+	Exec("SELECT state FROM keysmith.key_version"
+		 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+		 2, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_UNKNOWN_KEY_VERSION),
+				 errmsg("key \"%s\" has no version %d", rec->name, version)));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+static void
+SetVersionState(KeyRec *rec, int32 version, const char *state)
+{
+	Oid			types[3] = {INT4OID, INT4OID, TEXTOID};
+	Datum		values[3] = {Int32GetDatum(rec->key_id), Int32GetDatum(version), CStringGetTextDatum(state)};
+
+	Exec("UPDATE keysmith.key_version SET state = $3,"
+		 "  retired_at = CASE WHEN $3 OPERATOR(pg_catalog.=) 'retired' THEN pg_catalog.now() END,"
+		 "  destroyed_at = CASE WHEN $3 OPERATOR(pg_catalog.=) 'destroyed' THEN pg_catalog.now() END,"
+		 "  wrapped_dek = CASE WHEN $3 OPERATOR(pg_catalog.=) 'destroyed' THEN NULL ELSE wrapped_dek END"
+		 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+		 3, types, values, NULL, SPI_OK_UPDATE);
+}
+
+static void
+RequireNotCurrent(KeyRec *rec, int32 version, const char *what)
+{
+	if (version == rec->current_version)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot %s version %d of key \"%s\": it is the current version", what, version, rec->name),
+				 errhint("Run keysmith.rotate_dek('%s') first.", rec->name)));
+}
+
+/* Shared body of retire / restore / destroy of one version. */
+static void
+ChangeVersion(FunctionCallInfo fcinfo, const char *action)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int32		version = PG_GETARG_INT32(1);
+	KsOp		op;
+	KeyRec		rec;
+	char	   *state;
+
+	OpBegin(&op);
+	LockKey(name, &rec);
+	RequireAdmin(&op, &rec);
+	RequireNotDestroyed(&rec);
+	state = VersionState(&rec, version);
+	if (strcmp(state, "destroyed") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_KEY_DESTROYED),
+				 errmsg("version %d of key \"%s\" has been destroyed", version, rec.name),
+				 errdetail("Destruction cannot be undone.")));
+	if (strcmp(action, "retire") == 0)
+	{
+		RequireNotCurrent(&rec, version, "retire");
+		if (strcmp(state, "retired") != 0)
+			SetVersionState(&rec, version, "retired");
+	}
+	else if (strcmp(action, "restore") == 0)
+	{
+		if (strcmp(state, "active") != 0)
+			SetVersionState(&rec, version, "active");
+	}
+	else
+	{
+		RequireNotCurrent(&rec, version, "destroy");
+		SetVersionState(&rec, version, "destroyed");
+	}
+	Audit(&op, action, &rec, version, NULL);
+	OpEnd(&op);
+}
+
+Datum
+keysmith_retire_key_version(PG_FUNCTION_ARGS)
+{
+	ChangeVersion(fcinfo, "retire");
+	PG_RETURN_VOID();
+}
+
+Datum
+keysmith_restore_key_version(PG_FUNCTION_ARGS)
+{
+	ChangeVersion(fcinfo, "restore");
+	PG_RETURN_VOID();
+}
+
+Datum
+keysmith_destroy_key_version(PG_FUNCTION_ARGS)
+{
+	ChangeVersion(fcinfo, "destroy");
+	PG_RETURN_VOID();
+}
+
+/* keysmith.destroy_key(key_name text) RETURNS integer: versions erased. */
+Datum
+keysmith_destroy_key(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	KsOp		op;
+	KeyRec		rec;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+	int			n;
+
+	OpBegin(&op);
+	LockKey(name, &rec);
+	RequireAdmin(&op, &rec);
+	RequireNotDestroyed(&rec);
+	values[0] = Int32GetDatum(rec.key_id);
+	Exec("UPDATE keysmith.key_version SET state = 'destroyed', wrapped_dek = NULL,"
+		 "  destroyed_at = pg_catalog.now()"
+		 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'destroyed'",
+		 1, types, values, NULL, SPI_OK_UPDATE);
+	n = (int) SPI_processed;
+	Exec("UPDATE keysmith.key SET state = 'destroyed', destroyed_at = pg_catalog.now()"
+		 " WHERE key_id OPERATOR(pg_catalog.=) $1", 1, types, values, NULL, SPI_OK_UPDATE);
+	Audit(&op, "destroy", &rec, 0, psprintf("%d version(s) erased", n));
+	OpEnd(&op);
+	PG_RETURN_INT32(n);
+}
+
+static KsPrivilege
+ParsePrivilege(const char *s)
+{
+	for (int i = 0; i < KS_PRIV_COUNT; i++)
+		if (strcmp(s, KsPrivilegeNames[i]) == 0)
+			return (KsPrivilege) i;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown key privilege \"%s\"", s),
+			 errhint("Use encrypt, decrypt or admin.")));
+	pg_unreachable();
+}
+
+static void
+GrantOrRevoke(FunctionCallInfo fcinfo, bool grant)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *role = NameStr(*PG_GETARG_NAME(1));
+	char	   *privname = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	KsPrivilege priv = ParsePrivilege(privname);
+	Oid			roleid = get_role_oid(role, false);
+	KsOp		op;
+	KeyRec		rec;
+
+	OpBegin(&op);
+	LockKey(name, &rec);
+	RequireAdmin(&op, &rec);
+	if (grant)
+	{
+		RequireNotDestroyed(&rec);
+		InsertAcl(rec.key_id, role, KsPrivilegeNames[priv]);
+	}
+	else
+	{
+		Oid			types[3] = {INT4OID, OIDOID, TEXTOID};
+		Datum		values[3] = {Int32GetDatum(rec.key_id), ObjectIdGetDatum(roleid),
+		CStringGetTextDatum(KsPrivilegeNames[priv])};
+
+		Exec("DELETE FROM keysmith.key_acl WHERE key_id OPERATOR(pg_catalog.=) $1"
+			 " AND grantee::pg_catalog.oid OPERATOR(pg_catalog.=) $2 AND privilege OPERATOR(pg_catalog.=) $3",
+			 3, types, values, NULL, SPI_OK_DELETE);
+	}
+	Audit(&op, grant ? "grant" : "revoke", &rec, 0,
+		  psprintf("%s %s %s", KsPrivilegeNames[priv], grant ? "to" : "from", quote_identifier(role)));
+	OpEnd(&op);
+}
+
+/* keysmith.grant_key(key_name text, role name, privilege text) */
+Datum
+keysmith_grant_key(PG_FUNCTION_ARGS)
+{
+	GrantOrRevoke(fcinfo, true);
+	PG_RETURN_VOID();
+}
+
+/* keysmith.revoke_key(key_name text, role name, privilege text) */
+Datum
+keysmith_revoke_key(PG_FUNCTION_ARGS)
+{
+	GrantOrRevoke(fcinfo, false);
+	PG_RETURN_VOID();
+}
+
+/*
+ * keysmith.add_local_master_key() RETURNS integer
+ *
+ * Appends a new random master key (highest version + 1) to the local master
+ * key file and returns its version; new wraps use it at once.  Existing
+ * DEKs stay wrapped by older versions until rotate_kek re-wraps them.
+ */
+Datum
+keysmith_add_local_master_key(PG_FUNCTION_ARGS)
+{
+	KsError		err;
+	uint32		version = 0;
+	KsOp		op;
+
+	if (KsLocalAppendKey(keysmith_local_master_key_file, &version, &err) != KS_OK)
+		KsReportError(&err);
+	OpBegin(&op);
+	Audit(&op, "add_master_key", NULL, 0, psprintf("local master key version %u", version));
+	SPI_finish();
+	KsRestoreUser(op.save_userid, op.save_sec);
+	PG_RETURN_INT32((int32) version);
+}
+
+/*
+ * keysmith._local_master_key_versions() RETURNS TABLE(version, is_current)
+ *
+ * The versions in the master key file, never the keys.
+ */
+Datum
+keysmith_local_master_key_versions(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	KsMasterKeySet *set;
+	KsError		err;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (KsLocalLoad(keysmith_local_master_key_file, &set, &err) != KS_OK)
+		KsReportError(&err);
+	for (int i = 0; i < set->count; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		values[0] = Int64GetDatum((int64) set->keys[i].version);
+		values[1] = BoolGetDatum(set->keys[i].version == set->current);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	KsMasterKeySetFree(set);
+	return (Datum) 0;
+}
+
+/* keysmith._dek_encryptions(key_id integer, version integer) RETURNS bigint */
+Datum
+keysmith_dek_encryptions(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64((int64) KsCounterValue(PG_GETARG_INT32(0), PG_GETARG_INT32(1)));
+}

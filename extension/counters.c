@@ -238,7 +238,11 @@ KsCounterTake(KsCounterSlot *slot)
 	uint64		n = pg_atomic_fetch_add_u64(&slot->count, 1);
 
 	if (n >= limit)
+	{
+		/* not used after all: keep the count equal to real encryptions */
+		pg_atomic_fetch_sub_u64(&slot->count, 1);
 		return false;
+	}
 	if (n >= slot->reserved)
 	{
 		uint64		block = Max(Min(limit / 1024, (uint64) 1 << 20), 1);

@@ -86,6 +86,17 @@ static uint8 *SecretPage = NULL;
 
 static void FlushKeyStates(void);
 
+/*
+ * Lookups run read-write (a fresh snapshot that sees this transaction's own
+ * key changes, such as a rollover a moment ago) except in parallel mode,
+ * where only the query's own snapshot may be used.
+ */
+static inline bool
+SpiReadOnly(void)
+{
+	return IsInParallelMode();
+}
+
 static inline uint64
 MonotonicMs(void)
 {
@@ -405,7 +416,7 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
 								   "   AND v.version OPERATOR(pg_catalog.=) k.current_version"
 								   " WHERE k.name OPERATOR(pg_catalog.=) $1",
-								   1, types, values, NULL, true, 1);
+								   1, types, values, NULL, SpiReadOnly(), 1);
 	}
 	else
 	{
@@ -419,7 +430,7 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
 								   "   AND v.version OPERATOR(pg_catalog.=) $2"
 								   " WHERE k.key_id OPERATOR(pg_catalog.=) $1",
-								   2, types, values, NULL, true, 1);
+								   2, types, values, NULL, SpiReadOnly(), 1);
 	}
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "keysmith key lookup failed: %s", SPI_result_code_string(rc));
@@ -703,7 +714,7 @@ KsHasKeyPrivilege(int32 key_id, KsPrivilege priv, Oid role)
 							  " WHERE a.key_id OPERATOR(pg_catalog.=) $1"
 							  "   AND a.privilege OPERATOR(pg_catalog.=) $2"
 							  "   AND pg_catalog.pg_has_role($3, a.grantee::pg_catalog.oid, 'USAGE'))",
-							  3, types, values, NULL, true, 1) != SPI_OK_SELECT)
+							  3, types, values, NULL, SpiReadOnly(), 1) != SPI_OK_SELECT)
 		elog(ERROR, "keysmith privilege lookup failed");
 	result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
@@ -796,7 +807,7 @@ LoadKeyState(int32 key_id)
 							  "         WHERE v.key_id OPERATOR(pg_catalog.=) k.key_id"
 							  "           AND v.state OPERATOR(pg_catalog.=) 'destroyed')"
 							  "  FROM keysmith.key k WHERE k.key_id OPERATOR(pg_catalog.=) $1",
-							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+							  1, types, values, NULL, SpiReadOnly(), 1) != SPI_OK_SELECT)
 		elog(ERROR, "keysmith key state lookup failed");
 
 	/* the query may have flushed the table: enter afterwards */

@@ -77,6 +77,7 @@ printf '1:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/other.key
 printf '2:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/only-v2.key
 printf '1:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/unreadable.key
 printf '1:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/loose.key
+printf '1:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/rotate.key
 printf '1:not-a-key-at-all\n' > $FIX/malformed.key
 printf '1:0011223344556677\n' > $FIX/short.key
 printf '# only comments\n\n' > $FIX/empty.key

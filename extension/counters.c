@@ -59,6 +59,8 @@ static KsCounterShared *Counters = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
+static void KsCountersShutdown(int code, Datum arg);
+
 static void
 KsCountersShmemRequest(void)
 {
@@ -129,6 +131,8 @@ KsCountersShmemStartup(void)
 		LoadCounters();
 	}
 	LWLockRelease(AddinShmemInitLock);
+	if (!IsUnderPostmaster)
+		on_shmem_exit(KsCountersShutdown, (Datum) 0);
 }
 
 void
@@ -140,9 +144,13 @@ KsCountersInit(void)
 	shmem_startup_hook = KsCountersShmemStartup;
 }
 
-/* Write every reservation durably.  Caller holds the lock exclusively. */
-static void
-PersistCounters(void)
+/*
+ * Write every reservation durably.  Caller holds the lock exclusively (or
+ * is the postmaster at shutdown).  elevel is ERROR in backends, LOG at
+ * shutdown, where an error must not stop the shutdown.
+ */
+static bool
+PersistCountersAt(int elevel)
 {
 	char		tmp[] = KS_COUNTER_FILE ".tmp";
 	int			fd;
@@ -150,9 +158,12 @@ PersistCounters(void)
 
 	fd = OpenTransientFile(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
 	if (fd < 0)
-		ereport(ERROR,
+	{
+		ereport(elevel,
 				(errcode_for_file_access(),
 				 errmsg("could not create \"%s\": %m", tmp)));
+		return false;
+	}
 	if (write(fd, header, sizeof(header)) != sizeof(header))
 		goto fail;
 	for (int i = 0; i < Counters->used; i++)
@@ -166,8 +177,7 @@ PersistCounters(void)
 	if (pg_fsync(fd) != 0)
 		goto fail;
 	CloseTransientFile(fd);
-	durable_rename(tmp, KS_COUNTER_FILE, ERROR);
-	return;
+	return durable_rename(tmp, KS_COUNTER_FILE, elevel) == 0;
 
 fail:
 	{
@@ -175,10 +185,32 @@ fail:
 
 		CloseTransientFile(fd);
 		errno = save_errno;
-		ereport(ERROR,
+		ereport(elevel,
 				(errcode_for_file_access(),
 				 errmsg("could not write \"%s\": %m", tmp)));
+		return false;
 	}
+}
+
+static void
+PersistCounters(void)
+{
+	PersistCountersAt(ERROR);
+}
+
+/*
+ * At a clean shutdown, record the exact counts so a restart resumes from
+ * them rather than from the reserved bounds.  After a crash this does not
+ * run, and the reserved bounds (never lower than the truth) are used.
+ */
+static void
+KsCountersShutdown(int code, Datum arg)
+{
+	if (code != 0 || Counters == NULL)
+		return;
+	for (int i = 0; i < Counters->used; i++)
+		Counters->slots[i].reserved = pg_atomic_read_u64(&Counters->slots[i].count);
+	PersistCountersAt(LOG);
 }
 
 KsCounterSlot *

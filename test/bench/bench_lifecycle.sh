@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# test/bench/bench_lifecycle.sh
+#
+# Key lifecycle costs, measured in one run on one throwaway cluster:
+#  - keysmith.reencrypt throughput (rows/s) on 1,000,000 rows;
+#  - rotate_kek with 1,000 and with 1,000,000 encrypted rows in the table
+#    (goal: the same within noise: it touches keys, never rows);
+#  - decrypt_value throughput with 1 and with 50 key versions in use
+#    (goal: within 10% of each other).
+# Run as root (or with sudo) after `make install`: bash test/bench/bench_lifecycle.sh [rows]
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+[ "$(id -u)" -eq 0 ] || exec sudo -E bash "$0" "$@"
+. "$ROOT/test/lib.sh"
+ROWS=${1:-1000000}
+DIR=$(mktemp -d /tmp/keysmith-bench.XXXXXX)
+trap 'ks_cluster_stop "$DIR/c" immediate; rm -rf "$DIR"' EXIT
+chmod 755 "$DIR"
+ks_cluster_init "$DIR/c"
+{
+    echo "shared_buffers = '1GB'"
+    echo "max_parallel_workers_per_gather = 0"
+    echo "jit = off"
+    echo "max_wal_size = '4GB'"
+} >>"$DIR/c/data/postgresql.conf"
+ks_cluster_start "$DIR/c"
+. "$DIR/c/env"
+KEYFILE=$DIR/c/data/keysmith_master.key
+
+psql -X -q -v ON_ERROR_STOP=1 -v rows="$ROWS" -d postgres <<'SQL'
+CREATE EXTENSION keysmith;
+CREATE FUNCTION bench(q text) RETURNS float8 LANGUAGE plpgsql AS $$
+DECLARE best float8 := 'infinity'; t0 timestamptz;
+BEGIN
+    EXECUTE q;
+    FOR i IN 1..3 LOOP
+        t0 := clock_timestamp(); EXECUTE q;
+        best := least(best, extract(epoch FROM clock_timestamp() - t0));
+    END LOOP;
+    RETURN best;
+END $$;
+CREATE TABLE results (what text, value float8, unit text);
+
+-- rotate_kek with 1,000 rows
+SELECT keysmith.create_key('small');
+CREATE TABLE small AS SELECT i AS id, keysmith.encrypt_value('small', md5(i::text)) AS c FROM generate_series(1, 1000) i;
+SELECT keysmith.rotate_dek('small') FROM generate_series(1, 9);
+-- rotate_kek with :rows rows (same number of key versions)
+SELECT keysmith.create_key('big');
+CREATE TABLE big AS SELECT i AS id, keysmith.encrypt_value('big', md5(i::text)) AS c FROM generate_series(1, :rows) i;
+SELECT keysmith.rotate_dek('big') FROM generate_series(1, 9);
+VACUUM ANALYZE small; VACUUM ANALYZE big;
+SQL
+
+# each rotate_kek re-wraps 10 versions; alternate the newest master key so
+# every timed call has work to do
+for i in $(seq 2 8); do
+    ks_as_pg sh -c "printf '$i:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') >> '$KEYFILE'"
+    psql -X -q -t -A -d postgres -c "INSERT INTO results SELECT 'rotate_kek, 1,000 rows (ms)', bench_once, 'ms' FROM (SELECT extract(epoch FROM (SELECT clock_timestamp() FROM (SELECT keysmith.rotate_kek('small')) s) - now()) * 1000 AS bench_once) x" >/dev/null
+    psql -X -q -t -A -d postgres -c "INSERT INTO results SELECT 'rotate_kek, $ROWS rows (ms)', bench_once, 'ms' FROM (SELECT extract(epoch FROM (SELECT clock_timestamp() FROM (SELECT keysmith.rotate_kek('big')) s) - now()) * 1000 AS bench_once) x" >/dev/null
+done
+
+psql -X -q -v ON_ERROR_STOP=1 -v rows="$ROWS" -d postgres <<'SQL'
+-- decrypt with 1 version in use vs 50 versions in use (same row count)
+SELECT keysmith.create_key('one');
+SELECT keysmith.create_key('fifty');
+CREATE TABLE d1 AS SELECT i AS id, keysmith.encrypt_value('one', md5(i::text)) AS c FROM generate_series(1, :rows) i;
+CREATE TABLE d50 (id int, c bytea);
+SELECT set_config('bench.rows', :'rows', false);
+DO $$
+DECLARE chunk int := current_setting('bench.rows')::int / 50;
+BEGIN
+    FOR v IN 1..50 LOOP
+        INSERT INTO d50 SELECT i, keysmith.encrypt_value('fifty', md5(i::text))
+          FROM generate_series((v - 1) * chunk + 1, v * chunk) i;
+        IF v < 50 THEN PERFORM keysmith.rotate_dek('fifty'); END IF;
+    END LOOP;
+END $$;
+-- interleave versions row by row so the cache is exercised, not the memo
+CREATE TABLE d50s AS SELECT * FROM d50 ORDER BY md5(id::text || 'x');
+VACUUM ANALYZE d1; VACUUM ANALYZE d50s;
+INSERT INTO results VALUES
+  ('decrypt, 1 version (s)', bench('SELECT sum(octet_length(keysmith.decrypt_value(c))) FROM d1'), 's'),
+  ('decrypt, 50 versions interleaved (s)', bench('SELECT sum(octet_length(keysmith.decrypt_value(c))) FROM d50s'), 's');
+
+-- reencrypt throughput: everything in d1 is moved to version 2
+SELECT keysmith.rotate_dek('one');
+SQL
+start=$(date +%s.%N)
+psql -X -q -d postgres -c "CALL keysmith.reencrypt('d1', 'c', 10000)"
+end=$(date +%s.%N)
+psql -X -q -d postgres -c "INSERT INTO results VALUES ('reencrypt throughput (rows/s)', $ROWS / ($end - $start), 'rows/s')"
+
+psql -X -q -d postgres <<'SQL'
+\echo
+\echo keysmith lifecycle benchmark
+SELECT what, round(avg(value)::numeric, 2) AS mean, round(min(value)::numeric, 2) AS best, count(*) AS runs
+  FROM results GROUP BY what ORDER BY what;
+SELECT 'rotate_kek big/small' AS ratio,
+       round((SELECT avg(value) FROM results WHERE what LIKE 'rotate_kek, 1,000,%' OR (what LIKE 'rotate_kek,%' AND what NOT LIKE '%1,000 rows%'))::numeric
+           / (SELECT avg(value) FROM results WHERE what = 'rotate_kek, 1,000 rows (ms)')::numeric, 3) AS value,
+       'about 1' AS goal
+UNION ALL
+SELECT 'decrypt 50 versions / 1 version',
+       round(((SELECT value FROM results WHERE what LIKE 'decrypt, 50%') / (SELECT value FROM results WHERE what = 'decrypt, 1 version (s)'))::numeric, 3),
+       '<= 1.10';
+SELECT (SELECT string_agg(DISTINCT is_current::text, ',') FROM keysmith.key_version_usage('d1', 'c')) AS all_current_after_reencrypt;
+SQL

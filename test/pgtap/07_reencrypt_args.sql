@@ -8,9 +8,9 @@ CREATE TABLE ra_t (id int PRIMARY KEY, c bytea, s text);
 INSERT INTO ra_t VALUES (1, keysmith.encrypt_value('ra', 'one'), 'x');
 
 SELECT throws_ok($$CALL keysmith.reencrypt('ra_t', 'nope')$$, '42703',
-    'column "nope" of relation ra_t does not exist', 'missing column');
+    'column "nope" of relation public.ra_t does not exist', 'missing column');
 SELECT throws_ok($$CALL keysmith.reencrypt('ra_t', 's')$$, '42804',
-    'column "s" of relation ra_t is of type text, not bytea', 'column of the wrong type');
+    'column "s" of relation public.ra_t is of type text, not bytea', 'column of the wrong type');
 SELECT throws_ok($$CALL keysmith.reencrypt('ra_t', 'c', 0)$$, '22023', 'batch_size must be at least 1', 'batch_size 0');
 SELECT throws_ok($$CALL keysmith.reencrypt('ra_t', 'c', 10, NULL, '-1 second')$$, '22023', 'pause must not be negative', 'negative pause');
 SELECT throws_ok($$CALL keysmith.reencrypt('no_such_table', 'c')$$, '42P01', NULL, 'missing table');

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# test/integration/invalidation.sh
+#
+# Another backend stops using a rotated, retired or destroyed DEK, and sees
+# grants and revokes, by its next transaction: session A keeps one
+# connection open (fed through a FIFO) with DEKs cached while session B
+# changes the key.
+set -uo pipefail
+. "$KS_CLUSTER/env"
+n=0
+t() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fi; }
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d ks_inval "$@"; }
+
+psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS ks_inval' -c 'CREATE DATABASE ks_inval'
+q <<'SQL' >/dev/null
+CREATE EXTENSION keysmith;
+SELECT keysmith.create_key('inv');
+CREATE ROLE inv_app LOGIN IN ROLE keysmith_user;
+CREATE TABLE v (name text PRIMARY KEY, c bytea);
+GRANT SELECT ON v TO inv_app;
+INSERT INTO v VALUES ('one', keysmith.encrypt_value('inv', 'first'));
+SQL
+
+fifo=$KS_WORK/inval.fifo
+out=$KS_WORK/inval.out
+rm -f "$fifo"; mkfifo "$fifo"
+psql -X -q -t -A -v VERBOSITY=verbose -d ks_inval <"$fifo" >"$out" 2>&1 &
+a=$!
+exec 3>"$fifo"
+# send SQL to session A and wait until its marker line appears
+k=0
+ask() {
+    k=$((k + 1))
+    printf '%s\n\\echo MARK%s\n' "$1" "$k" >&3
+    for _ in $(seq 1 100); do grep -q "^MARK$k\$" "$out" && return 0; sleep 0.05; done
+    return 1
+}
+last() { sed -n "/^MARK$((k - 1))\$/,/^MARK$k\$/p" "$out" | grep -v '^MARK'; }
+
+ask "SELECT 1;"
+ask "SET ROLE inv_app; SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
+[ "$(last)" = first ]; t $? "session A decrypts (and caches the DEK)"
+ask "SELECT (keysmith.ciphertext_info(keysmith.encrypt_value('inv', 'x'))).key_version;"
+[ "$(last)" = 1 ]; t $? "session A encrypts under version 1"
+
+q -c "SELECT keysmith.rotate_dek('inv')" >/dev/null
+ask "SELECT (keysmith.ciphertext_info(keysmith.encrypt_value('inv', 'x'))).key_version;"
+[ "$(last)" = 2 ]; t $? "after B rotates, A's next transaction encrypts under version 2"
+
+q -c "SELECT keysmith.retire_key_version('inv', 1)" >/dev/null
+ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
+last | grep -q 'KS009'; t $? "after B retires version 1, A's cached DEK no longer decrypts"
+
+q -c "SELECT keysmith.restore_key_version('inv', 1)" >/dev/null
+ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
+[ "$(last)" = first ]; t $? "after B restores it, A decrypts again"
+
+q -c "SELECT keysmith.revoke_key('inv', 'keysmith_user', 'decrypt')" >/dev/null
+ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
+last | grep -q '42501'; t $? "after B revokes decrypt, A is refused"
+q -c "SELECT keysmith.grant_key('inv', 'keysmith_user', 'decrypt')" >/dev/null
+ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
+[ "$(last)" = first ]; t $? "after B grants it back, A decrypts"
+
+q -c "SELECT keysmith.destroy_key_version('inv', 1)" >/dev/null
+ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
+last | grep -q 'KS010'; t $? "after B destroys version 1, A's cached copy is gone too"
+
+exec 3>&-
+wait $a
+psql -X -q -d postgres -c 'DROP DATABASE ks_inval' -c 'DROP ROLE inv_app'
+echo "1..$n"

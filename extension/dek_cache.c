@@ -67,7 +67,6 @@ typedef struct NameEntry
 static HTAB *DekTable = NULL;
 static HTAB *NameTable = NULL;
 static uint64 LruClock = 0;
-static uint64 Generation = 0;	/* bumped whenever entries are freed */
 static bool CallbacksRegistered = false;
 static bool CacheTouchedInXact = false;
 
@@ -114,29 +113,9 @@ ForgetMemos(void)
 	MemoDecrypt = NULL;
 }
 
-uint64
-KsDekCacheGeneration(void)
-{
-	return Generation;
-}
-
-static void
-UnpinAll(void)
-{
-	HASH_SEQ_STATUS status;
-	DekEntry   *entry;
-
-	if (DekTable == NULL)
-		return;
-	hash_seq_init(&status, DekTable);
-	while ((entry = hash_seq_search(&status)) != NULL)
-		entry->dek.pinned = false;
-}
-
 static void
 EvictEntry(DekEntry *entry)
 {
-	Generation++;
 	if (MemoEncrypt == entry || MemoDecrypt == entry)
 		ForgetMemos();
 	KsAeadFree(entry->dek.aead);
@@ -152,7 +131,6 @@ KsDekCacheFlush(void)
 	NameEntry  *nentry;
 	int			n = 0;
 
-	Generation++;
 	ForgetMemos();
 	FlushKeyStates();
 	if (DekTable != NULL)
@@ -230,14 +208,12 @@ KsXactCallback(XactEvent event, void *arg)
 			if (CacheTouchedInXact)
 				KsDekCacheFlush();
 			CacheTouchedInXact = false;
-			UnpinAll();
 			SweepExpired();
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			CacheTouchedInXact = false;
-			UnpinAll();
 			SweepExpired();
 			break;
 		default:
@@ -515,8 +491,7 @@ MakeRoom(void)
 		hash_seq_init(&status, DekTable);
 		while ((entry = hash_seq_search(&status)) != NULL)
 		{
-			if (!entry->dek.pinned &&
-				(oldest == NULL || entry->last_used < oldest->last_used))
+			if (oldest == NULL || entry->last_used < oldest->last_used)
 				oldest = entry;
 		}
 		if (oldest == NULL)
@@ -550,7 +525,6 @@ EntryForRow(const KeyRow *row, uint64 now)
 	entry->dek.retired = strcmp(row->version_state, "retired") == 0;
 	strlcpy(entry->dek.name, row->name, sizeof(entry->dek.name));
 	entry->dek.counter = NULL;
-	entry->dek.pinned = false;
 	for (int i = 0; i < KS_PRIV_COUNT; i++)
 		entry->dek.allowed[i] = InvalidOid;
 	entry->expires_at = now + (uint64) keysmith_dek_cache_ttl * 1000;

@@ -70,7 +70,6 @@ typedef struct KsDek
 	bool		retired;		/* decrypt refuses; rewrap still works */
 	char		name[KS_KEY_NAME_MAX + 1];
 	KsCounterSlot *counter;		/* set on first encryption */
-	bool		pinned;			/* not evicted for room until xact end */
 	Oid			allowed[KS_PRIV_COUNT]; /* user last found to hold each */
 } KsDek;
 
@@ -89,9 +88,6 @@ extern bool KsVersionNeedsReencrypt(uint32 key_id, uint32 version);
 
 /* Move a key to a new DEK version when the current one hits its limit. */
 extern void KsRollover(int32 key_id, int32 full_version);
-
-/* Changes whenever cached entries are freed: KsDek pointers are stale. */
-extern uint64 KsDekCacheGeneration(void);
 
 /* Drop every cached DEK in this backend; returns how many were dropped. */
 extern int	KsDekCacheFlush(void);

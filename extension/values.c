@@ -297,7 +297,6 @@ keysmith_rewrap_value(PG_FUNCTION_ARGS)
 	uint8	   *pt;
 	size_t		pt_len;
 	bytea	   *result;
-	int			tries;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -327,32 +326,23 @@ keysmith_rewrap_value(PG_FUNCTION_ARGS)
 			src->allowed[KS_PRIV_DECRYPT] = src->allowed[KS_PRIV_ENCRYPT] = user;
 	}
 
-	/* fetch both versions with no flush in between; pins keep them cached */
-	for (tries = 0;; tries++)
-	{
-		uint64		gen;
+	/*
+	 * Decrypt first, then look up the current version to seal with.  A
+	 * lookup may flush the cache, so no KsDek pointer is kept across one:
+	 * each is used right after it is fetched.
+	 */
+	dst = KsDekForEncrypt(name, name_len);
+	if (dst->version == hdr.key_version)
+		PG_RETURN_BYTEA_P(ct);	/* already current */
 
-		if (tries > 5)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("key \"%s\" kept changing during rewrap_value", name)));
-		dst = KsDekForEncrypt(name, name_len);
-		if (dst->version == hdr.key_version)
-			PG_RETURN_BYTEA_P(ct);	/* already current */
-		dst->pinned = true;
-		dst = TakeEncryption(name, name_len, dst);
-		dst->pinned = true;
-		gen = KsDekCacheGeneration();
-		src = KsDekForDecrypt(hdr.key_id, hdr.key_version);
-		if (gen == KsDekCacheGeneration())
-			break;
-	}
-
+	src = KsDekForDecrypt(hdr.key_id, hdr.key_version);
 	pt_len = ct_len - KS_OVERHEAD;
 	pt = palloc(pt_len + 1);
 	if (KsAeadOpen(src->aead, &hdr, &context, (const uint8 *) VARDATA_ANY(ct),
 				   ct_len, pt, &err) != KS_OK)
-		KsReportError(&err);
+		KsReportError(&err);	/* KsAeadOpen has wiped pt */
+
+	dst = TakeEncryption(name, name_len, KsDekForEncrypt(name, name_len));
 	result = SealValue(dst, &context, pt, pt_len);
 	explicit_bzero(pt, pt_len);
 	pfree(pt);

@@ -386,20 +386,13 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 		bytea	   *old = DatumGetByteaPP(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull));
 		uint8		aad[KS_KEY_NAME_MAX + 64];
 		size_t		aad_len = KsDekBindingAad(rec.name, (uint32) version, aad, sizeof(aad));
-		uint8		dek[KS_DEK_LEN];
 		uint8		wrapped[KS_WRAPPED_MAX];
 		size_t		wrapped_len = 0;
 		uint32		kek_version = 0;
-		KsStatus	st;
 		bytea	   *nw;
 
-		st = provider->unwrap(&cfg, (const uint8 *) VARDATA_ANY(old), VARSIZE_ANY_EXHDR(old),
-							  aad, aad_len, dek, sizeof(dek), &err);
-		if (st == KS_OK)
-			st = provider->wrap(&cfg, dek, sizeof(dek), aad, aad_len,
-								wrapped, &wrapped_len, &kek_version, &err);
-		KsWipe(dek, sizeof(dek));
-		if (st != KS_OK)
+		if (provider->rewrap(&cfg, (const uint8 *) VARDATA_ANY(old), VARSIZE_ANY_EXHDR(old),
+							 aad, aad_len, wrapped, &wrapped_len, &kek_version, &err) != KS_OK)
 			KsReportError(&err);
 		nw = (bytea *) palloc(VARHDRSZ + wrapped_len);
 		SET_VARSIZE(nw, VARHDRSZ + wrapped_len);

@@ -82,6 +82,10 @@ typedef struct KsKmsConfig
  *
  * unwrap: the reverse; the wrapped blob records which KEK version it needs.
  *
+ * rewrap: unwrap and wrap again under the current KEK in one step, so the
+ * DEK never leaves the provider (Vault Transit's rewrap and AWS KMS's
+ * ReEncrypt work the same way).
+ *
  * current_kek_version: which KEK version wrap would use now.
  */
 typedef struct KsKmsProvider
@@ -96,6 +100,11 @@ typedef struct KsKmsProvider
 						   const uint8_t *wrapped, size_t wrapped_len,
 						   const uint8_t *aad, size_t aad_len,
 						   uint8_t *dek, size_t dek_len, KsError *err);
+	KsStatus	(*rewrap) (const KsKmsConfig *cfg,
+						   const uint8_t *wrapped, size_t wrapped_len,
+						   const uint8_t *aad, size_t aad_len,
+						   uint8_t *out, size_t *out_len,
+						   uint32_t *kek_version, KsError *err);
 	KsStatus	(*current_kek_version) (const KsKmsConfig *cfg,
 										uint32_t *kek_version, KsError *err);
 } KsKmsProvider;

@@ -266,21 +266,14 @@ KsLocalWrappedKekVersion(const uint8_t *wrapped, size_t len)
 		((uint32_t) wrapped[3] << 8) | (uint32_t) wrapped[4];
 }
 
+/* Wrap dek under the set's current master key into out. */
 static KsStatus
-LocalWrap(const KsKmsConfig *cfg, const uint8_t *dek, size_t dek_len,
-		  const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len,
-		  uint32_t *kek_version, KsError *err)
+WrapWithSet(const KsMasterKeySet *set, const uint8_t *dek, const uint8_t *aad,
+			size_t aad_len, uint8_t *out, size_t *out_len, uint32_t *kek_version,
+			KsError *err)
 {
-	KsMasterKeySet *set;
-	const KsMasterKey *kek;
+	const KsMasterKey *kek = FindKey(set, set->current);
 	KsStatus	st;
-
-	if (dek_len != KS_DEK_LEN)
-		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "a data key must be %d bytes", KS_DEK_LEN);
-	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
-	if (st != KS_OK)
-		return st;
-	kek = FindKey(set, set->current);
 
 	out[0] = KS_LOCAL_WRAP_FORMAT;
 	out[1] = (uint8_t) (kek->version >> 24);
@@ -290,12 +283,52 @@ LocalWrap(const KsKmsConfig *cfg, const uint8_t *dek, size_t dek_len,
 	st = KsRandomBytes(out + 5, 12, err);
 	if (st == KS_OK)
 		st = KsGcmSealOnce(kek->key, out + 5, out, 5, aad, aad_len,
-						   dek, dek_len, out + 17, out + 17 + KS_DEK_LEN, err);
+						   dek, KS_DEK_LEN, out + 17, out + 17 + KS_DEK_LEN, err);
 	if (st == KS_OK)
 	{
 		*out_len = KS_LOCAL_WRAPPED_LEN;
 		*kek_version = kek->version;
 	}
+	return st;
+}
+
+/* Unwrap a blob with the master key version it names. */
+static KsStatus
+UnwrapWithSet(const KsMasterKeySet *set, const uint8_t *wrapped, size_t wrapped_len,
+			  const uint8_t *aad, size_t aad_len, uint8_t *dek, KsError *err)
+{
+	uint32_t	version = KsLocalWrappedKekVersion(wrapped, wrapped_len);
+	const KsMasterKey *kek = FindKey(set, version);
+	KsStatus	st;
+
+	if (kek == NULL)
+		return KsFail(err, KS_ERR_KEK_VERSION_UNKNOWN,
+					  "master key version %u is not in the master key file",
+					  (unsigned) version);
+	st = KsGcmOpenOnce(kek->key, wrapped + 5, wrapped, 5, aad, aad_len,
+					   wrapped + 17, KS_DEK_LEN, wrapped + 17 + KS_DEK_LEN,
+					   dek, err);
+	if (st == KS_ERR_AUTH_FAILED)
+		return KsFail(err, KS_ERR_UNWRAP_FAILED,
+					  "wrapped data key does not authenticate under master key version %u",
+					  (unsigned) version);
+	return st;
+}
+
+static KsStatus
+LocalWrap(const KsKmsConfig *cfg, const uint8_t *dek, size_t dek_len,
+		  const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len,
+		  uint32_t *kek_version, KsError *err)
+{
+	KsMasterKeySet *set;
+	KsStatus	st;
+
+	if (dek_len != KS_DEK_LEN)
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "a data key must be %d bytes", KS_DEK_LEN);
+	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
+	if (st != KS_OK)
+		return st;
+	st = WrapWithSet(set, dek, aad, aad_len, out, out_len, kek_version, err);
 	KsMasterKeySetFree(set);
 	return st;
 }
@@ -306,32 +339,40 @@ LocalUnwrap(const KsKmsConfig *cfg, const uint8_t *wrapped, size_t wrapped_len,
 			KsError *err)
 {
 	KsMasterKeySet *set;
-	const KsMasterKey *kek;
-	uint32_t	version = KsLocalWrappedKekVersion(wrapped, wrapped_len);
 	KsStatus	st;
 
-	if (version == 0 || dek_len != KS_DEK_LEN)
+	if (KsLocalWrappedKekVersion(wrapped, wrapped_len) == 0 || dek_len != KS_DEK_LEN)
 		return KsFail(err, KS_ERR_WRAP_MALFORMED,
 					  "wrapped data key is not in the local provider's format");
 	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
 	if (st != KS_OK)
 		return st;
-	kek = FindKey(set, version);
-	if (kek == NULL)
-	{
-		KsMasterKeySetFree(set);
-		return KsFail(err, KS_ERR_KEK_VERSION_UNKNOWN,
-					  "master key version %u is not in the master key file",
-					  (unsigned) version);
-	}
-	st = KsGcmOpenOnce(kek->key, wrapped + 5, wrapped, 5, aad, aad_len,
-					   wrapped + 17, KS_DEK_LEN, wrapped + 17 + KS_DEK_LEN,
-					   dek, err);
+	st = UnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
 	KsMasterKeySetFree(set);
-	if (st == KS_ERR_AUTH_FAILED)
-		return KsFail(err, KS_ERR_UNWRAP_FAILED,
-					  "wrapped data key does not authenticate under master key version %u",
-					  (unsigned) version);
+	return st;
+}
+
+/* One read of the key file; the DEK exists only on this stack, then wiped. */
+static KsStatus
+LocalRewrap(const KsKmsConfig *cfg, const uint8_t *wrapped, size_t wrapped_len,
+			const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len,
+			uint32_t *kek_version, KsError *err)
+{
+	KsMasterKeySet *set;
+	uint8_t		dek[KS_DEK_LEN];
+	KsStatus	st;
+
+	if (KsLocalWrappedKekVersion(wrapped, wrapped_len) == 0)
+		return KsFail(err, KS_ERR_WRAP_MALFORMED,
+					  "wrapped data key is not in the local provider's format");
+	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
+	if (st != KS_OK)
+		return st;
+	st = UnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
+	if (st == KS_OK)
+		st = WrapWithSet(set, dek, aad, aad_len, out, out_len, kek_version, err);
+	KsWipe(dek, sizeof(dek));
+	KsMasterKeySetFree(set);
 	return st;
 }
 
@@ -352,6 +393,7 @@ const KsKmsProvider KsLocalProvider = {
 	.name = "local",
 	.wrap = LocalWrap,
 	.unwrap = LocalUnwrap,
+	.rewrap = LocalRewrap,
 	.current_kek_version = LocalCurrentKekVersion,
 };
 

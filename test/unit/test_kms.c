@@ -414,12 +414,39 @@ test_keyfile_load_and_wrap(const char *dir)
 			  local->unwrap(&cfg, w, wl, aad, aad_len, dek, 32, &err) == KS_OK &&
 			  memcmp(dek, DEK, 32) == 0, "wrap then unwrap round-trips");
 	}
+	/* rewrap moves a DEK to the newest master key in one step */
+	snprintf(text, sizeof(text), "3:%s\n4:%s\n",
+			 "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f",
+			 "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f");
+	write_file(path, text, 0600);
+	{
+		uint8_t		w[KS_WRAPPED_MAX];
+		size_t		wl = 0;
+
+		check(local->rewrap(&cfg, blob, blob_len, aad, aad_len, w, &wl, &kek_version, &err) == KS_OK &&
+			  kek_version == 4 && KsLocalWrappedKekVersion(w, wl) == 4 &&
+			  local->unwrap(&cfg, w, wl, aad, aad_len, dek, 32, &err) == KS_OK &&
+			  memcmp(dek, DEK, 32) == 0, "rewrap moves the wrap vector to master key 4, same DEK");
+		check(local->rewrap(&cfg, blob, blob_len - 1, aad, aad_len, w, &wl, &kek_version, &err) == KS_ERR_WRAP_MALFORMED,
+			  "rewrap refuses a malformed blob");
+		aad[0] ^= 1;
+		check(local->rewrap(&cfg, blob, blob_len, aad, aad_len, w, &wl, &kek_version, &err) == KS_ERR_UNWRAP_FAILED,
+			  "rewrap refuses a blob bound to another key");
+		aad[0] ^= 1;
+	}
 	/* the file loses version 3 */
 	snprintf(text, sizeof(text), "4:%s\n",
 			 "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f");
 	write_file(path, text, 0600);
 	check(local->unwrap(&cfg, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_KEK_VERSION_UNKNOWN &&
 		  strstr(err.message, "version 3") != NULL, "missing master key version is reported");
+	{
+		uint8_t		w[KS_WRAPPED_MAX];
+		size_t		wl = 0;
+
+		check(local->rewrap(&cfg, blob, blob_len, aad, aad_len, w, &wl, &kek_version, &err) == KS_ERR_KEK_VERSION_UNKNOWN,
+			  "rewrap reports a missing master key version too");
+	}
 	/* a different key under the same version */
 	snprintf(text, sizeof(text), "3:%s\n",
 			 "505152535455565758595a5b5c5d5e5f404142434445464748494a4b4c4d4e4f");

@@ -313,18 +313,30 @@ KsKeyTableOid(void)
  * error in between is safe: (sub)transaction abort restores the user.
  */
 void
-KsBecomeKeyOwner(Oid *save_userid, int *save_sec_context)
+KsOwnerSpiBegin(KsOwnerSpi *spi)
 {
 	KsKeyTableOid();
-	GetUserIdAndSecContext(save_userid, save_sec_context);
-	SetUserIdAndSecContext(KeyOwnerOid,
-						   *save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	GetUserIdAndSecContext(&spi->save_userid, &spi->save_sec);
+	SetUserIdAndSecContext(KeyOwnerOid, spi->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
 }
 
 void
-KsRestoreUser(Oid save_userid, int save_sec_context)
+KsOwnerSpiEnd(KsOwnerSpi *spi)
 {
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	SPI_finish();
+	SetUserIdAndSecContext(spi->save_userid, spi->save_sec);
+}
+
+void
+KsOwnerSpiExec(const char *sql, int nargs, Oid *types, Datum *values,
+			   const char *nulls, bool read_only, long count, int expect)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, count);
+
+	if (rc != expect)
+		elog(ERROR, "keysmith: statement on the key tables failed (%s)", SPI_result_code_string(rc));
 }
 
 void
@@ -370,46 +382,38 @@ typedef struct KeyRow
 static void
 FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 {
-	Oid			save_userid;
-	int			save_sec;
+	KsOwnerSpi	spi;
 	MemoryContext outer = CurrentMemoryContext;
-	int			rc;
 
 	memset(row, 0, sizeof(*row));
-	KsBecomeKeyOwner(&save_userid, &save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	KsOwnerSpiBegin(&spi);
 
 	if (name != NULL)
 	{
 		Oid			types[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(name)};
 
-		rc = SPI_execute_with_args(
-								   "SELECT k.key_id, k.current_version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
+		KsOwnerSpiExec("SELECT k.key_id, k.current_version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
 								   "  FROM keysmith.key k"
 								   "  LEFT JOIN keysmith.key_version v"
 								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
 								   "   AND v.version OPERATOR(pg_catalog.=) k.current_version"
 								   " WHERE k.name OPERATOR(pg_catalog.=) $1",
-								   1, types, values, NULL, SpiReadOnly(), 1);
+					   1, types, values, NULL, SpiReadOnly(), 1, SPI_OK_SELECT);
 	}
 	else
 	{
 		Oid			types[2] = {INT4OID, INT4OID};
 		Datum		values[2] = {Int32GetDatum((int32) key_id), Int32GetDatum((int32) version)};
 
-		rc = SPI_execute_with_args(
-								   "SELECT k.key_id, v.version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
+		KsOwnerSpiExec("SELECT k.key_id, v.version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
 								   "  FROM keysmith.key k"
 								   "  LEFT JOIN keysmith.key_version v"
 								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
 								   "   AND v.version OPERATOR(pg_catalog.=) $2"
 								   " WHERE k.key_id OPERATOR(pg_catalog.=) $1",
-								   2, types, values, NULL, SpiReadOnly(), 1);
+					   2, types, values, NULL, SpiReadOnly(), 1, SPI_OK_SELECT);
 	}
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "keysmith key lookup failed: %s", SPI_result_code_string(rc));
 
 	if (SPI_processed > 0)
 	{
@@ -417,7 +421,7 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		Datum		d;
-		MemoryContext spi = MemoryContextSwitchTo(outer);
+		MemoryContext spicxt = MemoryContextSwitchTo(outer);
 
 		row->found_key = true;
 		row->key_id = (uint32) DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
@@ -435,10 +439,9 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 		else
 			row->version = name != NULL ?
 				(uint32) DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull)) : version;
-		MemoryContextSwitchTo(spi);
+		MemoryContextSwitchTo(spicxt);
 	}
-	SPI_finish();
-	KsRestoreUser(save_userid, save_sec);
+	KsOwnerSpiEnd(&spi);
 }
 
 /* Unwrap a key version through its KMS and key a cipher context with it. */
@@ -669,8 +672,7 @@ const char *const KsPrivilegeNames[KS_PRIV_COUNT] = {"encrypt", "decrypt", "admi
 bool
 KsHasKeyPrivilege(int32 key_id, KsPrivilege priv, Oid role)
 {
-	Oid			save_userid;
-	int			save_sec;
+	KsOwnerSpi	spi;
 	Oid			types[3] = {INT4OID, TEXTOID, OIDOID};
 	Datum		values[3];
 	bool		result;
@@ -681,18 +683,14 @@ KsHasKeyPrivilege(int32 key_id, KsPrivilege priv, Oid role)
 	values[0] = Int32GetDatum(key_id);
 	values[1] = CStringGetTextDatum(KsPrivilegeNames[priv]);
 	values[2] = ObjectIdGetDatum(role);
-	KsBecomeKeyOwner(&save_userid, &save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM keysmith.key_acl a"
-							  " WHERE a.key_id OPERATOR(pg_catalog.=) $1"
-							  "   AND a.privilege OPERATOR(pg_catalog.=) $2"
-							  "   AND pg_catalog.pg_has_role($3, a.grantee::pg_catalog.oid, 'USAGE'))",
-							  3, types, values, NULL, SpiReadOnly(), 1) != SPI_OK_SELECT)
-		elog(ERROR, "keysmith privilege lookup failed");
+	KsOwnerSpiBegin(&spi);
+	KsOwnerSpiExec("SELECT EXISTS (SELECT 1 FROM keysmith.key_acl a"
+				   " WHERE a.key_id OPERATOR(pg_catalog.=) $1"
+				   "   AND a.privilege OPERATOR(pg_catalog.=) $2"
+				   "   AND pg_catalog.pg_has_role($3, a.grantee::pg_catalog.oid, 'USAGE'))",
+				   3, types, values, NULL, SpiReadOnly(), 1, SPI_OK_SELECT);
 	result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
-	KsRestoreUser(save_userid, save_sec);
+	KsOwnerSpiEnd(&spi);
 	return result;
 }
 
@@ -753,8 +751,7 @@ FlushKeyStates(void)
 static KeyStateEntry *
 LoadKeyState(int32 key_id)
 {
-	Oid			save_userid;
-	int			save_sec;
+	KsOwnerSpi	spi;
 	Oid			types[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(key_id)};
 	KeyStateEntry *e;
@@ -773,16 +770,13 @@ LoadKeyState(int32 key_id)
 									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 
-	KsBecomeKeyOwner(&save_userid, &save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT k.current_version, k.state OPERATOR(pg_catalog.=) 'destroyed',"
+	KsOwnerSpiBegin(&spi);
+	KsOwnerSpiExec("SELECT k.current_version, k.state OPERATOR(pg_catalog.=) 'destroyed',"
 							  "       (SELECT pg_catalog.array_agg(v.version) FROM keysmith.key_version v"
 							  "         WHERE v.key_id OPERATOR(pg_catalog.=) k.key_id"
 							  "           AND v.state OPERATOR(pg_catalog.=) 'destroyed')"
 							  "  FROM keysmith.key k WHERE k.key_id OPERATOR(pg_catalog.=) $1",
-							  1, types, values, NULL, SpiReadOnly(), 1) != SPI_OK_SELECT)
-		elog(ERROR, "keysmith key state lookup failed");
+				   1, types, values, NULL, SpiReadOnly(), 1, SPI_OK_SELECT);
 
 	/* the query may have flushed the table: enter afterwards */
 	e = hash_search(KeyStateTable, &key_id, HASH_ENTER, &found);
@@ -813,8 +807,7 @@ LoadKeyState(int32 key_id)
 			e->ndestroyed = n;
 		}
 	}
-	SPI_finish();
-	KsRestoreUser(save_userid, save_sec);
+	KsOwnerSpiEnd(&spi);
 	return e;
 }
 

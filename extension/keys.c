@@ -44,8 +44,7 @@ PG_FUNCTION_INFO_V1(keysmith_dek_encryptions);
 typedef struct KsOp
 {
 	Oid			invoker;
-	Oid			save_userid;
-	int			save_sec;
+	KsOwnerSpi	spi;
 } KsOp;
 
 typedef struct KeyRec
@@ -61,44 +60,46 @@ static void
 OpBegin(KsOp *op)
 {
 	op->invoker = GetUserId();
-	KsBecomeKeyOwner(&op->save_userid, &op->save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	KsOwnerSpiBegin(&op->spi);
 }
 
 static void
 OpEnd(KsOp *op)
 {
-	SPI_finish();
-	KsRestoreUser(op->save_userid, op->save_sec);
+	KsOwnerSpiEnd(&op->spi);
 	/* other backends at their next transaction, this one now */
 	CacheInvalidateRelcacheByRelid(KsKeyTableOid());
 	KsDekCacheFlush();
 }
 
-static int
+/* A read-write statement with a fresh snapshot, all rows. */
+static void
 Exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expect)
 {
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-
-	if (rc != expect)
-		elog(ERROR, "keysmith: statement failed (%s)", SPI_result_code_string(rc));
-	return rc;
+	KsOwnerSpiExec(sql, nargs, types, values, nulls, false, 0, expect);
 }
 
-/* Lock and read a key by name; ERROR 42704 if it does not exist. */
+/*
+ * Lock and read a key, by name (name != NULL) or by id.  An unknown name is
+ * the caller's mistake (42704); an unknown id cannot happen.
+ */
 static void
-LockKey(const char *name, KeyRec *rec)
+LockKey(const char *name, int32 key_id, KeyRec *rec)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(name)};
+	Oid			types[1] = {name ? TEXTOID : INT4OID};
+	Datum		values[1] = {name ? CStringGetTextDatum(name) : Int32GetDatum(key_id)};
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
 
-	Exec("SELECT key_id, name, kms, current_version, state OPERATOR(pg_catalog.=) 'destroyed'"
-		 "  FROM keysmith.key WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+	Exec(name ?
+		 "SELECT key_id, name, kms, current_version, state OPERATOR(pg_catalog.=) 'destroyed'"
+		 "  FROM keysmith.key WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE" :
+		 "SELECT key_id, name, kms, current_version, state OPERATOR(pg_catalog.=) 'destroyed'"
+		 "  FROM keysmith.key WHERE key_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 		 1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0 && name == NULL)
+		elog(ERROR, "key id %d vanished", key_id);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -293,7 +294,7 @@ keysmith_rotate_dek(PG_FUNCTION_ARGS)
 	KeyRec		rec;
 
 	OpBegin(&op);
-	LockKey(name, &rec);
+	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
 	RequireNotDestroyed(&rec);
 	AddVersion(&rec, rec.current_version + 1);
@@ -313,17 +314,9 @@ KsRollover(int32 key_id, int32 full_version)
 {
 	KsOp		op;
 	KeyRec		rec;
-	char	   *name;
-	Oid			types[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(key_id)};
 
 	OpBegin(&op);
-	Exec("SELECT name FROM keysmith.key WHERE key_id OPERATOR(pg_catalog.=) $1",
-		 1, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		elog(ERROR, "key id %d vanished during rollover", key_id);
-	name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	LockKey(name, &rec);
+	LockKey(NULL, key_id, &rec);
 	RequireNotDestroyed(&rec);
 	if (rec.current_version == full_version)
 	{
@@ -360,7 +353,7 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 	SPITupleTable *tuptable;
 
 	OpBegin(&op);
-	LockKey(name, &rec);
+	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
 	RequireNotDestroyed(&rec);
 	provider = ProviderFor(rec.kms);
@@ -466,7 +459,7 @@ ChangeVersion(FunctionCallInfo fcinfo, const char *action)
 	char	   *state;
 
 	OpBegin(&op);
-	LockKey(name, &rec);
+	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
 	RequireNotDestroyed(&rec);
 	state = VersionState(&rec, version);
@@ -528,7 +521,7 @@ keysmith_destroy_key(PG_FUNCTION_ARGS)
 	int			n;
 
 	OpBegin(&op);
-	LockKey(name, &rec);
+	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
 	RequireNotDestroyed(&rec);
 	values[0] = Int32GetDatum(rec.key_id);
@@ -569,7 +562,7 @@ GrantOrRevoke(FunctionCallInfo fcinfo, bool grant)
 	KeyRec		rec;
 
 	OpBegin(&op);
-	LockKey(name, &rec);
+	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
 	if (grant)
 	{
@@ -625,8 +618,7 @@ keysmith_add_local_master_key(PG_FUNCTION_ARGS)
 		KsReportError(&err);
 	OpBegin(&op);
 	Audit(&op, "add_master_key", NULL, 0, psprintf("local master key version %u", version));
-	SPI_finish();
-	KsRestoreUser(op.save_userid, op.save_sec);
+	KsOwnerSpiEnd(&op.spi);
 	PG_RETURN_INT32((int32) version);
 }
 

@@ -98,9 +98,21 @@ extern char *KsKeyNameById(uint32 key_id);
 /* OID of keysmith.key, resolving it on first use in this backend. */
 extern Oid	KsKeyTableOid(void);
 
-/* Switch to / back from the owner of the key tables for catalog work. */
-extern void KsBecomeKeyOwner(Oid *save_userid, int *save_sec_context);
-extern void KsRestoreUser(Oid save_userid, int save_sec_context);
+/*
+ * SPI on the key tables as their owner.  Begin switches user and connects;
+ * End finishes and switches back.  Exec runs one statement and raises an
+ * internal error unless SPI returns `expect`.
+ */
+typedef struct KsOwnerSpi
+{
+	Oid			save_userid;
+	int			save_sec;
+} KsOwnerSpi;
+
+extern void KsOwnerSpiBegin(KsOwnerSpi *spi);
+extern void KsOwnerSpiEnd(KsOwnerSpi *spi);
+extern void KsOwnerSpiExec(const char *sql, int nargs, Oid *types, Datum *values,
+						   const char *nulls, bool read_only, long count, int expect);
 
 /* Check a key name's shape; ERROR with 22023 if it is unusable. */
 extern void KsCheckKeyName(const char *name);

@@ -104,3 +104,13 @@ ks_cluster_stop() {
         ks_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null 2>&1 || true
     fi
 }
+
+# TAP for the integration scripts: ks_check STATUS "what"; ks_plan at the end.
+KS_TAP_N=0
+ks_check() {
+    KS_TAP_N=$((KS_TAP_N + 1))
+    if [ "$1" = 0 ]; then echo "ok $KS_TAP_N - $2"; else echo "not ok $KS_TAP_N - $2"; fi
+}
+ks_plan() {
+    echo "1..$KS_TAP_N"
+}

@@ -6,9 +6,8 @@
 # connection open (fed through a FIFO) with DEKs cached while session B
 # changes the key.
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 . "$KS_CLUSTER/env"
-n=0
-t() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fi; }
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d ks_inval "$@"; }
 
 psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS ks_inval' -c 'CREATE DATABASE ks_inval'
@@ -39,34 +38,34 @@ last() { sed -n "/^MARK$((k - 1))\$/,/^MARK$k\$/p" "$out" | grep -v '^MARK'; }
 
 ask "SELECT 1;"
 ask "SET ROLE inv_app; SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
-[ "$(last)" = first ]; t $? "session A decrypts (and caches the DEK)"
+[ "$(last)" = first ]; ks_check $? "session A decrypts (and caches the DEK)"
 ask "SELECT (keysmith.ciphertext_info(keysmith.encrypt_value('inv', 'x'))).key_version;"
-[ "$(last)" = 1 ]; t $? "session A encrypts under version 1"
+[ "$(last)" = 1 ]; ks_check $? "session A encrypts under version 1"
 
 q -c "SELECT keysmith.rotate_dek('inv')" >/dev/null
 ask "SELECT (keysmith.ciphertext_info(keysmith.encrypt_value('inv', 'x'))).key_version;"
-[ "$(last)" = 2 ]; t $? "after B rotates, A's next transaction encrypts under version 2"
+[ "$(last)" = 2 ]; ks_check $? "after B rotates, A's next transaction encrypts under version 2"
 
 q -c "SELECT keysmith.retire_key_version('inv', 1)" >/dev/null
 ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
-last | grep -q 'KS009'; t $? "after B retires version 1, A's cached DEK no longer decrypts"
+last | grep -q 'KS009'; ks_check $? "after B retires version 1, A's cached DEK no longer decrypts"
 
 q -c "SELECT keysmith.restore_key_version('inv', 1)" >/dev/null
 ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
-[ "$(last)" = first ]; t $? "after B restores it, A decrypts again"
+[ "$(last)" = first ]; ks_check $? "after B restores it, A decrypts again"
 
 q -c "SELECT keysmith.revoke_key('inv', 'keysmith_user', 'decrypt')" >/dev/null
 ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
-last | grep -q '42501'; t $? "after B revokes decrypt, A is refused"
+last | grep -q '42501'; ks_check $? "after B revokes decrypt, A is refused"
 q -c "SELECT keysmith.grant_key('inv', 'keysmith_user', 'decrypt')" >/dev/null
 ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
-[ "$(last)" = first ]; t $? "after B grants it back, A decrypts"
+[ "$(last)" = first ]; ks_check $? "after B grants it back, A decrypts"
 
 q -c "SELECT keysmith.destroy_key_version('inv', 1)" >/dev/null
 ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
-last | grep -q 'KS010'; t $? "after B destroys version 1, A's cached copy is gone too"
+last | grep -q 'KS010'; ks_check $? "after B destroys version 1, A's cached copy is gone too"
 
 exec 3>&-
 wait $a
 psql -X -q -d postgres -c 'DROP DATABASE ks_inval' -c 'DROP ROLE inv_app'
-echo "1..$n"
+ks_plan

@@ -9,8 +9,6 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-n=0
-t() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fi; }
 
 dir=$KS_WORK/extra-kek
 ks_cluster_init "$dir"
@@ -29,32 +27,32 @@ INSERT INTO t SELECT i, 'v' || i,
        keysmith.encrypt_value(CASE WHEN i % 2 = 0 THEN 'k1' ELSE 'k2' END, 'v' || i, 'id:' || i)
   FROM generate_series(1, 1000) i;
 SQL
-t $? "two keys, three DEK versions, 1,000 rows under master key 1"
+ks_check $? "two keys, three DEK versions, 1,000 rows under master key 1"
 
 # the file gains version 2 by hand, as an operator would add it
 ks_as_pg sh -c "printf '2:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') >> '$keyfile'"
 r=$(q -c "SELECT keysmith.rotate_kek('k1') + keysmith.rotate_kek('k2')")
-[ "$r" = 3 ]; t $? "rotate_kek re-wraps all three DEK versions ($r)"
+[ "$r" = 3 ]; ks_check $? "rotate_kek re-wraps all three DEK versions ($r)"
 usage=$(q -c "SELECT string_agg(version || ':' || wrapped_dek_versions, ',' ORDER BY version) FROM keysmith.local_master_keys()")
-[ "$usage" = "1:0,2:3" ]; t $? "local_master_keys: nothing left under version 1 ($usage)"
+[ "$usage" = "1:0,2:3" ]; ks_check $? "local_master_keys: nothing left under version 1 ($usage)"
 
 ks_cluster_stop "$dir"
 ks_cluster_start "$dir"
-t $? "the server restarts"
+ks_check $? "the server restarts"
 bad=$(q -c "SELECT count(*) FROM t WHERE keysmith.decrypt_value(c, 'id:' || id) IS DISTINCT FROM plain")
-[ "$bad" = 0 ]; t $? "after the restart every row decrypts"
+[ "$bad" = 0 ]; ks_check $? "after the restart every row decrypts"
 
 # remove master key version 1 from the file
 ks_as_pg sh -c "grep -v '^1:' '$keyfile' > '$keyfile.new' && chmod 600 '$keyfile.new' && mv '$keyfile.new' '$keyfile'"
-grep -q '^1:' "$keyfile"; [ $? -ne 0 ]; t $? "master key version 1 is gone from the file"
+grep -q '^1:' "$keyfile"; [ $? -ne 0 ]; ks_check $? "master key version 1 is gone from the file"
 bad=$(q -c "SELECT count(*) FROM t WHERE keysmith.decrypt_value(c, 'id:' || id) IS DISTINCT FROM plain")
-[ "$bad" = 0 ]; t $? "every row still decrypts (fresh backend, DEKs unwrapped under version 2)"
+[ "$bad" = 0 ]; ks_check $? "every row still decrypts (fresh backend, DEKs unwrapped under version 2)"
 ks_cluster_stop "$dir"
 ks_cluster_start "$dir"
 bad=$(q -c "SELECT count(*) FROM t WHERE keysmith.decrypt_value(c, 'id:' || id) IS DISTINCT FROM plain")
-[ "$bad" = 0 ]; t $? "and after another restart"
+[ "$bad" = 0 ]; ks_check $? "and after another restart"
 usage=$(q -c "SELECT string_agg(version || ':' || in_file || ':' || wrapped_dek_versions, ',' ORDER BY version) FROM keysmith.local_master_keys()")
-[ "$usage" = "2:true:3" ]; t $? "local_master_keys lists only version 2 ($usage)"
+[ "$usage" = "2:true:3" ]; ks_check $? "local_master_keys lists only version 2 ($usage)"
 
 # counters: exact across a clean restart, never lower after a crash
 q -c "SELECT keysmith.create_key('cnt')" >/dev/null
@@ -63,7 +61,7 @@ before=$(q -c "SELECT current_version_encryptions FROM keysmith.keys WHERE name 
 ks_cluster_stop "$dir"
 ks_cluster_start "$dir"
 after=$(q -c "SELECT current_version_encryptions FROM keysmith.keys WHERE name = 'cnt'")
-[ "$before" = 300 ] && [ "$after" -ge 300 ]; t $? "the encryption count survives a restart ($before before, $after after)"
+[ "$before" = 300 ] && [ "$after" -ge 300 ]; ks_check $? "the encryption count survives a restart ($before before, $after after)"
 q -c "SELECT count(keysmith.encrypt_value('cnt', 'x')) FROM generate_series(1, 50)" >/dev/null
 # a real crash: SIGKILL the postmaster and its children, no shutdown code runs
 pm=$(head -1 "$dir/data/postmaster.pid")
@@ -71,12 +69,12 @@ pkill -9 -P "$pm"; kill -9 "$pm"
 for _ in $(seq 1 50); do kill -0 "$pm" 2>/dev/null || break; sleep 0.1; done
 sleep 0.5
 ks_cluster_start "$dir"
-t $? "the server restarts after being killed with SIGKILL"
+ks_check $? "the server restarts after being killed with SIGKILL"
 crash=$(q -c "SELECT current_version_encryptions FROM keysmith.keys WHERE name = 'cnt'")
-[ "$crash" -ge 350 ]; t $? "after a crash the count does not go backwards ($crash >= 350: the reserved bound)"
+[ "$crash" -ge 350 ]; ks_check $? "after a crash the count does not go backwards ($crash >= 350: the reserved bound)"
 q -c "SET keysmith.max_encryptions_per_dek = $((crash + 10)); SELECT count(keysmith.encrypt_value('cnt', 'x')) FROM generate_series(1, 20)" >/dev/null
 ver=$(q -c "SELECT current_version FROM keysmith.keys WHERE name = 'cnt'")
-[ "$ver" = 2 ]; t $? "the persisted count triggers rollover after the crash (now version $ver)"
+[ "$ver" = 2 ]; ks_check $? "the persisted count triggers rollover after the crash (now version $ver)"
 
 ks_cluster_stop "$dir"
-echo "1..$n"
+ks_plan

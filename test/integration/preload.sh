@@ -7,24 +7,22 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-n=0
-t() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fi; }
 
 dir=$KS_WORK/extra-nopreload
 ks_cluster_init "$dir" no
 ks_cluster_start "$dir"
-t $? "a cluster without keysmith preloaded starts"
+ks_check $? "a cluster without keysmith preloaded starts"
 out=$(PGHOST=$dir PGPORT=$KS_PORT psql -X -d postgres -U postgres -v VERBOSITY=verbose \
       -c 'CREATE EXTENSION keysmith' -c 'SELECT 42 AS alive' 2>&1)
 echo "$out"
 echo "$out" | grep -q 'ERROR:  55000: keysmith must be loaded via shared_preload_libraries'
-t $? "CREATE EXTENSION fails with SQLSTATE 55000 and a clear message"
+ks_check $? "CREATE EXTENSION fails with SQLSTATE 55000 and a clear message"
 echo "$out" | grep -q 'HINT:  Add keysmith to shared_preload_libraries'
-t $? "the error carries a hint"
+ks_check $? "the error carries a hint"
 echo "$out" | grep -q '42'
-t $? "the session survives"
+ks_check $? "the session survives"
 out=$(PGHOST=$dir PGPORT=$KS_PORT psql -X -d postgres -U postgres -c "LOAD 'keysmith'" 2>&1)
 echo "$out" | grep -q 'keysmith must be loaded via shared_preload_libraries'
-t $? "LOAD fails the same way"
+ks_check $? "LOAD fails the same way"
 ks_cluster_stop "$dir"
-echo "1..$n"
+ks_plan

@@ -8,9 +8,8 @@
 # a side column, updated in the same statement) and every value is on the
 # key's current version.
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 . "$KS_CLUSTER/env"
-n=0
-t() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fi; }
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d ks_reenc "$@"; }
 
 psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS ks_reenc' -c 'CREATE DATABASE ks_reenc'
@@ -24,7 +23,7 @@ SELECT keysmith.rotate_dek('re');
 CREATE TABLE writer_stop (stop boolean);
 CREATE TABLE writer_count (n int);
 SQL
-t $? "200,000 rows under version 1, key rotated to version 2"
+ks_check $? "200,000 rows under version 1, key rotated to version 2"
 
 # the concurrent writer: updates random rows and inserts new ones, one
 # transaction each, until told to stop
@@ -53,31 +52,31 @@ for _ in $(seq 1 600); do
 done
 killed=$(q -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'CALL keysmith.reencrypt%' AND pid <> pg_backend_pid()")
 wait $first
-[ "$killed" = 1 ] && [ "$done_rows" -ge 60000 ]; t $? "the re-encrypting backend is terminated after $done_rows rows"
+[ "$killed" = 1 ] && [ "$done_rows" -ge 60000 ]; ks_check $? "the re-encrypting backend is terminated after $done_rows rows"
 sleep 0.5
 state=$(q -c "SELECT state || ' ' || rows_done FROM keysmith.reencrypt_progress WHERE table_name = 't'::regclass")
 echo "# progress after the kill: $state"
-[ "${state%% *}" = interrupted ]; t $? "reencrypt_progress shows the job as interrupted"
+[ "${state%% *}" = interrupted ]; ks_check $? "reencrypt_progress shows the job as interrupted"
 left=$(q -c "SELECT count(*) FROM t WHERE keysmith.ciphertext_needs_reencrypt(c)")
-[ "$left" -gt 0 ]; t $? "work remains after the kill ($left rows)"
+[ "$left" -gt 0 ]; ks_check $? "work remains after the kill ($left rows)"
 
 q -c "CALL keysmith.reencrypt('t', 'c', 5000, \$\$'id:' || id\$\$)"
-t $? "a second CALL runs to completion"
+ks_check $? "a second CALL runs to completion"
 state=$(q -c "SELECT state || ' ' || rows_done || ' ' || rows_left FROM keysmith.reencrypt_progress WHERE table_name = 't'::regclass")
 echo "# progress after the second call: $state"
-[ "${state%% *}" = done ]; t $? "the job is done"
+[ "${state%% *}" = done ]; ks_check $? "the job is done"
 
 q -c "INSERT INTO writer_stop VALUES (true)"
 wait $writer
 writes=$(q -c "SELECT n FROM writer_count")
-[ -n "$writes" ] && [ "$writes" -gt 0 ]; t $? "the writer ran concurrently throughout ($writes transactions)"
+[ -n "$writes" ] && [ "$writes" -gt 0 ]; ks_check $? "the writer ran concurrently throughout ($writes transactions)"
 
 bad=$(q -c "SELECT count(*) FROM t WHERE keysmith.decrypt_value(c, 'id:' || id) IS DISTINCT FROM plain")
 total=$(q -c "SELECT count(*) FROM t")
-[ "$bad" = 0 ]; t $? "every row decrypts to what its writer last wrote ($total rows, $bad wrong)"
+[ "$bad" = 0 ]; ks_check $? "every row decrypts to what its writer last wrote ($total rows, $bad wrong)"
 usage=$(q -c "SELECT string_agg(key_version || ':' || is_current || ':' || rows, ',') FROM keysmith.key_version_usage('t', 'c')")
 echo "# usage: $usage"
-[ "$usage" = "2:true:$total" ]; t $? "every value is on the current version"
+[ "$usage" = "2:true:$total" ]; ks_check $? "every value is on the current version"
 
 psql -X -q -d postgres -c 'DROP DATABASE ks_reenc'
-echo "1..$n"
+ks_plan

@@ -544,8 +544,8 @@ ReportUnknownName(const char *name)
 			 errmsg("key \"%s\" does not exist", name)));
 }
 
-KsDek *
-KsDekForEncrypt(const char *name, int name_len)
+static KsDek *
+LookupForEncrypt(const char *name, int name_len)
 {
 	uint64		now = MonotonicMs();
 	char		namebuf[KS_KEY_NAME_MAX + 1];
@@ -617,8 +617,8 @@ hit:
 	return &entry->dek;
 }
 
-KsDek *
-KsDekForDecrypt(uint32 key_id, uint32 version)
+static KsDek *
+LookupForDecrypt(uint32 key_id, uint32 version)
 {
 	uint64		now = MonotonicMs();
 	DekKey		key = {key_id, version};
@@ -828,4 +828,39 @@ KsVersionNeedsReencrypt(uint32 key_id, uint32 version)
 		if (e->destroyed_versions[i] == (int32) version)
 			return false;
 	return true;
+}
+
+/*
+ * The public lookups add the privilege check, memoised on the entry per
+ * user so only the first call per user and key version reads key_acl.  The
+ * check may flush the cache, so the entry is fetched again after it.
+ */
+KsDek *
+KsDekForEncrypt(const char *name, int name_len, KsPrivilege priv)
+{
+	KsDek	   *dek = LookupForEncrypt(name, name_len);
+	Oid			user = GetUserId();
+
+	if (priv != KS_PRIV_NONE && dek->allowed[priv] != user)
+	{
+		KsRequirePrivilege((int32) dek->key_id, dek->name, priv);
+		dek = LookupForEncrypt(name, name_len);
+		dek->allowed[priv] = user;
+	}
+	return dek;
+}
+
+KsDek *
+KsDekForDecrypt(uint32 key_id, uint32 version, KsPrivilege priv)
+{
+	KsDek	   *dek = LookupForDecrypt(key_id, version);
+	Oid			user = GetUserId();
+
+	if (priv != KS_PRIV_NONE && dek->allowed[priv] != user)
+	{
+		KsRequirePrivilege((int32) dek->key_id, dek->name, priv);
+		dek = LookupForDecrypt(key_id, version);
+		dek->allowed[priv] = user;
+	}
+	return dek;
 }

@@ -53,6 +53,7 @@ extern uint64 KsCounterValue(int32 key_id, int32 version);
 /* Per-key privileges. */
 typedef enum KsPrivilege
 {
+	KS_PRIV_NONE = -1,			/* lookups that check nothing themselves */
 	KS_PRIV_ENCRYPT = 0,
 	KS_PRIV_DECRYPT,
 	KS_PRIV_ADMIN,
@@ -73,9 +74,12 @@ typedef struct KsDek
 	Oid			allowed[KS_PRIV_COUNT]; /* user last found to hold each */
 } KsDek;
 
-/* Cache lookups; each falls back to the key tables and the KMS on a miss. */
-extern KsDek *KsDekForEncrypt(const char *name, int name_len);
-extern KsDek *KsDekForDecrypt(uint32 key_id, uint32 version);
+/*
+ * Cache lookups; each falls back to the key tables and the KMS on a miss,
+ * and ERRORs (42501) unless the current user holds priv on the key.
+ */
+extern KsDek *KsDekForEncrypt(const char *name, int name_len, KsPrivilege priv);
+extern KsDek *KsDekForDecrypt(uint32 key_id, uint32 version, KsPrivilege priv);
 
 /* ERROR (42501) unless the current user holds priv on the key. */
 extern void KsRequirePrivilege(int32 key_id, const char *key_name, KsPrivilege priv);

@@ -50,31 +50,12 @@ GetContextArg(FunctionCallInfo fcinfo, int argno, KsContext *context)
 
 
 /*
- * The DEK for encrypting under a key name, with the encrypt privilege
- * checked.  The check result is memoised on the cache entry per user, so
- * only the first call per user and key version reads key_acl.
- */
-static KsDek *
-DekForEncrypt(const char *name, int name_len)
-{
-	KsDek	   *dek = KsDekForEncrypt(name, name_len);
-	Oid			user = GetUserId();
-
-	if (dek->allowed[KS_PRIV_ENCRYPT] != user)
-	{
-		KsRequirePrivilege((int32) dek->key_id, dek->name, KS_PRIV_ENCRYPT);
-		dek = KsDekForEncrypt(name, name_len);	/* the check may flush */
-		dek->allowed[KS_PRIV_ENCRYPT] = user;
-	}
-	return dek;
-}
-
-/*
  * Count one encryption under dek's version; past the limit, roll the key
- * over to a new version and use that.  Returns the DEK to encrypt with.
+ * over to a new version and use that (checking priv again, as the caller's
+ * lookup did).  Returns the DEK to encrypt with.
  */
 static KsDek *
-TakeEncryption(const char *name, int name_len, KsDek *dek)
+TakeEncryption(const char *name, int name_len, KsDek *dek, KsPrivilege priv)
 {
 	for (int attempt = 0;; attempt++)
 	{
@@ -87,7 +68,7 @@ TakeEncryption(const char *name, int name_len, KsDek *dek)
 					(errcode(ERRCODE_KS_KMS_FAILURE),
 					 errmsg("key \"%s\" could not roll over to a new version", dek->name)));
 		KsRollover((int32) dek->key_id, (int32) dek->version);
-		dek = DekForEncrypt(name, name_len);
+		dek = KsDekForEncrypt(name, name_len, priv);
 	}
 }
 
@@ -146,8 +127,8 @@ keysmith_encrypt_value(PG_FUNCTION_ARGS)
 	GetContextArg(fcinfo, 2, &context);
 	CheckPlaintextSize(pt_len);
 
-	dek = DekForEncrypt(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
-	dek = TakeEncryption(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name), dek);
+	dek = KsDekForEncrypt(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name), KS_PRIV_ENCRYPT);
+	dek = TakeEncryption(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name), dek, KS_PRIV_ENCRYPT);
 	PG_RETURN_BYTEA_P(SealValue(dek, &context, (const uint8 *) VARDATA_ANY(pt), pt_len));
 }
 
@@ -169,13 +150,7 @@ DecryptCommon(FunctionCallInfo fcinfo)
 
 	if (KsParseHeader((const uint8 *) VARDATA_ANY(ct), ct_len, &hdr, &err) != KS_OK)
 		KsReportError(&err);
-	dek = KsDekForDecrypt(hdr.key_id, hdr.key_version);
-	if (dek->allowed[KS_PRIV_DECRYPT] != GetUserId())
-	{
-		KsRequirePrivilege((int32) dek->key_id, dek->name, KS_PRIV_DECRYPT);
-		dek = KsDekForDecrypt(hdr.key_id, hdr.key_version);
-		dek->allowed[KS_PRIV_DECRYPT] = GetUserId();
-	}
+	dek = KsDekForDecrypt(hdr.key_id, hdr.key_version, KS_PRIV_DECRYPT);
 	if (dek->retired)
 		ereport(ERROR,
 				(errcode(ERRCODE_KS_VERSION_RETIRED),
@@ -306,7 +281,7 @@ keysmith_rewrap_value(PG_FUNCTION_ARGS)
 	if (KsParseHeader((const uint8 *) VARDATA_ANY(ct), ct_len, &hdr, &err) != KS_OK)
 		KsReportError(&err);
 
-	src = KsDekForDecrypt(hdr.key_id, hdr.key_version);
+	src = KsDekForDecrypt(hdr.key_id, hdr.key_version, KS_PRIV_NONE);
 	strlcpy(name, src->name, sizeof(name));
 	name_len = strlen(name);
 	if (src->allowed[KS_PRIV_ADMIN] != user &&
@@ -319,7 +294,7 @@ keysmith_rewrap_value(PG_FUNCTION_ARGS)
 			KsRequirePrivilege((int32) hdr.key_id, name, KS_PRIV_DECRYPT);
 			KsRequirePrivilege((int32) hdr.key_id, name, KS_PRIV_ENCRYPT);
 		}
-		src = KsDekForDecrypt(hdr.key_id, hdr.key_version);
+		src = KsDekForDecrypt(hdr.key_id, hdr.key_version, KS_PRIV_NONE);
 		if (admin)
 			src->allowed[KS_PRIV_ADMIN] = user;
 		else
@@ -331,18 +306,19 @@ keysmith_rewrap_value(PG_FUNCTION_ARGS)
 	 * lookup may flush the cache, so no KsDek pointer is kept across one:
 	 * each is used right after it is fetched.
 	 */
-	dst = KsDekForEncrypt(name, name_len);
+	dst = KsDekForEncrypt(name, name_len, KS_PRIV_NONE);
 	if (dst->version == hdr.key_version)
 		PG_RETURN_BYTEA_P(ct);	/* already current */
 
-	src = KsDekForDecrypt(hdr.key_id, hdr.key_version);
+	src = KsDekForDecrypt(hdr.key_id, hdr.key_version, KS_PRIV_NONE);
 	pt_len = ct_len - KS_OVERHEAD;
 	pt = palloc(pt_len + 1);
 	if (KsAeadOpen(src->aead, &hdr, &context, (const uint8 *) VARDATA_ANY(ct),
 				   ct_len, pt, &err) != KS_OK)
 		KsReportError(&err);	/* KsAeadOpen has wiped pt */
 
-	dst = TakeEncryption(name, name_len, KsDekForEncrypt(name, name_len));
+	dst = TakeEncryption(name, name_len, KsDekForEncrypt(name, name_len, KS_PRIV_NONE),
+						 KS_PRIV_NONE);	/* checked above */
 	result = SealValue(dst, &context, pt, pt_len);
 	explicit_bzero(pt, pt_len);
 	pfree(pt);

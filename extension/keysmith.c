@@ -20,6 +20,8 @@ char	   *keysmith_local_master_key_file = NULL;
 int			keysmith_dek_cache_ttl = 300;
 int			keysmith_dek_cache_size = 1000;
 double		keysmith_max_encryptions_per_dek = 4000000000.0;
+char	   *keysmith_database_name = NULL;
+int			keysmith_reaper_naptime = 1000;
 
 void		_PG_init(void);
 
@@ -65,6 +67,25 @@ DefineGucs(void)
 							 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomStringVariable("keysmith.database_name",
+							   "Database the lease reaper works in.",
+							   "Leased roles can be issued only in this database.",
+							   &keysmith_database_name,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("keysmith.reaper_naptime",
+							"How long the lease reaper sleeps between rounds.",
+							"An expired lease is revoked within about this long; "
+							"revoke_lease wakes the reaper at once.",
+							&keysmith_reaper_naptime,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("keysmith");
 }
 
@@ -84,6 +105,8 @@ _PG_init(void)
 				 errhint("Add keysmith to shared_preload_libraries in postgresql.conf and restart the server.")));
 
 	KsCountersInit();
+	KsAuthInit();
+	KsReaperInit();
 }
 
 void

@@ -28,12 +28,16 @@
 #define ERRCODE_KS_UNWRAP_FAILED		MAKE_SQLSTATE('K','S','0','0','8')
 #define ERRCODE_KS_VERSION_RETIRED		MAKE_SQLSTATE('K','S','0','0','9')
 #define ERRCODE_KS_KEY_DESTROYED		MAKE_SQLSTATE('K','S','0','1','0')
+#define ERRCODE_KS_LEASE_TTL_EXCEEDED	MAKE_SQLSTATE('K','S','0','1','1')
+#define ERRCODE_KS_LEASE_NOT_ACTIVE		MAKE_SQLSTATE('K','S','0','1','2')
 
 /* GUCs (extension/keysmith.c) */
 extern char *keysmith_local_master_key_file;
 extern int	keysmith_dek_cache_ttl;
 extern int	keysmith_dek_cache_size;
 extern double keysmith_max_encryptions_per_dek;
+extern char *keysmith_database_name;
+extern int	keysmith_reaper_naptime;
 
 #define KS_KEY_NAME_MAX 128
 
@@ -120,5 +124,28 @@ extern void KsOwnerSpiExec(const char *sql, int nargs, Oid *types, Datum *values
 
 /* Check a key name's shape; ERROR with 22023 if it is unusable. */
 extern void KsCheckKeyName(const char *name);
+
+/*
+ * Leased roles (extension/leases.c).  The revocation steps are shared by
+ * revoke_lease and the reaper; each expects SPI to be connected and runs
+ * as a superuser (the extension owner or the reaper).
+ */
+#define KS_SECLABEL_PROVIDER "keysmith"
+
+extern void KsLeaseSetNologin(Oid roleid);
+extern void KsLeaseTerminateSessions(Oid roleid);
+extern void KsLeaseDropOwnedHere(Oid roleid, Oid owner);
+extern bool KsLeaseHasObjectsHere(Oid roleid);
+extern List *KsLeaseOtherDatabases(Oid roleid);
+extern bool KsLeaseDropRole(Oid roleid);
+extern void KsLeaseEvent(Datum lease_id, const char *event, const char *detail);
+
+/* Authentication hook and security-label provider (extension/auth.c). */
+extern void KsAuthInit(void);
+
+/* The reaper (rotator/reaper.c). */
+extern void KsReaperInit(void);
+extern void KsReaperWakeAtCommit(void);
+extern bool KsRunOwnedHelper(Oid dboid, Oid roleid, Oid owner, char *errbuf, size_t errlen);
 
 #endif							/* KEYSMITH_EXTENSION_H */

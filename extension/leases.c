@@ -1,0 +1,1053 @@
+/*
+ * extension/leases.c
+ *
+ * Leased dynamic roles: role templates, issue_role, renew_lease,
+ * revoke_lease, and the revocation steps the reaper (rotator/reaper.c)
+ * shares with revoke_lease.
+ *
+ * The SQL-callable functions are SECURITY DEFINER and run as the extension
+ * owner, a superuser; the requester is GetOuterUserId(), the role the
+ * caller's SQL runs as (SET ROLE counts, SECURITY DEFINER wrappers do not).
+ *
+ * The plaintext password exists only in this backend's memory and in the
+ * result row.  The role is created from a SCRAM-SHA-256 verifier computed
+ * here, and the CREATE ROLE is handed to ProcessUtility directly with a
+ * redacted query string, so no SQL text anywhere (log_statement,
+ * pg_stat_activity, pg_stat_statements, audit hooks) holds the password or
+ * even the verifier.  Role names always go through quote_identifier.
+ */
+#include "postgres.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "access/xact.h"
+#include "catalog/objectaddress.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_shdepend.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/seclabel.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "libpq/scram.h"
+#include "miscadmin.h"
+#include "nodes/plannodes.h"
+#include "parser/parser.h"
+#include "tcop/dest.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/datum.h"
+#include "utils/fmgrprotos.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "keysmith.h"
+
+PG_FUNCTION_INFO_V1(keysmith_create_role_template);
+PG_FUNCTION_INFO_V1(keysmith_drop_role_template);
+PG_FUNCTION_INFO_V1(keysmith_issue_role);
+PG_FUNCTION_INFO_V1(keysmith_renew_lease);
+PG_FUNCTION_INFO_V1(keysmith_revoke_lease);
+
+#define LEASE_PASSWORD_LEN	40		/* ~238 bits from [A-Za-z0-9] */
+#define LEASE_SUFFIX_LEN	16		/* ~82 bits from [a-z0-9] */
+#define TEMPLATE_NAME_MAX	32
+#define PREFIX_MAX			40
+
+static const char AlnumMixed[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+static const char AlnumLower[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Is caller a keysmith admin: a superuser or a member of keysmith_admin? */
+static bool
+CallerIsAdmin(Oid caller)
+{
+	Oid			admin;
+
+	if (superuser_arg(caller))
+		return true;
+	admin = get_role_oid("keysmith_admin", true);
+	return OidIsValid(admin) && has_privs_of_role(caller, admin);
+}
+
+static void
+RequireNotNull(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+/*
+ * Leases live in the database the reaper works in; anywhere else nobody
+ * would ever revoke them.
+ */
+static void
+RequireLeaseDatabase(void)
+{
+	char	   *here = get_database_name(MyDatabaseId);
+
+	if (here == NULL || strcmp(here, keysmith_database_name) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("leased roles are managed in database \"%s\"", keysmith_database_name),
+				 errdetail("The reaper that revokes expired leases works only in the database named by keysmith.database_name."),
+				 errhint("Connect to database \"%s\", or change keysmith.database_name and restart the server.",
+						 keysmith_database_name)));
+}
+
+/* Does s match ^[a-z][a-z0-9_]{0,max-1}$ ? */
+static bool
+IsSafeIdentifier(const char *s, int max)
+{
+	int			n = 0;
+
+	if (s[0] < 'a' || s[0] > 'z')
+		return false;
+	for (; s[n]; n++)
+	{
+		char		c = s[n];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			return false;
+	}
+	return n <= max;
+}
+
+/* len characters drawn uniformly from alphabet with OpenSSL's RNG. */
+static void
+RandomToken(char *out, int len, const char *alphabet)
+{
+	int			nalpha = (int) strlen(alphabet);
+	int			limit = 256 - (256 % nalpha);	/* reject to stay uniform */
+	unsigned char buf[64];
+	int			have = 0,
+				pos = 0;
+
+	while (have < len)
+	{
+		if (pos == (int) sizeof(buf) || pos == 0)
+		{
+			if (RAND_bytes(buf, sizeof(buf)) != 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_KS_KMS_FAILURE),
+						 errmsg("could not generate random bytes")));
+			pos = 0;
+		}
+		if (buf[pos] < limit)
+			out[have++] = alphabet[buf[pos] % nalpha];
+		pos++;
+		if (pos == (int) sizeof(buf))
+			pos = 0;
+	}
+	out[len] = '\0';
+	OPENSSL_cleanse(buf, sizeof(buf));
+}
+
+static pg_uuid_t *
+RandomUuid(void)
+{
+	pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));
+
+	if (RAND_bytes(u->data, UUID_LEN) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_KMS_FAILURE),
+				 errmsg("could not generate random bytes")));
+	u->data[6] = (u->data[6] & 0x0f) | 0x40;	/* version 4 */
+	u->data[8] = (u->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+	return u;
+}
+
+static char *
+TimestampText(TimestampTz t)
+{
+	return DatumGetCString(DirectFunctionCall1(timestamptz_out, TimestampTzGetDatum(t)));
+}
+
+static bool
+IntervalPositive(Interval *iv)
+{
+	Interval	zero = {0};
+
+	return DatumGetBool(DirectFunctionCall2(interval_gt, IntervalPGetDatum(iv),
+											IntervalPGetDatum(&zero)));
+}
+
+static TimestampTz
+PlusInterval(TimestampTz t, Interval *iv)
+{
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												   TimestampTzGetDatum(t),
+												   IntervalPGetDatum(iv)));
+}
+
+/* Run one SPI statement; an unexpected result code is an internal error. */
+static void
+Spi(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expect)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+
+	if (rc != expect)
+		elog(ERROR, "keysmith: statement on the lease tables failed (%s)", SPI_result_code_string(rc));
+}
+
+/*
+ * Run a utility statement without its text reaching any log, view or hook:
+ * parse `sql`, then give ProcessUtility the redacted text to show.  Used
+ * for CREATE ROLE with a verifier; the caller wipes `sql`.
+ */
+static void
+RunRedactedUtility(const char *sql, const char *shown)
+{
+	List	   *parsed = raw_parser(sql, RAW_PARSE_DEFAULT);
+	RawStmt    *raw;
+	PlannedStmt *pstmt;
+
+	if (list_length(parsed) != 1)
+		elog(ERROR, "keysmith: expected one utility statement");
+	raw = linitial_node(RawStmt, parsed);
+
+	pstmt = makeNode(PlannedStmt);
+	pstmt->commandType = CMD_UTILITY;
+	pstmt->canSetTag = false;
+	pstmt->utilityStmt = raw->stmt;
+	pstmt->stmt_location = 0;
+	pstmt->stmt_len = (int) strlen(shown);
+
+	ProcessUtility(pstmt, shown, false, PROCESS_UTILITY_QUERY, NULL, NULL,
+				   None_Receiver, NULL);
+	CommandCounterIncrement();
+}
+
+static char *
+RoleNameOrError(Oid roleid, const char *what)
+{
+	char	   *name = GetUserNameFromId(roleid, true);
+
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("%s (OID %u) no longer exists", what, roleid)));
+	return name;
+}
+
+void
+KsLeaseEvent(Datum lease_id, const char *event, const char *detail)
+{
+	Oid			types[4] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', detail ? ' ' : 'n'};
+	char	   *actor = GetUserNameFromId(GetOuterUserId(), true);
+
+	values[0] = lease_id;
+	values[1] = CStringGetTextDatum(event);
+	values[2] = CStringGetTextDatum(actor ? actor : "?");
+	values[3] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+	Spi("INSERT INTO keysmith.lease_event (lease_id, event, acting_role, detail)"
+		" VALUES ($1, $2, $3, $4)", 4, types, values, nulls, SPI_OK_INSERT);
+}
+
+/* ------------------------------------------------------- revocation steps */
+
+/*
+ * Step 1: the role can no longer log in.  VALID UNTIL moves to now as
+ * well, so the authentication hook refuses it whatever the method.
+ */
+void
+KsLeaseSetNologin(Oid roleid)
+{
+	char	   *name = GetUserNameFromId(roleid, true);
+	char	   *sql;
+
+	if (name == NULL)
+		return;
+	sql = psprintf("ALTER ROLE %s NOLOGIN VALID UNTIL %s", quote_identifier(name),
+				   quote_literal_cstr(TimestampText(GetCurrentTransactionStartTimestamp())));
+	Spi(sql, 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+}
+
+/* Step 2: terminate the role's sessions in every database. */
+void
+KsLeaseTerminateSessions(Oid roleid)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(roleid)};
+
+	Spi("SELECT pg_catalog.pg_terminate_backend(a.pid)"
+		"  FROM pg_catalog.pg_stat_activity a"
+		" WHERE a.usesysid OPERATOR(pg_catalog.=) $1"
+		"   AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()",
+		1, types, values, NULL, SPI_OK_SELECT);
+}
+
+/* Does the role own or hold anything in this database or cluster-wide? */
+bool
+KsLeaseHasObjectsHere(Oid roleid)
+{
+	Oid			types[2] = {OIDOID, OIDOID};
+	Datum		values[2] = {ObjectIdGetDatum(roleid), ObjectIdGetDatum(MyDatabaseId)};
+	bool		isnull;
+
+	Spi("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend d"
+		" WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass"
+		"   AND d.refobjid OPERATOR(pg_catalog.=) $1"
+		"   AND d.dbid OPERATOR(pg_catalog.=) ANY (ARRAY[$2, 0::pg_catalog.oid]))",
+		2, types, values, NULL, SPI_OK_SELECT);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* OIDs of the other databases where the role owns or holds something. */
+List *
+KsLeaseOtherDatabases(Oid roleid)
+{
+	Oid			types[2] = {OIDOID, OIDOID};
+	Datum		values[2] = {ObjectIdGetDatum(roleid), ObjectIdGetDatum(MyDatabaseId)};
+	List	   *result = NIL;
+	bool		isnull;
+
+	Spi("SELECT DISTINCT d.dbid FROM pg_catalog.pg_shdepend d"
+		" WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass"
+		"   AND d.refobjid OPERATOR(pg_catalog.=) $1"
+		"   AND d.dbid OPERATOR(pg_catalog.<>) ALL (ARRAY[$2, 0::pg_catalog.oid])",
+		2, types, values, NULL, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		result = lappend_oid(result, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																   SPI_tuptable->tupdesc, 1, &isnull)));
+	return result;
+}
+
+/*
+ * Step 3, in this database: objects go to the template's owner_role, or
+ * are dropped when it has none; privileges granted to the role go.
+ */
+void
+KsLeaseDropOwnedHere(Oid roleid, Oid owner)
+{
+	char	   *name = GetUserNameFromId(roleid, true);
+
+	if (name == NULL)
+		return;
+	if (OidIsValid(owner))
+	{
+		char	   *owner_name = RoleNameOrError(owner, "owner_role of the lease");
+
+		Spi(psprintf("REASSIGN OWNED BY %s TO %s", quote_identifier(name), quote_identifier(owner_name)),
+			0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	}
+	Spi(psprintf("DROP OWNED BY %s", quote_identifier(name)), 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+}
+
+/* Step 4: drop the role.  False if it was already gone. */
+bool
+KsLeaseDropRole(Oid roleid)
+{
+	char	   *name = GetUserNameFromId(roleid, true);
+
+	if (name == NULL)
+		return false;
+	Spi(psprintf("DROP ROLE %s", quote_identifier(name)), 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	return true;
+}
+
+/* -------------------------------------------------------------- templates */
+
+typedef struct TemplateOptions
+{
+	char	   *prefix;
+	int			max_leases;		/* 0: no limit */
+	int			connection_limit;
+	Oid			owner;
+	List	   *issuers;		/* OIDs */
+} TemplateOptions;
+
+static Oid
+TemplateRole(const char *rolename, const char *what)
+{
+	Oid			roleid = get_role_oid(rolename, true);
+
+	if (!OidIsValid(roleid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role \"%s\" named in %s does not exist", rolename, what)));
+	return roleid;
+}
+
+/* Read and check the options jsonb of create_role_template. */
+static void
+ParseTemplateOptions(Datum options, Oid caller, TemplateOptions *opt)
+{
+	Oid			types[1] = {JSONBOID};
+	Datum		values[1] = {options};
+	bool		isnull;
+
+	Spi("SELECT pg_catalog.jsonb_typeof($1)", 1, types, values, NULL, SPI_OK_SELECT);
+	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "object") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("template options must be a JSON object")));
+
+	Spi("SELECT e.key, pg_catalog.jsonb_typeof(e.value), e.value OPERATOR(pg_catalog.#>>) '{}', e.value"
+		"  FROM pg_catalog.jsonb_each($1) e ORDER BY e.key",
+		1, types, values, NULL, SPI_OK_SELECT);
+	{
+		SPITupleTable *tt = SPI_tuptable;
+		uint64		n = SPI_processed;
+
+		for (uint64 i = 0; i < n; i++)
+		{
+			char	   *key = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
+			char	   *type = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
+			char	   *text = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
+
+			if (strcmp(key, "username_prefix") == 0)
+			{
+				if (strcmp(type, "string") != 0 || !IsSafeIdentifier(text, PREFIX_MAX))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_NAME),
+							 errmsg("invalid username_prefix"),
+							 errdetail("A prefix is 1 to %d characters: a lowercase letter, then lowercase letters, digits or underscores.",
+									   PREFIX_MAX)));
+				opt->prefix = text;
+			}
+			else if (strcmp(key, "max_leases") == 0 || strcmp(key, "connection_limit") == 0)
+			{
+				bool		is_max = key[0] == 'm';
+				char	   *end;
+				long		v;
+
+				errno = 0;
+				v = strcmp(type, "number") == 0 ? strtol(text, &end, 10) : 0;
+				if (strcmp(type, "number") != 0 || *end != '\0' || errno != 0 ||
+					v > 1000000 || v < (is_max ? 1 : -1))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("invalid %s", key),
+							 errdetail(is_max ? "max_leases is a whole number from 1 to 1000000."
+									   : "connection_limit is a whole number from -1 (no limit) to 1000000.")));
+				if (is_max)
+					opt->max_leases = (int) v;
+				else
+					opt->connection_limit = (int) v;
+			}
+			else if (strcmp(key, "owner_role") == 0)
+			{
+				if (strcmp(type, "string") != 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("owner_role must be a role name")));
+				opt->owner = TemplateRole(text, "owner_role");
+				if (!superuser_arg(caller) && !has_privs_of_role(caller, opt->owner))
+					ereport(ERROR,
+							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+							 errmsg("permission denied to make role \"%s\" the owner_role", text),
+							 errdetail("Objects created by leased roles will be given to owner_role; only its members may choose it.")));
+			}
+			else if (strcmp(key, "issuers") == 0)
+			{
+				Datum		v[1] = {SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull)};
+
+				if (strcmp(type, "array") != 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("issuers must be an array of role names")));
+				Spi("SELECT pg_catalog.jsonb_typeof(x), x OPERATOR(pg_catalog.#>>) '{}'"
+					"  FROM pg_catalog.jsonb_array_elements($1) x",
+					1, types, v, NULL, SPI_OK_SELECT);
+				for (uint64 j = 0; j < SPI_processed; j++)
+				{
+					if (strcmp(SPI_getvalue(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1), "string") != 0)
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("issuers must be an array of role names")));
+					opt->issuers = lappend_oid(opt->issuers,
+											   TemplateRole(SPI_getvalue(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 2),
+															"issuers"));
+				}
+			}
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("unknown template option \"%s\"", key),
+						 errhint("Valid options are username_prefix, max_leases, connection_limit, owner_role and issuers.")));
+		}
+	}
+}
+
+static Datum
+OidListToRegroleArray(List *oids)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(oids), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, oids)
+		elems[n++] = ObjectIdGetDatum(lfirst_oid(lc));
+	return PointerGetDatum(construct_array(elems, n, REGROLEOID, sizeof(Oid), true, TYPALIGN_INT));
+}
+
+Datum
+keysmith_create_role_template(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetOuterUserId();
+	char	   *name;
+	ArrayType  *member_arr;
+	Datum	   *elems;
+	bool	   *enulls;
+	int			nelems;
+	Interval   *default_ttl,
+			   *max_ttl;
+	List	   *members = NIL;
+	TemplateOptions opt = {0};
+
+	RequireNotNull(fcinfo, 0, "template name");
+	RequireNotNull(fcinfo, 1, "member_of");
+	RequireNotNull(fcinfo, 2, "default_ttl");
+	RequireNotNull(fcinfo, 3, "max_ttl");
+	RequireNotNull(fcinfo, 4, "options");
+	RequireLeaseDatabase();
+
+	if (!CallerIsAdmin(caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to create role templates"),
+				 errdetail("Only superusers and members of keysmith_admin manage role templates.")));
+
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!IsSafeIdentifier(name, TEMPLATE_NAME_MAX))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("invalid template name"),
+				 errdetail("A template name is 1 to %d characters: a lowercase letter, then lowercase letters, digits or underscores.",
+						   TEMPLATE_NAME_MAX)));
+
+	default_ttl = PG_GETARG_INTERVAL_P(2);
+	max_ttl = PG_GETARG_INTERVAL_P(3);
+	if (!IntervalPositive(default_ttl) ||
+		DatumGetBool(DirectFunctionCall2(interval_gt, IntervalPGetDatum(default_ttl),
+										 IntervalPGetDatum(max_ttl))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid lease durations"),
+				 errdetail("default_ttl must be positive and no longer than max_ttl.")));
+
+	/* member_of: existing roles the caller could grant itself */
+	member_arr = PG_GETARG_ARRAYTYPE_P(1);
+	deconstruct_array(member_arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &nelems);
+	if (nelems == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("member_of must name at least one role"),
+				 errdetail("A leased role gets its privileges only through membership in these roles.")));
+	for (int i = 0; i < nelems; i++)
+	{
+		char	   *rolename;
+		Oid			roleid;
+
+		if (enulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("member_of must not contain nulls")));
+		rolename = TextDatumGetCString(elems[i]);
+		roleid = TemplateRole(rolename, "member_of");
+		if (superuser_arg(roleid))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("a leased role may not be a member of superuser role \"%s\"", rolename)));
+		if (!superuser_arg(caller) && !is_admin_of_role(caller, roleid))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to grant membership in role \"%s\"", rolename),
+					 errdetail("A template may only name roles its creator holds with ADMIN OPTION.")));
+		members = list_append_unique_oid(members, roleid);
+	}
+
+	opt.connection_limit = -1;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ParseTemplateOptions(PG_GETARG_DATUM(4), caller, &opt);
+	if (opt.prefix == NULL)
+		opt.prefix = psprintf("ks_%s_", name);
+
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(name)};
+
+		Spi("SELECT 1 FROM keysmith.role_template WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+			1, types, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("role template \"%s\" already exists", name)));
+	}
+	{
+		Oid			types[10] = {TEXTOID, REGROLEARRAYOID, INTERVALOID, INTERVALOID, TEXTOID,
+		INT4OID, INT4OID, REGROLEOID, REGROLEARRAYOID, TEXTOID};
+		Datum		values[10];
+		char		nulls[10] = "          ";
+
+		values[0] = CStringGetTextDatum(name);
+		values[1] = OidListToRegroleArray(members);
+		values[2] = IntervalPGetDatum(default_ttl);
+		values[3] = IntervalPGetDatum(max_ttl);
+		values[4] = CStringGetTextDatum(opt.prefix);
+		values[5] = Int32GetDatum(opt.max_leases);
+		if (opt.max_leases == 0)
+			nulls[5] = 'n';
+		values[6] = Int32GetDatum(opt.connection_limit);
+		values[7] = ObjectIdGetDatum(opt.owner);
+		if (!OidIsValid(opt.owner))
+			nulls[7] = 'n';
+		values[8] = OidListToRegroleArray(opt.issuers);
+		values[9] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+		Spi("INSERT INTO keysmith.role_template (name, member_of, default_ttl, max_ttl,"
+			" username_prefix, max_leases, connection_limit, owner_role, issuers, created_by)"
+			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+			10, types, values, nulls, SPI_OK_INSERT);
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+Datum
+keysmith_drop_role_template(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	bool		isnull;
+
+	RequireLeaseDatabase();
+	if (!CallerIsAdmin(GetOuterUserId()))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to drop role templates"),
+				 errdetail("Only superusers and members of keysmith_admin manage role templates.")));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	Spi("SELECT (SELECT count(*) FROM keysmith.lease l"
+		"         WHERE l.template OPERATOR(pg_catalog.=) t.name"
+		"           AND l.state OPERATOR(pg_catalog.<>) 'revoked')"
+		"  FROM keysmith.role_template t WHERE t.name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+		1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role template \"%s\" does not exist", name)));
+	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("role template \"%s\" still has leases that are not revoked", name),
+				 errhint("Revoke them with keysmith.revoke_lease, or wait until they expire and are revoked.")));
+	Spi("DELETE FROM keysmith.role_template WHERE name OPERATOR(pg_catalog.=) $1",
+		1, types, values, NULL, SPI_OK_DELETE);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* ------------------------------------------------------------------ issue */
+
+typedef struct Template
+{
+	List	   *members;		/* OIDs */
+	Interval   *default_ttl;
+	Interval   *max_ttl;
+	char	   *prefix;
+	int			max_leases;		/* 0: none */
+	int			connection_limit;
+	Oid			owner;
+	List	   *issuers;
+} Template;
+
+static List *
+RegroleArrayToList(Datum d)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	deconstruct_array(DatumGetArrayTypeP(d), REGROLEOID, sizeof(Oid), true, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			result = lappend_oid(result, DatumGetObjectId(elems[i]));
+	return result;
+}
+
+/* Load a template into the current (upper) memory context. */
+static void
+LoadTemplate(const char *name, Template *t, bool lock)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	MemoryContext spicxt;
+
+	Spi(lock ? "SELECT member_of, default_ttl, max_ttl, username_prefix, max_leases,"
+		" connection_limit, owner_role, issuers FROM keysmith.role_template"
+		" WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE"
+		: "SELECT member_of, default_ttl, max_ttl, username_prefix, max_leases,"
+		" connection_limit, owner_role, issuers FROM keysmith.role_template"
+		" WHERE name OPERATOR(pg_catalog.=) $1",
+		1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role template \"%s\" does not exist", name)));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+
+	spicxt = MemoryContextSwitchTo(CurTransactionContext);
+	t->members = RegroleArrayToList(SPI_getbinval(tup, desc, 1, &isnull));
+	t->default_ttl = DatumGetIntervalP(datumCopy(SPI_getbinval(tup, desc, 2, &isnull), false, sizeof(Interval)));
+	t->max_ttl = DatumGetIntervalP(datumCopy(SPI_getbinval(tup, desc, 3, &isnull), false, sizeof(Interval)));
+	t->prefix = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+	t->max_leases = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+	if (isnull)
+		t->max_leases = 0;
+	t->connection_limit = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	t->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
+	if (isnull)
+		t->owner = InvalidOid;
+	t->issuers = RegroleArrayToList(SPI_getbinval(tup, desc, 8, &isnull));
+	MemoryContextSwitchTo(spicxt);
+}
+
+static bool
+MayIssue(Oid caller, Template *t)
+{
+	ListCell   *lc;
+
+	if (CallerIsAdmin(caller))
+		return true;
+	foreach(lc, t->issuers)
+		if (has_privs_of_role(caller, lfirst_oid(lc)))
+			return true;
+	return false;
+}
+
+Datum
+keysmith_issue_role(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			caller = GetOuterUserId();
+	char	   *tname;
+	Template	t;
+	Interval   *ttl;
+	TimestampTz issued,
+				expires,
+				max_expires;
+	char		username[NAMEDATALEN];
+	char		password[LEASE_PASSWORD_LEN + 1];
+	char	   *verifier;
+	StringInfoData sql,
+				shown,
+				inrole;
+	pg_uuid_t  *lease_id;
+	Oid			roleid;
+	ListCell   *lc;
+	Datum		outv[4];
+	bool		outn[4] = {false, false, false, false};
+	ObjectAddress addr;
+
+	RequireNotNull(fcinfo, 0, "template");
+	RequireLeaseDatabase();
+	tname = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	LoadTemplate(tname, &t, false);
+
+	if (!MayIssue(caller, &t))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to issue roles from template \"%s\"", tname),
+				 errdetail("The template's issuers option lists the roles that may issue from it.")));
+
+	ttl = PG_ARGISNULL(1) ? t.default_ttl : PG_GETARG_INTERVAL_P(1);
+	if (!IntervalPositive(ttl))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease ttl must be positive")));
+	if (DatumGetBool(DirectFunctionCall2(interval_gt, IntervalPGetDatum(ttl), IntervalPGetDatum(t.max_ttl))))
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_LEASE_TTL_EXCEEDED),
+				 errmsg("requested ttl exceeds the max_ttl of template \"%s\"", tname),
+				 errdetail("The template allows at most %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(t.max_ttl))))));
+
+	issued = GetCurrentTransactionStartTimestamp();
+	expires = PlusInterval(issued, ttl);
+	max_expires = PlusInterval(issued, t.max_ttl);
+
+	/* the member roles, by name, each quoted */
+	initStringInfo(&inrole);
+	foreach(lc, t.members)
+	{
+		char	   *rolename = RoleNameOrError(lfirst_oid(lc), "a member_of role of the template");
+
+		appendStringInfo(&inrole, "%s%s", inrole.len ? ", " : "", quote_identifier(rolename));
+	}
+
+	/* the verifier is the slow part (4096 PBKDF2 rounds): before any lock */
+	RandomToken(password, LEASE_PASSWORD_LEN, AlnumMixed);
+	verifier = pg_be_scram_build_secret(password);
+
+	if (t.max_leases > 0)
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(tname)};
+		bool		isnull;
+
+		LoadTemplate(tname, &t, true);	/* serialises issuers of this template */
+		Spi("SELECT count(*) FROM keysmith.lease WHERE template OPERATOR(pg_catalog.=) $1"
+			" AND state OPERATOR(pg_catalog.<>) 'revoked'", 1, types, values, NULL, SPI_OK_SELECT);
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) >= t.max_leases)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("template \"%s\" already has its maximum of %d leases", tname, t.max_leases),
+					 errhint("Revoke a lease, or wait until one expires and is revoked.")));
+	}
+
+	/* a fresh, unused username */
+	for (int attempt = 0;; attempt++)
+	{
+		char		suffix[LEASE_SUFFIX_LEN + 1];
+
+		RandomToken(suffix, LEASE_SUFFIX_LEN, AlnumLower);
+		snprintf(username, sizeof(username), "%s%s", t.prefix, suffix);
+		if (!OidIsValid(get_role_oid(username, true)))
+			break;
+		if (attempt == 10)
+			elog(ERROR, "keysmith: could not find an unused role name");
+	}
+
+	initStringInfo(&sql);
+	initStringInfo(&shown);
+	appendStringInfo(&shown, "CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+					 " NOBYPASSRLS INHERIT CONNECTION LIMIT %d VALID UNTIL %s IN ROLE %s PASSWORD ",
+					 quote_identifier(username), t.connection_limit,
+					 quote_literal_cstr(TimestampText(expires)), inrole.data);
+	appendStringInfo(&sql, "%s%s", shown.data, quote_literal_cstr(verifier));
+	appendStringInfoString(&shown, "'<redacted>'");
+	RunRedactedUtility(sql.data, shown.data);
+	explicit_bzero(sql.data, sql.len);
+	explicit_bzero(verifier, strlen(verifier));
+
+	roleid = get_role_oid(username, false);
+	lease_id = RandomUuid();
+
+	/* the mark the authentication hook looks for */
+	ObjectAddressSet(addr, AuthIdRelationId, roleid);
+	SetSecurityLabel(&addr, KS_SECLABEL_PROVIDER,
+					 psprintf("lease:%s", DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(lease_id)))));
+
+	{
+		Oid			types[11] = {UUIDOID, TEXTOID, TEXTOID, OIDOID, TEXTOID, OIDOID, REGROLEOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID};
+		Datum		values[11];
+		char		nulls[11] = "           ";
+
+		values[0] = UUIDPGetDatum(lease_id);
+		values[1] = CStringGetTextDatum(tname);
+		values[2] = CStringGetTextDatum(username);
+		values[3] = ObjectIdGetDatum(roleid);
+		values[4] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+		values[5] = ObjectIdGetDatum(caller);
+		values[6] = ObjectIdGetDatum(t.owner);
+		if (!OidIsValid(t.owner))
+			nulls[6] = 'n';
+		values[7] = TimestampTzGetDatum(issued);
+		values[8] = TimestampTzGetDatum(expires);
+		values[9] = TimestampTzGetDatum(max_expires);
+		values[10] = IntervalPGetDatum(t.default_ttl);
+		Spi("INSERT INTO keysmith.lease (lease_id, template, username, role_oid, requested_by,"
+			" requester_oid, owner_role, issued_at, expires_at, max_expires_at, default_ttl)"
+			" VALUES ($1, $2, $3::pg_catalog.name, $4, $5::pg_catalog.name, $6, $7, $8, $9, $10, $11)",
+			11, types, values, nulls, SPI_OK_INSERT);
+	}
+	KsLeaseEvent(UUIDPGetDatum(lease_id), "issued", NULL);
+	SPI_finish();
+
+	outv[0] = CStringGetTextDatum(username);
+	outv[1] = CStringGetTextDatum(password);
+	outv[2] = UUIDPGetDatum(lease_id);
+	outv[3] = TimestampTzGetDatum(expires);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, outv, outn);
+	explicit_bzero(password, sizeof(password));
+	explicit_bzero(VARDATA_ANY(DatumGetPointer(outv[1])), VARSIZE_ANY_EXHDR(DatumGetPointer(outv[1])));
+	return (Datum) 0;
+}
+
+/* ------------------------------------------------------- renew and revoke */
+
+typedef struct Lease
+{
+	Oid			role_oid;
+	Oid			requester;
+	Oid			owner;
+	char	   *state;
+	TimestampTz expires;
+	TimestampTz max_expires;
+	Interval   *default_ttl;
+} Lease;
+
+/* Lock and load a lease; ERROR unless the caller may act on it. */
+static void
+LoadLeaseForCaller(Datum lease_id, Lease *l, const char *action)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {lease_id};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Oid			caller = GetOuterUserId();
+	MemoryContext old;
+
+	Spi("SELECT role_oid, requester_oid, owner_role, state, expires_at, max_expires_at, default_ttl"
+		"  FROM keysmith.lease WHERE lease_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+		1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("lease %s does not exist",
+						DatumGetCString(DirectFunctionCall1(uuid_out, lease_id)))));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	old = MemoryContextSwitchTo(CurTransactionContext);
+	l->role_oid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+	l->requester = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	l->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+	if (isnull)
+		l->owner = InvalidOid;
+	l->state = SPI_getvalue(tup, desc, 4);
+	l->expires = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
+	l->max_expires = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+	l->default_ttl = DatumGetIntervalP(datumCopy(SPI_getbinval(tup, desc, 7, &isnull), false, sizeof(Interval)));
+	MemoryContextSwitchTo(old);
+
+	if (!CallerIsAdmin(caller) && !has_privs_of_role(caller, l->requester))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s lease %s", action,
+						DatumGetCString(DirectFunctionCall1(uuid_out, lease_id))),
+				 errdetail("Only the role that requested a lease, and keysmith admins, may %s it.", action)));
+}
+
+Datum
+keysmith_renew_lease(PG_FUNCTION_ARGS)
+{
+	Datum		lease_id;
+	Lease		l;
+	Interval   *inc;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz wanted;
+	char	   *name;
+
+	RequireNotNull(fcinfo, 0, "lease_id");
+	lease_id = PG_GETARG_DATUM(0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	LoadLeaseForCaller(lease_id, &l, "renew");
+
+	if (strcmp(l.state, "active") != 0 || l.expires <= now)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_LEASE_NOT_ACTIVE),
+				 errmsg("lease %s is %s and cannot be renewed",
+						DatumGetCString(DirectFunctionCall1(uuid_out, lease_id)),
+						strcmp(l.state, "active") == 0 ? "expired" : "revoked"),
+				 errhint("Issue a new role with keysmith.issue_role.")));
+
+	inc = PG_ARGISNULL(1) ? l.default_ttl : PG_GETARG_INTERVAL_P(1);
+	if (!IntervalPositive(inc))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease increment must be positive")));
+	wanted = PlusInterval(now, inc);
+	if (wanted > l.max_expires)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_LEASE_TTL_EXCEEDED),
+				 errmsg("renewal would extend the lease past its max_ttl"),
+				 errdetail("The lease may last until %s at the latest.", TimestampText(l.max_expires)),
+				 errhint("Renew with a smaller increment, or issue a new role.")));
+
+	if (wanted > l.expires)		/* renewing never shortens a lease */
+	{
+		Oid			types[2] = {UUIDOID, TIMESTAMPTZOID};
+		Datum		values[2] = {lease_id, TimestampTzGetDatum(wanted)};
+
+		name = RoleNameOrError(l.role_oid, "the lease's role");
+		Spi(psprintf("ALTER ROLE %s VALID UNTIL %s", quote_identifier(name),
+					 quote_literal_cstr(TimestampText(wanted))),
+			0, NULL, NULL, NULL, SPI_OK_UTILITY);
+		Spi("UPDATE keysmith.lease SET expires_at = $2 WHERE lease_id OPERATOR(pg_catalog.=) $1",
+			2, types, values, NULL, SPI_OK_UPDATE);
+		KsLeaseEvent(lease_id, "renewed", TimestampText(wanted));
+		l.expires = wanted;
+	}
+	SPI_finish();
+	PG_RETURN_TIMESTAMPTZ(l.expires);
+}
+
+/*
+ * Revoke now, in the caller's transaction, with the reaper's steps.  When
+ * the role also owns objects in other databases, those need the reaper's
+ * helper workers: the lease is left 'revoking' (NOLOGIN, sessions gone)
+ * and the reaper is woken at commit to finish it.
+ */
+Datum
+keysmith_revoke_lease(PG_FUNCTION_ARGS)
+{
+	Datum		lease_id = PG_GETARG_DATUM(0);
+	Lease		l;
+	Oid			types[2] = {UUIDOID, TEXTOID};
+	Datum		values[2] = {lease_id, (Datum) 0};
+
+	RequireLeaseDatabase();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	LoadLeaseForCaller(lease_id, &l, "revoke");
+
+	if (strcmp(l.state, "revoked") == 0)
+	{
+		SPI_finish();
+		PG_RETURN_VOID();
+	}
+
+	KsLeaseSetNologin(l.role_oid);
+	KsLeaseTerminateSessions(l.role_oid);
+	if (KsLeaseHasObjectsHere(l.role_oid))
+		KsLeaseDropOwnedHere(l.role_oid, l.owner);
+
+	if (KsLeaseOtherDatabases(l.role_oid) != NIL)
+	{
+		Spi("UPDATE keysmith.lease SET state = 'revoking', revoke_reason = 'revoked',"
+			" next_attempt_at = '-infinity' WHERE lease_id OPERATOR(pg_catalog.=) $1",
+			1, types, values, NULL, SPI_OK_UPDATE);
+		KsLeaseEvent(lease_id, "nologin", "revoke_lease; objects in other databases left to the reaper");
+		KsReaperWakeAtCommit();
+	}
+	else
+	{
+		bool		existed = KsLeaseDropRole(l.role_oid);
+
+		values[1] = CStringGetTextDatum(existed ? "revoked" : "role_missing");
+		Spi("UPDATE keysmith.lease SET state = 'revoked', revoke_reason = $2, revoked_at = pg_catalog.now()"
+			" WHERE lease_id OPERATOR(pg_catalog.=) $1",
+			2, types, values, NULL, SPI_OK_UPDATE);
+		KsLeaseEvent(lease_id, "revoked", "revoke_lease");
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}

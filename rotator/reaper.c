@@ -1,0 +1,604 @@
+/*
+ * rotator/reaper.c
+ *
+ * The lease reaper: a background worker, registered at preload, that
+ * revokes expired leases.  It runs in the database named by
+ * keysmith.database_name, wakes every keysmith.reaper_naptime (or at once
+ * when revoke_lease asks), and works only on a primary: during recovery it
+ * waits, and after promotion the same loop starts revoking.
+ *
+ * A lease moves active -> revoking -> revoked; each move is committed with
+ * the side effect that causes it, so a crash anywhere resumes from the
+ * table:
+ *
+ *   active    due when expires_at has passed.  In one transaction per batch,
+ *             each lease gets NOLOGIN (and VALID UNTIL now) and becomes
+ *             'revoking'.  That commit is what locks the role out.
+ *   revoking  sessions are terminated; for every other database where the
+ *             role owns or holds something, a short-lived helper worker
+ *             connects there and runs REASSIGN OWNED / DROP OWNED; then, in
+ *             one transaction, the same in this database, DROP ROLE, and
+ *             the lease becomes 'revoked' with a 'revoked' event.  The drop
+ *             and the state change commit together, so no lease is revoked
+ *             twice.
+ *
+ * Each lease is handled in its own subtransaction, so one failing lease
+ * rolls back alone: its attempts, last_error and next_attempt_at (backoff
+ * doubling from 1 s to at most 5 min) are recorded and the others go on.
+ * Nothing is ever given up.  Catching the error per lease (PG_TRY with a
+ * subtransaction, as the procedural languages do) is the one place keysmith
+ * catches rather than re-throws: a worker that died on the first bad lease
+ * would hold up every other.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "../extension/keysmith.h"
+
+PGDLLEXPORT void KsReaperMain(Datum arg);
+PGDLLEXPORT void KsOwnedHelperMain(Datum arg);
+
+#define REAPER_BATCH	500
+#define BACKOFF_MAX_S	300
+
+typedef struct KsReaperShared
+{
+	slock_t		mutex;
+	Latch	   *reaper_latch;	/* NULL while no reaper runs */
+	bool		helper_ok;
+	char		helper_error[512];
+} KsReaperShared;
+
+typedef struct KsHelperArgs
+{
+	Oid			dboid;
+	Oid			roleid;
+	Oid			owner;
+} KsHelperArgs;
+
+static KsReaperShared *Reaper = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+
+static void
+ReaperShmemRequest(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(KsReaperShared)));
+}
+
+static void
+ReaperShmemStartup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	Reaper = ShmemInitStruct("keysmith reaper", sizeof(KsReaperShared), &found);
+	if (!found)
+	{
+		memset(Reaper, 0, sizeof(*Reaper));
+		SpinLockInit(&Reaper->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+KsReaperInit(void)
+{
+	BackgroundWorker worker;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ReaperShmemRequest;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ReaperShmemStartup;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "keysmith");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "KsReaperMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "keysmith lease reaper");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "keysmith lease reaper");
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+WakeReaperXactCallback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && wake_at_commit && Reaper != NULL)
+	{
+		Latch	   *latch;
+
+		SpinLockAcquire(&Reaper->mutex);
+		latch = Reaper->reaper_latch;
+		SpinLockRelease(&Reaper->mutex);
+		if (latch)
+			SetLatch(latch);
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		wake_at_commit = false;
+}
+
+/* Wake the reaper when the current transaction commits. */
+void
+KsReaperWakeAtCommit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(WakeReaperXactCallback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+static void
+ReaperDetach(int code, Datum arg)
+{
+	SpinLockAcquire(&Reaper->mutex);
+	Reaper->reaper_latch = NULL;
+	SpinLockRelease(&Reaper->mutex);
+}
+
+/* ------------------------------------------------------------ helper */
+
+/*
+ * Run REASSIGN OWNED / DROP OWNED for roleid in database dboid, in a helper
+ * worker connected there, and wait for it.  Called by the reaper outside
+ * any transaction.  False, with the helper's error in errbuf, on failure.
+ */
+bool
+KsRunOwnedHelper(Oid dboid, Oid roleid, Oid owner, char *errbuf, size_t errlen)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	KsHelperArgs args = {dboid, roleid, owner};
+	pid_t		pid;
+	bool		ok;
+
+	SpinLockAcquire(&Reaper->mutex);
+	Reaper->helper_ok = false;
+	strlcpy(Reaper->helper_error, "the helper worker exited without reporting", sizeof(Reaper->helper_error));
+	SpinLockRelease(&Reaper->mutex);
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	worker.bgw_notify_pid = MyProcPid;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "keysmith");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "KsOwnedHelperMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "keysmith lease revocation helper");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "keysmith lease revocation helper");
+	memcpy(worker.bgw_extra, &args, sizeof(args));
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		snprintf(errbuf, errlen, "could not start a helper worker for database %u (max_worker_processes reached)", dboid);
+		return false;
+	}
+	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+	{
+		/* it may have started and finished already; the status tells */
+	}
+	if (WaitForBackgroundWorkerShutdown(handle) == BGWH_POSTMASTER_DIED)
+		proc_exit(1);
+
+	SpinLockAcquire(&Reaper->mutex);
+	ok = Reaper->helper_ok;
+	if (!ok)
+		strlcpy(errbuf, Reaper->helper_error, errlen);
+	SpinLockRelease(&Reaper->mutex);
+	return ok;
+}
+
+void
+KsOwnedHelperMain(Datum arg)
+{
+	KsHelperArgs args;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(args.dboid, InvalidOid, 0);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	pgstat_report_activity(STATE_RUNNING, "keysmith: reassigning a lease role's objects");
+
+	PG_TRY();
+	{
+		KsLeaseDropOwnedHere(args.roleid, args.owner);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		SpinLockAcquire(&Reaper->mutex);
+		snprintf(Reaper->helper_error, sizeof(Reaper->helper_error), "in database %u: %s",
+				 args.dboid, edata->message);
+		SpinLockRelease(&Reaper->mutex);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	SpinLockAcquire(&Reaper->mutex);
+	Reaper->helper_ok = true;
+	SpinLockRelease(&Reaper->mutex);
+	proc_exit(0);
+}
+
+/* ------------------------------------------------------------ the rounds */
+
+#define LEASE_ID_LEN 37			/* a uuid's text form and its NUL */
+
+typedef struct DueLease
+{
+	char		lease_id[LEASE_ID_LEN];
+	Oid			role_oid;
+	Oid			owner;
+	char	   *helper_error;	/* set when another database failed */
+} DueLease;
+
+static void
+ReaperSpi(const char *sql, int nargs, Oid *types, Datum *values, int expect)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+
+	if (rc != expect)
+		elog(ERROR, "keysmith reaper: statement failed (%s)", SPI_result_code_string(rc));
+}
+
+static void
+BeginRound(const char *what)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	pgstat_report_activity(STATE_RUNNING, what);
+}
+
+static void
+EndRound(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Is keysmith 0.2 or later installed in this database? */
+static bool
+LeaseTableExists(void)
+{
+	bool		isnull;
+
+	ReaperSpi("SELECT pg_catalog.to_regclass('keysmith.lease') IS NOT NULL", 0, NULL, NULL, SPI_OK_SELECT);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Record a failure for one lease, after its subtransaction rolled back:
+ * count it, keep the message, and back off before the next try.
+ */
+static void
+RecordFailure(const char *lease_id, const char *message)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(lease_id), CStringGetTextDatum(message)};
+
+	ReaperSpi("UPDATE keysmith.lease SET attempts = attempts + 1, last_error = $2,"
+			  " last_attempt_at = pg_catalog.now(),"
+			  " next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs =>"
+			  "   LEAST(" CppAsString2(BACKOFF_MAX_S) ", pg_catalog.power(2, LEAST(attempts, 16)))::float8)"
+			  " WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid",
+			  2, types, values, SPI_OK_UPDATE);
+	ereport(LOG,
+			(errmsg("keysmith reaper: revoking lease %s failed, will retry: %s", lease_id, message)));
+}
+
+/*
+ * Run step(lease) in a subtransaction; on error roll back just that, and
+ * record the failure.  True if the step succeeded.
+ */
+static bool
+InSubtransaction(void (*step) (DueLease *), DueLease *lease)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		step(lease);
+		SPI_finish();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		RecordFailure(lease->lease_id, edata->message);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+static void
+StepNologin(DueLease *lease)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(lease->lease_id)};
+
+	KsLeaseSetNologin(lease->role_oid);
+	ReaperSpi("UPDATE keysmith.lease SET state = 'revoking',"
+			  " revoke_reason = COALESCE(revoke_reason, 'expired')"
+			  " WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid",
+			  1, types, values, SPI_OK_UPDATE);
+	KsLeaseEvent(DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id)), "nologin", "expired");
+}
+
+static void
+StepFinish(DueLease *lease)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(lease->lease_id), (Datum) 0};
+	bool		existed;
+
+	if (lease->helper_error)
+		ereport(ERROR,
+				(errmsg("could not clear the role's objects in another database: %s", lease->helper_error)));
+	KsLeaseTerminateSessions(lease->role_oid);
+	if (KsLeaseHasObjectsHere(lease->role_oid))
+		KsLeaseDropOwnedHere(lease->role_oid, lease->owner);
+	existed = KsLeaseDropRole(lease->role_oid);
+	values[1] = CStringGetTextDatum(existed ? "" : "role_missing");
+	ReaperSpi("UPDATE keysmith.lease SET state = 'revoked', revoked_at = pg_catalog.now(),"
+			  " revoke_reason = CASE WHEN $2 OPERATOR(pg_catalog.=) '' THEN COALESCE(revoke_reason, 'expired')"
+			  "                      ELSE $2 END,"
+			  " last_error = NULL"
+			  " WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid",
+			  2, types, values, SPI_OK_UPDATE);
+	KsLeaseEvent(DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id)), "revoked",
+				 existed ? "reaper" : "reaper; the role was already gone");
+}
+
+/* Copy the (lease_id, role_oid, owner) rows of the last SPI query. */
+static DueLease *
+FetchLeases(int *n, MemoryContext cxt)
+{
+	DueLease   *leases;
+	bool		isnull;
+
+	*n = (int) SPI_processed;
+	leases = MemoryContextAllocZero(cxt, sizeof(DueLease) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		strlcpy(leases[i].lease_id, SPI_getvalue(tup, desc, 1), sizeof(leases[i].lease_id));
+		leases[i].role_oid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		leases[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		if (isnull)
+			leases[i].owner = InvalidOid;
+	}
+	return leases;
+}
+
+/*
+ * One round: lock out every due lease, then finish the revoking ones.
+ * Returns true when a batch was full, so the caller goes again at once.
+ */
+static bool
+ReaperRound(MemoryContext cxt)
+{
+	DueLease   *leases;
+	int			n,
+				n_nologin;
+
+	/* active -> revoking: NOLOGIN, committed before anything else */
+	BeginRound("keysmith reaper: locking out expired leases");
+	if (!LeaseTableExists())
+	{
+		EndRound();
+		return false;
+	}
+	ReaperSpi("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
+			  " WHERE state OPERATOR(pg_catalog.=) 'active'"
+			  "   AND expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+			  " ORDER BY expires_at LIMIT " CppAsString2(REAPER_BATCH) " FOR UPDATE SKIP LOCKED",
+			  0, NULL, NULL, SPI_OK_SELECT);
+	leases = FetchLeases(&n_nologin, cxt);
+	for (int i = 0; i < n_nologin; i++)
+		InSubtransaction(StepNologin, &leases[i]);
+	EndRound();
+
+	/* revoking -> revoked */
+	BeginRound("keysmith reaper: revoking leases");
+	ReaperSpi("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
+			  " WHERE state OPERATOR(pg_catalog.=) 'revoking'"
+			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+			  " ORDER BY expires_at LIMIT " CppAsString2(REAPER_BATCH),
+			  0, NULL, NULL, SPI_OK_SELECT);
+	leases = FetchLeases(&n, cxt);
+	/* sessions first, all at once; StepFinish terminates again, cheaply */
+	if (n > 0)
+	{
+		Oid			types[1] = {OIDARRAYOID};
+		Datum	   *oids = palloc(sizeof(Datum) * n);
+		Datum		values[1];
+
+		for (int i = 0; i < n; i++)
+			oids[i] = ObjectIdGetDatum(leases[i].role_oid);
+		values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+		ReaperSpi("SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a"
+				  " WHERE a.usesysid OPERATOR(pg_catalog.=) ANY ($1)",
+				  1, types, values, SPI_OK_SELECT);
+	}
+	/* which leases have objects in other databases */
+	{
+		List	  **others = MemoryContextAllocZero(cxt, sizeof(List *) * Max(n, 1));
+		bool		any = false;
+
+		for (int i = 0; i < n; i++)
+		{
+			List	   *dbs = KsLeaseOtherDatabases(leases[i].role_oid);
+
+			if (dbs != NIL)
+			{
+				MemoryContext old = MemoryContextSwitchTo(cxt);
+
+				others[i] = list_copy(dbs);
+				MemoryContextSwitchTo(old);
+				any = true;
+			}
+		}
+		EndRound();
+
+		/* helpers run outside any transaction of ours */
+		for (int i = 0; any && i < n; i++)
+		{
+			ListCell   *lc;
+
+			foreach(lc, others[i])
+			{
+				char		err[512];
+
+				pgstat_report_activity(STATE_RUNNING, "keysmith reaper: clearing objects in another database");
+				if (!KsRunOwnedHelper(lfirst_oid(lc), leases[i].role_oid, leases[i].owner, err, sizeof(err)))
+				{
+					leases[i].helper_error = MemoryContextStrdup(cxt, err);
+					break;
+				}
+			}
+			pgstat_report_activity(STATE_IDLE, NULL);
+		}
+	}
+
+	BeginRound("keysmith reaper: dropping revoked roles");
+	for (int i = 0; i < n; i++)
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(leases[i].lease_id)};
+
+		/* lock it and make sure nobody (revoke_lease) finished it meanwhile */
+		ReaperSpi("SELECT 1 FROM keysmith.lease WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid"
+				  " AND state OPERATOR(pg_catalog.=) 'revoking' FOR UPDATE SKIP LOCKED",
+				  1, types, values, SPI_OK_SELECT);
+		if (SPI_processed == 0)
+			continue;
+		InSubtransaction(StepFinish, &leases[i]);
+	}
+	EndRound();
+
+	return n_nologin == REAPER_BATCH || n == REAPER_BATCH;
+}
+
+void
+KsReaperMain(Datum arg)
+{
+	MemoryContext round_cxt;
+	bool		idle_logged = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	SpinLockAcquire(&Reaper->mutex);
+	Reaper->reaper_latch = MyLatch;
+	SpinLockRelease(&Reaper->mutex);
+	before_shmem_exit(ReaperDetach, (Datum) 0);
+
+	BackgroundWorkerInitializeConnection(keysmith_database_name, NULL, 0);
+	pgstat_report_appname("keysmith lease reaper");
+	ereport(LOG,
+			(errmsg("keysmith lease reaper started in database \"%s\"", keysmith_database_name)));
+
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "keysmith reaper round", ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		bool		more = false;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (RecoveryInProgress())
+		{
+			if (!idle_logged)
+				ereport(LOG, (errmsg("keysmith lease reaper is idle while the server is in recovery")));
+			idle_logged = true;
+		}
+		else
+		{
+			MemoryContext old = MemoryContextSwitchTo(round_cxt);
+
+			idle_logged = false;
+			more = ReaperRound(round_cxt);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(round_cxt);
+		}
+
+		if (!more)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 keysmith_reaper_naptime, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+}

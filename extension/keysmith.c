@@ -22,6 +22,7 @@ int			keysmith_dek_cache_size = 1000;
 double		keysmith_max_encryptions_per_dek = 4000000000.0;
 char	   *keysmith_database_name = NULL;
 int			keysmith_reaper_naptime = 1000;
+int			keysmith_reaper_lock_timeout = 5000;
 
 void		_PG_init(void);
 
@@ -82,6 +83,16 @@ DefineGucs(void)
 							"revoke_lease wakes the reaper at once.",
 							&keysmith_reaper_naptime,
 							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("keysmith.reaper_lock_timeout",
+							"Longest the reaper waits for a lock while revoking one lease.",
+							"A revocation that waits longer fails, is recorded in keysmith.leases "
+							"and retried later, so one blocked lease does not hold up the others.",
+							&keysmith_reaper_lock_timeout,
+							5000, 1, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

@@ -38,6 +38,7 @@ extern int	keysmith_dek_cache_size;
 extern double keysmith_max_encryptions_per_dek;
 extern char *keysmith_database_name;
 extern int	keysmith_reaper_naptime;
+extern int	keysmith_reaper_lock_timeout;
 
 #define KS_KEY_NAME_MAX 128
 

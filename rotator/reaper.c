@@ -48,6 +48,7 @@
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -165,6 +166,17 @@ ReaperDetach(int code, Datum arg)
 
 /* ------------------------------------------------------------ helper */
 
+/* The reaper's and its helpers' lock waits are bounded; see the GUC. */
+static void
+SetLockTimeout(void)
+{
+	char		buf[32];
+
+	snprintf(buf, sizeof(buf), "%d", keysmith_reaper_lock_timeout);
+	SetConfigOption("lock_timeout", buf, PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+
 /*
  * Run REASSIGN OWNED / DROP OWNED for roleid in database dboid, in a helper
  * worker connected there, and wait for it.  Called by the reaper outside
@@ -227,6 +239,7 @@ KsOwnedHelperMain(Datum arg)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	SetLockTimeout();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -287,6 +300,7 @@ BeginRound(const char *what)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	SetLockTimeout();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

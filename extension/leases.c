@@ -409,11 +409,12 @@ ParseTemplateOptions(Datum options, Oid caller, TemplateOptions *opt)
 
 			if (strcmp(key, "username_prefix") == 0)
 			{
-				if (strcmp(type, "string") != 0 || !IsSafeIdentifier(text, PREFIX_MAX))
+				if (strcmp(type, "string") != 0 || !IsSafeIdentifier(text, PREFIX_MAX) ||
+					strncmp(text, "pg_", 3) == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_NAME),
 							 errmsg("invalid username_prefix"),
-							 errdetail("A prefix is 1 to %d characters: a lowercase letter, then lowercase letters, digits or underscores.",
+							 errdetail("A prefix is 1 to %d characters: a lowercase letter, then lowercase letters, digits or underscores, not starting with pg_.",
 									   PREFIX_MAX)));
 				opt->prefix = text;
 			}

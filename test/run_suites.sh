@@ -114,6 +114,16 @@ if [ $rc -ne 0 ]; then
     grep -q '^[[:space:]]*not ok' "$WORK/pgtap.log" || fail "pg_prove exit status $rc"
 fi
 
+echo "== pgTAP, leases (in postgres, the reaper's database)"
+psql -X -q -d postgres -c 'CREATE EXTENSION pgtap; CREATE EXTENSION keysmith' >/dev/null
+pg_prove --verbose -d postgres "$ROOT"/test/pgtap/leases/*.sql >"$WORK/pgtap-leases.log" 2>&1
+rc=$?
+count_tap "$WORK/pgtap-leases.log"
+if [ $rc -ne 0 ]; then
+    grep -E '^\s*not ok|Failed|Dubious|ERROR|psql:' "$WORK/pgtap-leases.log" | head -50
+    grep -q '^[[:space:]]*not ok' "$WORK/pgtap-leases.log" || fail "pg_prove (leases) exit status $rc"
+fi
+
 echo "== integration"
 for t in "$ROOT"/test/integration/*.sh; do
     name=$(basename "$t" .sh)

@@ -68,14 +68,19 @@ DefineGucs(void)
 							 0,
 							 NULL, NULL, NULL);
 
-	DefineCustomStringVariable("keysmith.database_name",
-							   "Database the lease reaper works in.",
-							   "Leased roles can be issued only in this database.",
-							   &keysmith_database_name,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
+	/*
+	 * A PGC_POSTMASTER variable can only be defined at preload; defining it
+	 * later is a FATAL error, and _PG_init must reach its own clear refusal.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("keysmith.database_name",
+								   "Database the lease reaper works in.",
+								   "Leased roles can be issued only in this database.",
+								   &keysmith_database_name,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("keysmith.reaper_naptime",
 							"How long the lease reaper sleeps between rounds.",

@@ -10,6 +10,8 @@
 
 #include "postgres.h"
 
+#include "nodes/pg_list.h"
+
 #include "../kms/envelope.h"
 #include "../kms/kms.h"
 

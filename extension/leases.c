@@ -10,18 +10,23 @@
  * caller's SQL runs as (SET ROLE counts, SECURITY DEFINER wrappers do not).
  *
  * The plaintext password exists only in this backend's memory and in the
- * result row.  The role is created from a SCRAM-SHA-256 verifier computed
- * here, and the CREATE ROLE is handed to ProcessUtility directly with a
- * redacted query string, so no SQL text anywhere (log_statement,
- * pg_stat_activity, pg_stat_statements, audit hooks) holds the password or
- * even the verifier.  Role names always go through quote_identifier.
+ * result row.  The role is created by a CREATE ROLE without a password, and
+ * then given a SCRAM-SHA-256 verifier computed here, written to pg_authid
+ * in the same transaction (see SetRoleVerifier), so no SQL text anywhere
+ * (log_statement, pg_stat_activity, pg_stat_statements, audit hooks) holds
+ * the password or even the verifier.  Role names always go through
+ * quote_identifier.
  */
 #include "postgres.h"
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/objectaccess.h"
 #include "catalog/objectaddress.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_shdepend.h"
@@ -30,12 +35,10 @@
 #include "commands/seclabel.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "commands/user.h"
+#include "libpq/crypt.h"
 #include "libpq/scram.h"
 #include "miscadmin.h"
-#include "nodes/plannodes.h"
-#include "parser/parser.h"
-#include "tcop/dest.h"
-#include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -44,6 +47,8 @@
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -200,30 +205,41 @@ Spi(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, in
 }
 
 /*
- * Run a utility statement without its text reaching any log, view or hook:
- * parse `sql`, then give ProcessUtility the redacted text to show.  Used
- * for CREATE ROLE with a verifier; the caller wipes `sql`.
+ * Give a role its SCRAM verifier by updating pg_authid directly, as ALTER
+ * ROLE ... PASSWORD would, but without its check that the verifier is not
+ * that of an empty password: that check derives a second 4096-round key
+ * for "" and would double the cost of every issue_role.  keysmith's
+ * passwords are never empty.  check_password_hook and the object-access
+ * hook still see the change.
  */
 static void
-RunRedactedUtility(const char *sql, const char *shown)
+SetRoleVerifier(Oid roleid, const char *rolename, const char *verifier, TimestampTz valid_until)
 {
-	List	   *parsed = raw_parser(sql, RAW_PARSE_DEFAULT);
-	RawStmt    *raw;
-	PlannedStmt *pstmt;
+	Relation	rel;
+	HeapTuple	tup,
+				newtup;
+	Datum		values[Natts_pg_authid] = {0};
+	bool		nulls[Natts_pg_authid] = {0};
+	bool		replace[Natts_pg_authid] = {0};
 
-	if (list_length(parsed) != 1)
-		elog(ERROR, "keysmith: expected one utility statement");
-	raw = linitial_node(RawStmt, parsed);
+	if (check_password_hook)
+		(*check_password_hook) (rolename, verifier, PASSWORD_TYPE_SCRAM_SHA_256,
+								TimestampTzGetDatum(valid_until), false);
 
-	pstmt = makeNode(PlannedStmt);
-	pstmt->commandType = CMD_UTILITY;
-	pstmt->canSetTag = false;
-	pstmt->utilityStmt = raw->stmt;
-	pstmt->stmt_location = 0;
-	pstmt->stmt_len = (int) strlen(shown);
-
-	ProcessUtility(pstmt, shown, false, PROCESS_UTILITY_QUERY, NULL, NULL,
-				   None_Receiver, NULL);
+	rel = table_open(AuthIdRelationId, RowExclusiveLock);
+	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(roleid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "keysmith: role %u vanished while being created", roleid);
+	values[Anum_pg_authid_rolpassword - 1] = CStringGetTextDatum(verifier);
+	replace[Anum_pg_authid_rolpassword - 1] = true;
+	newtup = heap_modify_tuple(tup, RelationGetDescr(rel), values, nulls, replace);
+	CatalogTupleUpdate(rel, &newtup->t_self, newtup);
+	InvokeObjectPostAlterHook(AuthIdRelationId, roleid, 0);
+	ReleaseSysCache(tup);
+	explicit_bzero(VARDATA_ANY(DatumGetPointer(values[Anum_pg_authid_rolpassword - 1])),
+				   VARSIZE_ANY_EXHDR(DatumGetPointer(values[Anum_pg_authid_rolpassword - 1])));
+	heap_freetuple(newtup);
+	table_close(rel, NoLock);
 	CommandCounterIncrement();
 }
 
@@ -752,7 +768,6 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 	char		password[LEASE_PASSWORD_LEN + 1];
 	char	   *verifier;
 	StringInfoData sql,
-				shown,
 				inrole;
 	pg_uuid_t  *lease_id;
 	Oid			roleid;
@@ -834,19 +849,17 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 			elog(ERROR, "keysmith: could not find an unused role name");
 	}
 
+	/* the role, without a password; then its verifier, in this transaction */
 	initStringInfo(&sql);
-	initStringInfo(&shown);
-	appendStringInfo(&shown, "CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
-					 " NOBYPASSRLS INHERIT CONNECTION LIMIT %d VALID UNTIL %s IN ROLE %s PASSWORD ",
+	appendStringInfo(&sql, "CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+					 " NOBYPASSRLS INHERIT CONNECTION LIMIT %d VALID UNTIL %s IN ROLE %s",
 					 quote_identifier(username), t.connection_limit,
 					 quote_literal_cstr(TimestampText(expires)), inrole.data);
-	appendStringInfo(&sql, "%s%s", shown.data, quote_literal_cstr(verifier));
-	appendStringInfoString(&shown, "'<redacted>'");
-	RunRedactedUtility(sql.data, shown.data);
-	explicit_bzero(sql.data, sql.len);
+	Spi(sql.data, 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	roleid = get_role_oid(username, false);
+	SetRoleVerifier(roleid, username, verifier, expires);
 	explicit_bzero(verifier, strlen(verifier));
 
-	roleid = get_role_oid(username, false);
 	lease_id = RandomUuid();
 
 	/* the mark the authentication hook looks for */

@@ -28,3 +28,19 @@ SELECT keysmith.decrypt_value(card, 'customer:2') FROM customer WHERE id = 1;
 \echo '--- refused: one flipped bit'
 SELECT keysmith.decrypt_value(set_byte(card, 30, get_byte(card, 30) # 1), 'customer:1')
   FROM customer WHERE id = 1;
+
+\echo '--- leased roles: a template, then a short-lived login role from it'
+CREATE ROLE demo_readers NOLOGIN;
+GRANT SELECT ON customer TO demo_readers;
+SELECT keysmith.create_role_template('reporting', ARRAY['demo_readers'], '2 seconds', '1 hour');
+SELECT username, length(password) AS password_length, expires_at - now() AS ttl
+  FROM keysmith.issue_role('reporting');
+SELECT template, state, open_sessions FROM keysmith.leases;
+
+\echo '--- refused: a TTL beyond the template''s max_ttl'
+SELECT * FROM keysmith.issue_role('reporting', '2 hours');
+
+\echo '--- three seconds later the reaper has revoked it and dropped the role'
+SELECT pg_sleep(3.5);
+SELECT template, state, revoke_reason, revoked_at - expires AS lag FROM keysmith.leases;
+SELECT count(*) AS leased_roles_left FROM pg_roles WHERE rolname LIKE 'ks\_reporting\_%';

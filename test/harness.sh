@@ -39,12 +39,20 @@ demo)
     ks_cluster_stop "$DEMO_DIR"
     rm -rf "$DEMO_DIR"
     ks_cluster_init "$DEMO_DIR"
+    # the demo's leases live in its own database
+    echo "keysmith.database_name = 'demo'" >>"$DEMO_DIR/data/postgresql.conf"
     ks_cluster_start "$DEMO_DIR"
     # TCP on loopback, so any local OS user can connect (the socket
     # directory belongs to postgres and is private)
     sed "s|^export PGHOST=.*|export PGHOST=127.0.0.1|" "$DEMO_DIR/env" >"$ROOT/demo.env"
     . "$DEMO_DIR/env"
     psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE demo'
+    # the reaper retries its connection every 5 s until database demo exists
+    for _ in $(seq 1 40); do
+        [ "$(psql -X -t -A -d postgres -c "SELECT count(*) FROM pg_stat_activity
+              WHERE backend_type = 'keysmith lease reaper' AND datname = 'demo'")" = 1 ] && break
+        sleep 0.25
+    done
     psql -X -v ON_ERROR_STOP=0 -d demo -f "$ROOT/test/demo.sql"
     cat <<MSG
 

@@ -46,6 +46,38 @@ KsRandomBytes(uint8_t *buf, size_t len, KsError *err)
 	return KS_OK;
 }
 
+KsStatus
+KsRandomToken(char *out, size_t len, const char *alphabet, KsError *err)
+{
+	size_t		nalpha = strlen(alphabet);
+	unsigned	limit;
+	uint8_t		buf[64];
+	size_t		have = 0,
+				pos = sizeof(buf);
+
+	if (nalpha < 2 || nalpha > 256)
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "alphabet must have 2 to 256 characters");
+	limit = 256 - (256 % nalpha);	/* bytes at or above it would bias */
+	while (have < len)
+	{
+		if (pos == sizeof(buf))
+		{
+			if (KsRandomBytes(buf, sizeof(buf), err) != KS_OK)
+			{
+				KsWipe(buf, sizeof(buf));
+				return err->status;
+			}
+			pos = 0;
+		}
+		if (buf[pos] < limit)
+			out[have++] = alphabet[buf[pos] % nalpha];
+		pos++;
+	}
+	out[len] = '\0';
+	KsWipe(buf, sizeof(buf));
+	return KS_OK;
+}
+
 /*
  * The binding AAD is "keysmith-dek\0" || key name || "\0" || version (BE32).
  * The separators keep ("ab", 1) and ("a", ...) from ever colliding.

@@ -125,4 +125,11 @@ extern size_t KsDekBindingAad(const char *key_name, uint32_t dek_version,
 /* Fill buf with bytes from OpenSSL's CSPRNG. */
 extern KsStatus KsRandomBytes(uint8_t *buf, size_t len, KsError *err);
 
+/*
+ * len characters drawn uniformly (rejection sampling) from alphabet, which
+ * has 2 to 256 characters, then a NUL: out holds len + 1 bytes.  Used for
+ * leased roles' passwords and username suffixes.
+ */
+extern KsStatus KsRandomToken(char *out, size_t len, const char *alphabet, KsError *err);
+
 #endif							/* KEYSMITH_KMS_H */

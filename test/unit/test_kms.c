@@ -455,6 +455,36 @@ test_keyfile_load_and_wrap(const char *dir)
 		  "wrong master key fails to unwrap");
 }
 
+/* Tokens: the asked length, only alphabet characters, every one used. */
+static void
+test_random_token(void)
+{
+	KsError		err;
+	char		tok[4001];
+	char		other[41];
+	int			seen[256] = {0},
+				outside = 0,
+				unused = 0;
+	const char *alpha = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+	check(KsRandomToken(tok, 4000, alpha, &err) == KS_OK && strlen(tok) == 4000,
+		  "a 4000-character token");
+	for (int i = 0; i < 4000; i++)
+	{
+		if (strchr(alpha, tok[i]) == NULL)
+			outside++;
+		seen[(unsigned char) tok[i]]++;
+	}
+	for (const char *a = alpha; *a; a++)
+		if (seen[(unsigned char) *a] == 0)
+			unused++;
+	check(outside == 0 && unused == 0, "only alphabet characters, and all 36 of them");
+	KsRandomToken(other, 40, alpha, &err);
+	check(strncmp(tok, other, 40) != 0, "two tokens differ");
+	check(KsRandomToken(other, 10, "a", &err) == KS_ERR_INVALID_ARGUMENT,
+		  "a one-character alphabet is refused");
+}
+
 int
 main(void)
 {
@@ -469,6 +499,7 @@ main(void)
 	check(KsAeadCreate(DEK, 16, &err) == NULL && err.status == KS_ERR_INVALID_ARGUMENT,
 		  "a 128-bit DEK is refused");
 	test_vectors(aead);
+	test_random_token();
 	test_damage(aead);
 	test_roundtrip(aead);
 	test_nonces();

@@ -56,16 +56,12 @@ typedef struct KsCounterRecord
 } KsCounterRecord;
 
 static KsCounterShared *Counters = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static void KsCountersShutdown(int code, Datum arg);
 
-static void
+void
 KsCountersShmemRequest(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(KsCounterShared)));
 	RequestNamedLWLockTranche("keysmith", 1);
 }
@@ -112,13 +108,10 @@ LoadCounters(void)
 	CloseTransientFile(fd);
 }
 
-static void
+void
 KsCountersShmemStartup(void)
 {
 	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	Counters = ShmemInitStruct("keysmith counters", sizeof(KsCounterShared), &found);
@@ -133,15 +126,6 @@ KsCountersShmemStartup(void)
 	LWLockRelease(AddinShmemInitLock);
 	if (!IsUnderPostmaster)
 		on_shmem_exit(KsCountersShutdown, (Datum) 0);
-}
-
-void
-KsCountersInit(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = KsCountersShmemRequest;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = KsCountersShmemStartup;
 }
 
 /*

@@ -330,13 +330,13 @@ KsOwnerSpiEnd(KsOwnerSpi *spi)
 }
 
 void
-KsOwnerSpiExec(const char *sql, int nargs, Oid *types, Datum *values,
+KsSpiExec(const char *sql, int nargs, Oid *types, Datum *values,
 			   const char *nulls, bool read_only, long count, int expect)
 {
 	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, count);
 
 	if (rc != expect)
-		elog(ERROR, "keysmith: statement on the key tables failed (%s)", SPI_result_code_string(rc));
+		elog(ERROR, "keysmith: SPI statement failed (%s)", SPI_result_code_string(rc));
 }
 
 void
@@ -393,7 +393,7 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 		Oid			types[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(name)};
 
-		KsOwnerSpiExec("SELECT k.key_id, k.current_version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
+		KsSpiExec("SELECT k.key_id, k.current_version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
 								   "  FROM keysmith.key k"
 								   "  LEFT JOIN keysmith.key_version v"
 								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
@@ -406,7 +406,7 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 		Oid			types[2] = {INT4OID, INT4OID};
 		Datum		values[2] = {Int32GetDatum((int32) key_id), Int32GetDatum((int32) version)};
 
-		KsOwnerSpiExec("SELECT k.key_id, v.version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
+		KsSpiExec("SELECT k.key_id, v.version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
 								   "  FROM keysmith.key k"
 								   "  LEFT JOIN keysmith.key_version v"
 								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
@@ -684,7 +684,7 @@ KsHasKeyPrivilege(int32 key_id, KsPrivilege priv, Oid role)
 	values[1] = CStringGetTextDatum(KsPrivilegeNames[priv]);
 	values[2] = ObjectIdGetDatum(role);
 	KsOwnerSpiBegin(&spi);
-	KsOwnerSpiExec("SELECT EXISTS (SELECT 1 FROM keysmith.key_acl a"
+	KsSpiExec("SELECT EXISTS (SELECT 1 FROM keysmith.key_acl a"
 				   " WHERE a.key_id OPERATOR(pg_catalog.=) $1"
 				   "   AND a.privilege OPERATOR(pg_catalog.=) $2"
 				   "   AND pg_catalog.pg_has_role($3, a.grantee::pg_catalog.oid, 'USAGE'))",
@@ -771,7 +771,7 @@ LoadKeyState(int32 key_id)
 	}
 
 	KsOwnerSpiBegin(&spi);
-	KsOwnerSpiExec("SELECT k.current_version, k.state OPERATOR(pg_catalog.=) 'destroyed',"
+	KsSpiExec("SELECT k.current_version, k.state OPERATOR(pg_catalog.=) 'destroyed',"
 							  "       (SELECT pg_catalog.array_agg(v.version) FROM keysmith.key_version v"
 							  "         WHERE v.key_id OPERATOR(pg_catalog.=) k.key_id"
 							  "           AND v.state OPERATOR(pg_catalog.=) 'destroyed')"

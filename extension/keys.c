@@ -76,7 +76,7 @@ OpEnd(KsOp *op)
 static void
 Exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expect)
 {
-	KsOwnerSpiExec(sql, nargs, types, values, nulls, false, 0, expect);
+	KsSpiExec(sql, nargs, types, values, nulls, false, 0, expect);
 }
 
 /*

@@ -10,6 +10,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/guc.h"
 
 #include "keysmith.h"
@@ -25,6 +26,28 @@ int			keysmith_reaper_naptime = 1000;
 int			keysmith_reaper_lock_timeout = 5000;
 
 void		_PG_init(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* keysmith's shared memory: the encryption counters and the reaper's state. */
+static void
+KsShmemRequest(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	KsCountersShmemRequest();
+	KsReaperShmemRequest();
+}
+
+static void
+KsShmemStartup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	KsCountersShmemStartup();
+	KsReaperShmemStartup();
+}
 
 static void
 DefineGucs(void)
@@ -120,7 +143,10 @@ _PG_init(void)
 				 errmsg("keysmith must be loaded via shared_preload_libraries"),
 				 errhint("Add keysmith to shared_preload_libraries in postgresql.conf and restart the server.")));
 
-	KsCountersInit();
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = KsShmemRequest;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = KsShmemStartup;
 	KsAuthInit();
 	KsReaperInit();
 }

@@ -52,7 +52,8 @@ extern void KsCurrentKmsConfig(KsKmsConfig *cfg);
 
 /* Shared encryption counters (extension/counters.c). */
 typedef struct KsCounterSlot KsCounterSlot;
-extern void KsCountersInit(void);
+extern void KsCountersShmemRequest(void);
+extern void KsCountersShmemStartup(void);
 extern KsCounterSlot *KsCounterFind(int32 key_id, int32 version, bool create);
 extern bool KsCounterTake(KsCounterSlot *slot);
 extern uint64 KsCounterValue(int32 key_id, int32 version);
@@ -111,8 +112,9 @@ extern Oid	KsKeyTableOid(void);
 
 /*
  * SPI on the key tables as their owner.  Begin switches user and connects;
- * End finishes and switches back.  Exec runs one statement and raises an
- * internal error unless SPI returns `expect`.
+ * End finishes and switches back.  KsSpiExec runs one statement and raises
+ * an internal error unless SPI returns `expect`; the lease code and the
+ * reaper use it too.
  */
 typedef struct KsOwnerSpi
 {
@@ -122,8 +124,8 @@ typedef struct KsOwnerSpi
 
 extern void KsOwnerSpiBegin(KsOwnerSpi *spi);
 extern void KsOwnerSpiEnd(KsOwnerSpi *spi);
-extern void KsOwnerSpiExec(const char *sql, int nargs, Oid *types, Datum *values,
-						   const char *nulls, bool read_only, long count, int expect);
+extern void KsSpiExec(const char *sql, int nargs, Oid *types, Datum *values,
+					  const char *nulls, bool read_only, long count, int expect);
 
 /* Check a key name's shape; ERROR with 22023 if it is unusable. */
 extern void KsCheckKeyName(const char *name);
@@ -136,10 +138,9 @@ extern void KsCheckKeyName(const char *name);
 #define KS_SECLABEL_PROVIDER "keysmith"
 
 extern void KsLeaseSetNologin(Oid roleid);
-extern void KsLeaseTerminateSessions(Oid roleid);
+extern void KsLeaseTerminateSessions(const Oid *roles, int n);
 extern void KsLeaseDropOwnedHere(Oid roleid, Oid owner);
-extern bool KsLeaseHasObjectsHere(Oid roleid);
-extern List *KsLeaseOtherDatabases(Oid roleid);
+extern List *KsLeaseDatabases(Oid roleid, bool *here);
 extern bool KsLeaseDropRole(Oid roleid);
 extern void KsLeaseEvent(Datum lease_id, const char *event, const char *detail);
 
@@ -148,7 +149,8 @@ extern void KsAuthInit(void);
 
 /* The reaper (rotator/reaper.c). */
 extern void KsReaperInit(void);
+extern void KsReaperShmemRequest(void);
+extern void KsReaperShmemStartup(void);
 extern void KsReaperWakeAtCommit(void);
-extern bool KsRunOwnedHelper(Oid dboid, Oid roleid, Oid owner, char *errbuf, size_t errlen);
 
 #endif							/* KEYSMITH_EXTENSION_H */

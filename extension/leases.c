@@ -19,9 +19,6 @@
  */
 #include "postgres.h"
 
-#include <openssl/crypto.h>
-#include <openssl/rand.h>
-
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
@@ -45,6 +42,7 @@
 #include "utils/datetime.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -127,48 +125,14 @@ IsSafeIdentifier(const char *s, int max)
 	return n <= max;
 }
 
-/* len characters drawn uniformly from alphabet with OpenSSL's RNG. */
+/* len random characters from alphabet (kms/common.c); ERROR if the RNG fails. */
 static void
 RandomToken(char *out, int len, const char *alphabet)
 {
-	int			nalpha = (int) strlen(alphabet);
-	int			limit = 256 - (256 % nalpha);	/* reject to stay uniform */
-	unsigned char buf[64];
-	int			have = 0,
-				pos = 0;
+	KsError		err;
 
-	while (have < len)
-	{
-		if (pos == (int) sizeof(buf) || pos == 0)
-		{
-			if (RAND_bytes(buf, sizeof(buf)) != 1)
-				ereport(ERROR,
-						(errcode(ERRCODE_KS_KMS_FAILURE),
-						 errmsg("could not generate random bytes")));
-			pos = 0;
-		}
-		if (buf[pos] < limit)
-			out[have++] = alphabet[buf[pos] % nalpha];
-		pos++;
-		if (pos == (int) sizeof(buf))
-			pos = 0;
-	}
-	out[len] = '\0';
-	OPENSSL_cleanse(buf, sizeof(buf));
-}
-
-static pg_uuid_t *
-RandomUuid(void)
-{
-	pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));
-
-	if (RAND_bytes(u->data, UUID_LEN) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_KS_KMS_FAILURE),
-				 errmsg("could not generate random bytes")));
-	u->data[6] = (u->data[6] & 0x0f) | 0x40;	/* version 4 */
-	u->data[8] = (u->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
-	return u;
+	if (KsRandomToken(out, (size_t) len, alphabet, &err) != KS_OK)
+		KsReportError(&err);
 }
 
 static char *
@@ -192,16 +156,6 @@ PlusInterval(TimestampTz t, Interval *iv)
 	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
 												   TimestampTzGetDatum(t),
 												   IntervalPGetDatum(iv)));
-}
-
-/* Run one SPI statement; an unexpected result code is an internal error. */
-static void
-Spi(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expect)
-{
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-
-	if (rc != expect)
-		elog(ERROR, "keysmith: statement on the lease tables failed (%s)", SPI_result_code_string(rc));
 }
 
 /*
@@ -267,8 +221,8 @@ KsLeaseEvent(Datum lease_id, const char *event, const char *detail)
 	values[1] = CStringGetTextDatum(event);
 	values[2] = CStringGetTextDatum(actor ? actor : "?");
 	values[3] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
-	Spi("INSERT INTO keysmith.lease_event (lease_id, event, acting_role, detail)"
-		" VALUES ($1, $2, $3, $4)", 4, types, values, nulls, SPI_OK_INSERT);
+	KsSpiExec("INSERT INTO keysmith.lease_event (lease_id, event, acting_role, detail)"
+		" VALUES ($1, $2, $3, $4)", 4, types, values, nulls, false, 0, SPI_OK_INSERT);
 }
 
 /* ------------------------------------------------------- revocation steps */
@@ -287,57 +241,58 @@ KsLeaseSetNologin(Oid roleid)
 		return;
 	sql = psprintf("ALTER ROLE %s NOLOGIN VALID UNTIL %s", quote_identifier(name),
 				   quote_literal_cstr(TimestampText(GetCurrentTransactionStartTimestamp())));
-	Spi(sql, 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	KsSpiExec(sql, 0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
 }
 
-/* Step 2: terminate the role's sessions in every database. */
+/* Step 2: terminate the sessions of these n roles, in every database. */
 void
-KsLeaseTerminateSessions(Oid roleid)
+KsLeaseTerminateSessions(const Oid *roles, int n)
+{
+	Oid			types[1] = {OIDARRAYOID};
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		values[1];
+
+	if (n == 0)
+		return;
+	for (int i = 0; i < n; i++)
+		elems[i] = ObjectIdGetDatum(roles[i]);
+	values[0] = PointerGetDatum(construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+	KsSpiExec("SELECT pg_catalog.pg_terminate_backend(a.pid)"
+			  "  FROM pg_catalog.pg_stat_activity a"
+			  " WHERE a.usesysid OPERATOR(pg_catalog.=) ANY ($1)"
+			  "   AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+}
+
+/*
+ * Where the role owns or holds something (pg_shdepend): *here is set when
+ * that includes this database or cluster-wide objects; the result lists
+ * the other databases.
+ */
+List *
+KsLeaseDatabases(Oid roleid, bool *here)
 {
 	Oid			types[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(roleid)};
-
-	Spi("SELECT pg_catalog.pg_terminate_backend(a.pid)"
-		"  FROM pg_catalog.pg_stat_activity a"
-		" WHERE a.usesysid OPERATOR(pg_catalog.=) $1"
-		"   AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()",
-		1, types, values, NULL, SPI_OK_SELECT);
-}
-
-/* Does the role own or hold anything in this database or cluster-wide? */
-bool
-KsLeaseHasObjectsHere(Oid roleid)
-{
-	Oid			types[2] = {OIDOID, OIDOID};
-	Datum		values[2] = {ObjectIdGetDatum(roleid), ObjectIdGetDatum(MyDatabaseId)};
+	List	   *others = NIL;
 	bool		isnull;
 
-	Spi("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend d"
-		" WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass"
-		"   AND d.refobjid OPERATOR(pg_catalog.=) $1"
-		"   AND d.dbid OPERATOR(pg_catalog.=) ANY (ARRAY[$2, 0::pg_catalog.oid]))",
-		2, types, values, NULL, SPI_OK_SELECT);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
-/* OIDs of the other databases where the role owns or holds something. */
-List *
-KsLeaseOtherDatabases(Oid roleid)
-{
-	Oid			types[2] = {OIDOID, OIDOID};
-	Datum		values[2] = {ObjectIdGetDatum(roleid), ObjectIdGetDatum(MyDatabaseId)};
-	List	   *result = NIL;
-	bool		isnull;
-
-	Spi("SELECT DISTINCT d.dbid FROM pg_catalog.pg_shdepend d"
-		" WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass"
-		"   AND d.refobjid OPERATOR(pg_catalog.=) $1"
-		"   AND d.dbid OPERATOR(pg_catalog.<>) ALL (ARRAY[$2, 0::pg_catalog.oid])",
-		2, types, values, NULL, SPI_OK_SELECT);
+	KsSpiExec("SELECT DISTINCT d.dbid FROM pg_catalog.pg_shdepend d"
+			  " WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass"
+			  "   AND d.refobjid OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	*here = false;
 	for (uint64 i = 0; i < SPI_processed; i++)
-		result = lappend_oid(result, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-																   SPI_tuptable->tupdesc, 1, &isnull)));
-	return result;
+	{
+		Oid			dbid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (dbid == MyDatabaseId || dbid == InvalidOid)
+			*here = true;
+		else
+			others = lappend_oid(others, dbid);
+	}
+	return others;
 }
 
 /*
@@ -355,10 +310,10 @@ KsLeaseDropOwnedHere(Oid roleid, Oid owner)
 	{
 		char	   *owner_name = RoleNameOrError(owner, "owner_role of the lease");
 
-		Spi(psprintf("REASSIGN OWNED BY %s TO %s", quote_identifier(name), quote_identifier(owner_name)),
-			0, NULL, NULL, NULL, SPI_OK_UTILITY);
+		KsSpiExec(psprintf("REASSIGN OWNED BY %s TO %s", quote_identifier(name), quote_identifier(owner_name)),
+			0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
 	}
-	Spi(psprintf("DROP OWNED BY %s", quote_identifier(name)), 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	KsSpiExec(psprintf("DROP OWNED BY %s", quote_identifier(name)), 0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
 }
 
 /* Step 4: drop the role.  False if it was already gone. */
@@ -369,7 +324,7 @@ KsLeaseDropRole(Oid roleid)
 
 	if (name == NULL)
 		return false;
-	Spi(psprintf("DROP ROLE %s", quote_identifier(name)), 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	KsSpiExec(psprintf("DROP ROLE %s", quote_identifier(name)), 0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
 	return true;
 }
 
@@ -404,15 +359,15 @@ ParseTemplateOptions(Datum options, Oid caller, TemplateOptions *opt)
 	Datum		values[1] = {options};
 	bool		isnull;
 
-	Spi("SELECT pg_catalog.jsonb_typeof($1)", 1, types, values, NULL, SPI_OK_SELECT);
+	KsSpiExec("SELECT pg_catalog.jsonb_typeof($1)", 1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "object") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("template options must be a JSON object")));
 
-	Spi("SELECT e.key, pg_catalog.jsonb_typeof(e.value), e.value OPERATOR(pg_catalog.#>>) '{}', e.value"
+	KsSpiExec("SELECT e.key, pg_catalog.jsonb_typeof(e.value), e.value OPERATOR(pg_catalog.#>>) '{}', e.value"
 		"  FROM pg_catalog.jsonb_each($1) e ORDER BY e.key",
-		1, types, values, NULL, SPI_OK_SELECT);
+		1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	{
 		SPITupleTable *tt = SPI_tuptable;
 		uint64		n = SPI_processed;
@@ -475,9 +430,9 @@ ParseTemplateOptions(Datum options, Oid caller, TemplateOptions *opt)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							 errmsg("issuers must be an array of role names")));
-				Spi("SELECT pg_catalog.jsonb_typeof(x), x OPERATOR(pg_catalog.#>>) '{}'"
+				KsSpiExec("SELECT pg_catalog.jsonb_typeof(x), x OPERATOR(pg_catalog.#>>) '{}'"
 					"  FROM pg_catalog.jsonb_array_elements($1) x",
-					1, types, v, NULL, SPI_OK_SELECT);
+					1, types, v, NULL, false, 0, SPI_OK_SELECT);
 				for (uint64 j = 0; j < SPI_processed; j++)
 				{
 					if (strcmp(SPI_getvalue(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1), "string") != 0)
@@ -597,8 +552,8 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 		Oid			types[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(name)};
 
-		Spi("SELECT 1 FROM keysmith.role_template WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-			1, types, values, NULL, SPI_OK_SELECT);
+		KsSpiExec("SELECT 1 FROM keysmith.role_template WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+			1, types, values, NULL, false, 0, SPI_OK_SELECT);
 		if (SPI_processed > 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -624,13 +579,35 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 			nulls[7] = 'n';
 		values[8] = OidListToRegroleArray(opt.issuers);
 		values[9] = CStringGetTextDatum(GetUserNameFromId(caller, false));
-		Spi("INSERT INTO keysmith.role_template (name, member_of, default_ttl, max_ttl,"
+		KsSpiExec("INSERT INTO keysmith.role_template (name, member_of, default_ttl, max_ttl,"
 			" username_prefix, max_leases, connection_limit, owner_role, issuers, created_by)"
 			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-			10, types, values, nulls, SPI_OK_INSERT);
+			10, types, values, nulls, false, 0, SPI_OK_INSERT);
 	}
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+/*
+ * Lock a template's row and count its unrevoked leases; -1 if there is no
+ * such template.  The lock serialises drop_role_template and the
+ * max_leases check of concurrent issue_role calls.
+ */
+static int64
+LockTemplateCountLeases(const char *name)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	bool		isnull;
+
+	KsSpiExec("SELECT (SELECT count(*) FROM keysmith.lease l"
+			  "         WHERE l.template OPERATOR(pg_catalog.=) t.name"
+			  "           AND l.state OPERATOR(pg_catalog.<>) 'revoked')"
+			  "  FROM keysmith.role_template t WHERE t.name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return -1;
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 Datum
@@ -639,7 +616,7 @@ keysmith_drop_role_template(PG_FUNCTION_ARGS)
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
-	bool		isnull;
+	int64		unrevoked;
 
 	RequireLeaseDatabase();
 	if (!CallerIsAdmin(GetOuterUserId()))
@@ -649,22 +626,18 @@ keysmith_drop_role_template(PG_FUNCTION_ARGS)
 				 errdetail("Only superusers and members of keysmith_admin manage role templates.")));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	Spi("SELECT (SELECT count(*) FROM keysmith.lease l"
-		"         WHERE l.template OPERATOR(pg_catalog.=) t.name"
-		"           AND l.state OPERATOR(pg_catalog.<>) 'revoked')"
-		"  FROM keysmith.role_template t WHERE t.name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-		1, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
+	unrevoked = LockTemplateCountLeases(name);
+	if (unrevoked < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role template \"%s\" does not exist", name)));
-	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0)
+	if (unrevoked > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
 				 errmsg("role template \"%s\" still has leases that are not revoked", name),
 				 errhint("Revoke them with keysmith.revoke_lease, or wait until they expire and are revoked.")));
-	Spi("DELETE FROM keysmith.role_template WHERE name OPERATOR(pg_catalog.=) $1",
-		1, types, values, NULL, SPI_OK_DELETE);
+	KsSpiExec("DELETE FROM keysmith.role_template WHERE name OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -701,7 +674,7 @@ RegroleArrayToList(Datum d)
 
 /* Load a template into the current (upper) memory context. */
 static void
-LoadTemplate(const char *name, Template *t, bool lock)
+LoadTemplate(const char *name, Template *t)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
@@ -710,13 +683,10 @@ LoadTemplate(const char *name, Template *t, bool lock)
 	bool		isnull;
 	MemoryContext spicxt;
 
-	Spi(lock ? "SELECT member_of, default_ttl, max_ttl, username_prefix, max_leases,"
-		" connection_limit, owner_role, issuers FROM keysmith.role_template"
-		" WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE"
-		: "SELECT member_of, default_ttl, max_ttl, username_prefix, max_leases,"
-		" connection_limit, owner_role, issuers FROM keysmith.role_template"
-		" WHERE name OPERATOR(pg_catalog.=) $1",
-		1, types, values, NULL, SPI_OK_SELECT);
+	KsSpiExec("SELECT member_of, default_ttl, max_ttl, username_prefix, max_leases,"
+			  " connection_limit, owner_role, issuers FROM keysmith.role_template"
+			  " WHERE name OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -783,7 +753,7 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	LoadTemplate(tname, &t, false);
+	LoadTemplate(tname, &t);
 
 	if (!MayIssue(caller, &t))
 		ereport(ERROR,
@@ -820,21 +790,11 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 	RandomToken(password, LEASE_PASSWORD_LEN, AlnumMixed);
 	verifier = pg_be_scram_build_secret(password);
 
-	if (t.max_leases > 0)
-	{
-		Oid			types[1] = {TEXTOID};
-		Datum		values[1] = {CStringGetTextDatum(tname)};
-		bool		isnull;
-
-		LoadTemplate(tname, &t, true);	/* serialises issuers of this template */
-		Spi("SELECT count(*) FROM keysmith.lease WHERE template OPERATOR(pg_catalog.=) $1"
-			" AND state OPERATOR(pg_catalog.<>) 'revoked'", 1, types, values, NULL, SPI_OK_SELECT);
-		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) >= t.max_leases)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("template \"%s\" already has its maximum of %d leases", tname, t.max_leases),
-					 errhint("Revoke a lease, or wait until one expires and is revoked.")));
-	}
+	if (t.max_leases > 0 && LockTemplateCountLeases(tname) >= t.max_leases)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("template \"%s\" already has its maximum of %d leases", tname, t.max_leases),
+				 errhint("Revoke a lease, or wait until one expires and is revoked.")));
 
 	/* a fresh, unused username */
 	for (int attempt = 0;; attempt++)
@@ -855,12 +815,12 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 					 " NOBYPASSRLS INHERIT CONNECTION LIMIT %d VALID UNTIL %s IN ROLE %s",
 					 quote_identifier(username), t.connection_limit,
 					 quote_literal_cstr(TimestampText(expires)), inrole.data);
-	Spi(sql.data, 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	KsSpiExec(sql.data, 0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
 	roleid = get_role_oid(username, false);
 	SetRoleVerifier(roleid, username, verifier, expires);
 	explicit_bzero(verifier, strlen(verifier));
 
-	lease_id = RandomUuid();
+	lease_id = DatumGetUUIDP(OidFunctionCall0(F_GEN_RANDOM_UUID));
 
 	/* the mark the authentication hook looks for */
 	ObjectAddressSet(addr, AuthIdRelationId, roleid);
@@ -886,10 +846,10 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 		values[8] = TimestampTzGetDatum(expires);
 		values[9] = TimestampTzGetDatum(max_expires);
 		values[10] = IntervalPGetDatum(t.default_ttl);
-		Spi("INSERT INTO keysmith.lease (lease_id, template, username, role_oid, requested_by,"
+		KsSpiExec("INSERT INTO keysmith.lease (lease_id, template, username, role_oid, requested_by,"
 			" requester_oid, owner_role, issued_at, expires_at, max_expires_at, default_ttl)"
 			" VALUES ($1, $2, $3::pg_catalog.name, $4, $5::pg_catalog.name, $6, $7, $8, $9, $10, $11)",
-			11, types, values, nulls, SPI_OK_INSERT);
+			11, types, values, nulls, false, 0, SPI_OK_INSERT);
 	}
 	KsLeaseEvent(UUIDPGetDatum(lease_id), "issued", NULL);
 	SPI_finish();
@@ -929,9 +889,9 @@ LoadLeaseForCaller(Datum lease_id, Lease *l, const char *action)
 	Oid			caller = GetOuterUserId();
 	MemoryContext old;
 
-	Spi("SELECT role_oid, requester_oid, owner_role, state, expires_at, max_expires_at, default_ttl"
+	KsSpiExec("SELECT role_oid, requester_oid, owner_role, state, expires_at, max_expires_at, default_ttl"
 		"  FROM keysmith.lease WHERE lease_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-		1, types, values, NULL, SPI_OK_SELECT);
+		1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -1002,11 +962,11 @@ keysmith_renew_lease(PG_FUNCTION_ARGS)
 		Datum		values[2] = {lease_id, TimestampTzGetDatum(wanted)};
 
 		name = RoleNameOrError(l.role_oid, "the lease's role");
-		Spi(psprintf("ALTER ROLE %s VALID UNTIL %s", quote_identifier(name),
+		KsSpiExec(psprintf("ALTER ROLE %s VALID UNTIL %s", quote_identifier(name),
 					 quote_literal_cstr(TimestampText(wanted))),
-			0, NULL, NULL, NULL, SPI_OK_UTILITY);
-		Spi("UPDATE keysmith.lease SET expires_at = $2 WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			2, types, values, NULL, SPI_OK_UPDATE);
+			0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
+		KsSpiExec("UPDATE keysmith.lease SET expires_at = $2 WHERE lease_id OPERATOR(pg_catalog.=) $1",
+			2, types, values, NULL, false, 0, SPI_OK_UPDATE);
 		KsLeaseEvent(lease_id, "renewed", TimestampText(wanted));
 		l.expires = wanted;
 	}
@@ -1027,6 +987,8 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 	Lease		l;
 	Oid			types[2] = {UUIDOID, TEXTOID};
 	Datum		values[2] = {lease_id, (Datum) 0};
+	List	   *others;
+	bool		here;
 
 	RequireLeaseDatabase();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -1040,15 +1002,16 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 	}
 
 	KsLeaseSetNologin(l.role_oid);
-	KsLeaseTerminateSessions(l.role_oid);
-	if (KsLeaseHasObjectsHere(l.role_oid))
+	KsLeaseTerminateSessions(&l.role_oid, 1);
+	others = KsLeaseDatabases(l.role_oid, &here);
+	if (here)
 		KsLeaseDropOwnedHere(l.role_oid, l.owner);
 
-	if (KsLeaseOtherDatabases(l.role_oid) != NIL)
+	if (others != NIL)
 	{
-		Spi("UPDATE keysmith.lease SET state = 'revoking', revoke_reason = 'revoked',"
+		KsSpiExec("UPDATE keysmith.lease SET state = 'revoking', revoke_reason = 'revoked',"
 			" next_attempt_at = '-infinity' WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			1, types, values, NULL, SPI_OK_UPDATE);
+			1, types, values, NULL, false, 0, SPI_OK_UPDATE);
 		KsLeaseEvent(lease_id, "nologin", "revoke_lease; objects in other databases left to the reaper");
 		KsReaperWakeAtCommit();
 	}
@@ -1057,9 +1020,9 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 		bool		existed = KsLeaseDropRole(l.role_oid);
 
 		values[1] = CStringGetTextDatum(existed ? "revoked" : "role_missing");
-		Spi("UPDATE keysmith.lease SET state = 'revoked', revoke_reason = $2, revoked_at = pg_catalog.now()"
+		KsSpiExec("UPDATE keysmith.lease SET state = 'revoked', revoke_reason = $2, revoked_at = pg_catalog.now()"
 			" WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			2, types, values, NULL, SPI_OK_UPDATE);
+			2, types, values, NULL, false, 0, SPI_OK_UPDATE);
 		KsLeaseEvent(lease_id, "revoked", "revoke_lease");
 	}
 	SPI_finish();

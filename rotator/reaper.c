@@ -76,26 +76,20 @@ typedef struct KsHelperArgs
 } KsHelperArgs;
 
 static KsReaperShared *Reaper = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
 
-static void
-ReaperShmemRequest(void)
+void
+KsReaperShmemRequest(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(KsReaperShared)));
 }
 
-static void
-ReaperShmemStartup(void)
+void
+KsReaperShmemStartup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	Reaper = ShmemInitStruct("keysmith reaper", sizeof(KsReaperShared), &found);
 	if (!found)
@@ -110,11 +104,6 @@ void
 KsReaperInit(void)
 {
 	BackgroundWorker worker;
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = ReaperShmemRequest;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = ReaperShmemStartup;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -182,13 +171,12 @@ SetLockTimeout(void)
  * worker connected there, and wait for it.  Called by the reaper outside
  * any transaction.  False, with the helper's error in errbuf, on failure.
  */
-bool
+static bool
 KsRunOwnedHelper(Oid dboid, Oid roleid, Oid owner, char *errbuf, size_t errlen)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	KsHelperArgs args = {dboid, roleid, owner};
-	pid_t		pid;
 	bool		ok;
 
 	SpinLockAcquire(&Reaper->mutex);
@@ -211,10 +199,6 @@ KsRunOwnedHelper(Oid dboid, Oid roleid, Oid owner, char *errbuf, size_t errlen)
 	{
 		snprintf(errbuf, errlen, "could not start a helper worker for database %u (max_worker_processes reached)", dboid);
 		return false;
-	}
-	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
-	{
-		/* it may have started and finished already; the status tells */
 	}
 	if (WaitForBackgroundWorkerShutdown(handle) == BGWH_POSTMASTER_DIED)
 		proc_exit(1);
@@ -287,15 +271,6 @@ typedef struct DueLease
 } DueLease;
 
 static void
-ReaperSpi(const char *sql, int nargs, Oid *types, Datum *values, int expect)
-{
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
-
-	if (rc != expect)
-		elog(ERROR, "keysmith reaper: statement failed (%s)", SPI_result_code_string(rc));
-}
-
-static void
 BeginRound(const char *what)
 {
 	SetCurrentStatementStartTimestamp();
@@ -322,7 +297,7 @@ LeaseTableExists(void)
 {
 	bool		isnull;
 
-	ReaperSpi("SELECT pg_catalog.to_regclass('keysmith.lease') IS NOT NULL", 0, NULL, NULL, SPI_OK_SELECT);
+	KsSpiExec("SELECT pg_catalog.to_regclass('keysmith.lease') IS NOT NULL", 0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -336,12 +311,12 @@ RecordFailure(const char *lease_id, const char *message)
 	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		values[2] = {CStringGetTextDatum(lease_id), CStringGetTextDatum(message)};
 
-	ReaperSpi("UPDATE keysmith.lease SET attempts = attempts + 1, last_error = $2,"
+	KsSpiExec("UPDATE keysmith.lease SET attempts = attempts + 1, last_error = $2,"
 			  " last_attempt_at = pg_catalog.now(),"
 			  " next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs =>"
 			  "   LEAST(" CppAsString2(BACKOFF_MAX_S) ", pg_catalog.power(2, LEAST(attempts, 16)))::float8)"
 			  " WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid",
-			  2, types, values, SPI_OK_UPDATE);
+			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
 	ereport(LOG,
 			(errmsg("keysmith reaper: revoking lease %s failed, will retry: %s", lease_id, message)));
 }
@@ -394,10 +369,10 @@ StepNologin(DueLease *lease)
 	Datum		values[1] = {CStringGetTextDatum(lease->lease_id)};
 
 	KsLeaseSetNologin(lease->role_oid);
-	ReaperSpi("UPDATE keysmith.lease SET state = 'revoking',"
+	KsSpiExec("UPDATE keysmith.lease SET state = 'revoking',"
 			  " revoke_reason = COALESCE(revoke_reason, 'expired')"
 			  " WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid",
-			  1, types, values, SPI_OK_UPDATE);
+			  1, types, values, NULL, false, 0, SPI_OK_UPDATE);
 	KsLeaseEvent(DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id)), "nologin", "expired");
 }
 
@@ -405,23 +380,21 @@ static void
 StepFinish(DueLease *lease)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(lease->lease_id), (Datum) 0};
-	bool		existed;
+	Datum		values[2] = {CStringGetTextDatum(lease->lease_id), CStringGetTextDatum("role_missing")};
+	bool		existed,
+				here;
 
 	if (lease->helper_error)
 		ereport(ERROR,
 				(errmsg("could not clear the role's objects in another database: %s", lease->helper_error)));
-	KsLeaseTerminateSessions(lease->role_oid);
-	if (KsLeaseHasObjectsHere(lease->role_oid))
+	(void) KsLeaseDatabases(lease->role_oid, &here);
+	if (here)
 		KsLeaseDropOwnedHere(lease->role_oid, lease->owner);
 	existed = KsLeaseDropRole(lease->role_oid);
-	values[1] = CStringGetTextDatum(existed ? "" : "role_missing");
-	ReaperSpi("UPDATE keysmith.lease SET state = 'revoked', revoked_at = pg_catalog.now(),"
-			  " revoke_reason = CASE WHEN $2 OPERATOR(pg_catalog.=) '' THEN COALESCE(revoke_reason, 'expired')"
-			  "                      ELSE $2 END,"
-			  " last_error = NULL"
+	KsSpiExec("UPDATE keysmith.lease SET state = 'revoked', revoked_at = pg_catalog.now(),"
+			  " revoke_reason = COALESCE($2, revoke_reason, 'expired'), last_error = NULL"
 			  " WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid",
-			  2, types, values, SPI_OK_UPDATE);
+			  2, types, values, existed ? " n" : "  ", false, 0, SPI_OK_UPDATE);
 	KsLeaseEvent(DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id)), "revoked",
 				 existed ? "reaper" : "reaper; the role was already gone");
 }
@@ -467,12 +440,12 @@ ReaperRound(MemoryContext cxt)
 		EndRound();
 		return false;
 	}
-	ReaperSpi("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
+	KsSpiExec("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
 			  " WHERE state OPERATOR(pg_catalog.=) 'active'"
 			  "   AND expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  " ORDER BY expires_at LIMIT " CppAsString2(REAPER_BATCH) " FOR UPDATE SKIP LOCKED",
-			  0, NULL, NULL, SPI_OK_SELECT);
+			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
 	leases = FetchLeases(&n_nologin, cxt);
 	for (int i = 0; i < n_nologin; i++)
 		InSubtransaction(StepNologin, &leases[i]);
@@ -480,25 +453,19 @@ ReaperRound(MemoryContext cxt)
 
 	/* revoking -> revoked */
 	BeginRound("keysmith reaper: revoking leases");
-	ReaperSpi("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
+	KsSpiExec("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
 			  " WHERE state OPERATOR(pg_catalog.=) 'revoking'"
 			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  " ORDER BY expires_at LIMIT " CppAsString2(REAPER_BATCH),
-			  0, NULL, NULL, SPI_OK_SELECT);
+			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
 	leases = FetchLeases(&n, cxt);
-	/* sessions first, all at once; StepFinish terminates again, cheaply */
-	if (n > 0)
+	/* the sessions of the whole batch, with one scan of the backends */
 	{
-		Oid			types[1] = {OIDARRAYOID};
-		Datum	   *oids = palloc(sizeof(Datum) * n);
-		Datum		values[1];
+		Oid		   *roles = palloc(sizeof(Oid) * Max(n, 1));
 
 		for (int i = 0; i < n; i++)
-			oids[i] = ObjectIdGetDatum(leases[i].role_oid);
-		values[0] = PointerGetDatum(construct_array(oids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
-		ReaperSpi("SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a"
-				  " WHERE a.usesysid OPERATOR(pg_catalog.=) ANY ($1)",
-				  1, types, values, SPI_OK_SELECT);
+			roles[i] = leases[i].role_oid;
+		KsLeaseTerminateSessions(roles, n);
 	}
 	/* which leases have objects in other databases */
 	{
@@ -507,7 +474,8 @@ ReaperRound(MemoryContext cxt)
 
 		for (int i = 0; i < n; i++)
 		{
-			List	   *dbs = KsLeaseOtherDatabases(leases[i].role_oid);
+			bool		here;
+			List	   *dbs = KsLeaseDatabases(leases[i].role_oid, &here);
 
 			if (dbs != NIL)
 			{
@@ -547,9 +515,9 @@ ReaperRound(MemoryContext cxt)
 		Datum		values[1] = {CStringGetTextDatum(leases[i].lease_id)};
 
 		/* lock it and make sure nobody (revoke_lease) finished it meanwhile */
-		ReaperSpi("SELECT 1 FROM keysmith.lease WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid"
+		KsSpiExec("SELECT 1 FROM keysmith.lease WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid"
 				  " AND state OPERATOR(pg_catalog.=) 'revoking' FOR UPDATE SKIP LOCKED",
-				  1, types, values, SPI_OK_SELECT);
+				  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			continue;
 		InSubtransaction(StepFinish, &leases[i]);

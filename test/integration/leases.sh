@@ -28,6 +28,17 @@ q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
 tcp() { local u=$1 p=$2 db=$3; shift 3
         PGPASSWORD=$p psql -X -q -t -A -h 127.0.0.1 -p "$PGPORT" -U "$u" -d "$db" "$@"; }
 PASSWORDS=()
+# wait_revoked LEASE SECONDS: poll (every 0.25 s) until the lease is
+# revoked; its last state is left in $s
+wait_revoked() {
+    local i
+    for i in $(seq 1 $(( $2 * 4 ))); do
+        s=$(q -c "SELECT state FROM keysmith.lease WHERE lease_id = '$1'")
+        [ "$s" = revoked ] && return 0
+        sleep 0.25
+    done
+    return 1
+}
 
 q <<'SQL'
 CREATE EXTENSION keysmith;
@@ -84,11 +95,7 @@ n=$(q -c "SELECT open_sessions FROM keysmith.leases WHERE lease_id = '$L'")
 
 # --- expiry
 exp=$(q -c "SELECT extract(epoch FROM expires_at) FROM keysmith.lease WHERE lease_id = '$L'")
-for _ in $(seq 1 40); do
-    s=$(q -c "SELECT state FROM keysmith.lease WHERE lease_id = '$L'")
-    [ "$s" = revoked ] && break
-    sleep 0.5
-done
+wait_revoked "$L" 20
 [ "$s" = revoked ]; ks_check $? "the lease is revoked after expiry"
 lag=$(q -c "SELECT extract(epoch FROM revoked_at) - $exp FROM keysmith.lease WHERE lease_id = '$L'")
 awk -v l="$lag" 'BEGIN { exit !(l >= 0 && l <= 2.5) }'; ks_check $? "revoked ${lag}s after expiry (naptime 0.5 s + 2 s)"
@@ -118,11 +125,7 @@ err=$(psql -X -q -t -A -h 127.0.0.1 -p "$PGPORT" -U "$U" -d postgres -c "SELECT 
 s=$(q -c "SELECT state FROM keysmith.leases WHERE lease_id = '$L'")
 [ "$s" = expired ]; ks_check $? "the reaper has not run yet: the lease shows as $s"
 q -c "ALTER SYSTEM RESET keysmith.reaper_naptime" -c "SELECT pg_reload_conf()" >/dev/null
-for _ in $(seq 1 20); do
-    s=$(q -c "SELECT state FROM keysmith.lease WHERE lease_id = '$L'")
-    [ "$s" = revoked ] && break
-    sleep 0.5
-done
+wait_revoked "$L" 10
 [ "$s" = revoked ]; ks_check $? "after the reload the reaper revokes it"
 
 # --- revoke_lease: now, by the requester; never by another role
@@ -146,11 +149,7 @@ issue scratch '1 hour'
 tcp "$U" "$P" postgres -c "CREATE TABLE scratch_tab (a int)" >/dev/null
 tcp "$U" "$P" otherdb -c "CREATE TABLE scratch_far (a int)" >/dev/null
 q -c "SELECT keysmith.revoke_lease('$L')" >/dev/null
-for _ in $(seq 1 20); do
-    s=$(q -c "SELECT state FROM keysmith.lease WHERE lease_id = '$L'")
-    [ "$s" = revoked ] && break
-    sleep 0.25
-done
+wait_revoked "$L" 5
 ev=$(q -c "SELECT string_agg(event || ':' || coalesce(detail, ''), ',' ORDER BY event_id) FROM keysmith.lease_event WHERE lease_id = '$L'")
 [[ $ev == *"nologin:revoke_lease; objects in other databases left to the reaper,revoked:reaper" ]]
 ks_check $? "revoke_lease leaves objects in another database to the reaper"
@@ -170,11 +169,7 @@ r=$(q -c "SELECT state || ',' || (attempts > 0) || ',' || (last_error LIKE '%loc
 [ "$r" = "revoking,true,true" ]; ks_check $? "a blocked revocation is retried, its error visible in keysmith.leases ($r)"
 wait $lpid
 q -c "ALTER SYSTEM RESET keysmith.reaper_lock_timeout" -c "SELECT pg_reload_conf()" >/dev/null
-for _ in $(seq 1 40); do
-    s=$(q -c "SELECT state FROM keysmith.lease WHERE lease_id = '$L'")
-    [ "$s" = revoked ] && break
-    sleep 0.5
-done
+wait_revoked "$L" 20
 [ "$s" = revoked ]; ks_check $? "once the lock is gone the retry succeeds"
 
 # --- no password in the log

@@ -190,6 +190,10 @@ KsRoleCallback(Datum arg, int cacheid, uint32 hashvalue)
 	HASH_SEQ_STATUS status;
 	DekEntry   *entry;
 
+	/* the owner of the key tables may have lost superuser: check again */
+	KeyTableOid = InvalidOid;
+	KeyVersionTableOid = InvalidOid;
+	KeyOwnerOid = InvalidOid;
 	if (DekTable == NULL)
 		return;
 	hash_seq_init(&status, DekTable);
@@ -239,6 +243,7 @@ EnsureCache(void)
 		CacheRegisterRelcacheCallback(KsRelcacheCallback, (Datum) 0);
 		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, KsRoleCallback, (Datum) 0);
 		CacheRegisterSyscacheCallback(AUTHOID, KsRoleCallback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, KsRoleCallback, (Datum) 0);
 		RegisterXactCallback(KsXactCallback, NULL);
 		RegisterSubXactCallback(KsSubXactCallback, NULL);
 		CallbacksRegistered = true;
@@ -279,29 +284,31 @@ EnsureCache(void)
 	}
 }
 
+/*
+ * The key tables, found through the extension's own schema OID and checked
+ * to be members of the extension (extension/catalog.c), never by a name
+ * that another role could create.
+ */
 Oid
 KsKeyTableOid(void)
 {
 	if (!OidIsValid(KeyTableOid))
 	{
-		Oid			nsp = get_namespace_oid("keysmith", true);
+		KsCatalog	cat;
+		Oid			key,
+					key_version;
 		HeapTuple	tup;
 
-		if (OidIsValid(nsp))
-		{
-			KeyTableOid = get_relname_relid("key", nsp);
-			KeyVersionTableOid = get_relname_relid("key_version", nsp);
-		}
-		if (!OidIsValid(KeyTableOid) || !OidIsValid(KeyVersionTableOid))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("keysmith is not installed in this database"),
-					 errhint("Run CREATE EXTENSION keysmith.")));
-		tup = SearchSysCache1(RELOID, ObjectIdGetDatum(KeyTableOid));
+		KsCatalogRequire(&cat);
+		key = KsCatalogRequireRelation(&cat, "key");
+		key_version = KsCatalogRequireRelation(&cat, "key_version");
+		tup = SearchSysCache1(RELOID, ObjectIdGetDatum(key));
 		if (!HeapTupleIsValid(tup))
-			elog(ERROR, "cache lookup failed for relation %u", KeyTableOid);
+			elog(ERROR, "cache lookup failed for relation %u", key);
 		KeyOwnerOid = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 		ReleaseSysCache(tup);
+		KeyVersionTableOid = key_version;
+		KeyTableOid = key;
 	}
 	return KeyTableOid;
 }

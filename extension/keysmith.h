@@ -32,6 +32,7 @@
 #define ERRCODE_KS_KEY_DESTROYED		MAKE_SQLSTATE('K','S','0','1','0')
 #define ERRCODE_KS_LEASE_TTL_EXCEEDED	MAKE_SQLSTATE('K','S','0','1','1')
 #define ERRCODE_KS_LEASE_NOT_ACTIVE		MAKE_SQLSTATE('K','S','0','1','2')
+#define ERRCODE_KS_UNTRUSTED_CATALOG	MAKE_SQLSTATE('K','S','0','1','3')
 
 /* GUCs (extension/keysmith.c) */
 extern char *keysmith_local_master_key_file;
@@ -43,6 +44,31 @@ extern int	keysmith_reaper_naptime;
 extern int	keysmith_reaper_lock_timeout;
 
 #define KS_KEY_NAME_MAX 128
+
+/*
+ * keysmith's own catalog in this database, found by OID (extension/catalog.c).
+ * KS_CATALOG_UNTRUSTED means something that keysmith must not act on: an
+ * owner that is no superuser, a renamed schema, a schema where other roles
+ * may create objects, or a table that is not a member of the extension.
+ */
+typedef enum KsCatalogStatus
+{
+	KS_CATALOG_OK,
+	KS_CATALOG_ABSENT,
+	KS_CATALOG_UNTRUSTED
+} KsCatalogStatus;
+
+typedef struct KsCatalog
+{
+	Oid			extoid;
+	Oid			schema;
+	Oid			owner;			/* the extension's owner, a superuser */
+} KsCatalog;
+
+extern KsCatalogStatus KsCatalogFind(KsCatalog *cat, char *why, size_t whylen);
+extern void KsCatalogRequire(KsCatalog *cat);
+extern KsCatalogStatus KsCatalogRelation(const KsCatalog *cat, const char *relname, Oid *relid);
+extern Oid	KsCatalogRequireRelation(const KsCatalog *cat, const char *relname);
 
 /* Report a kms/ failure as an ERROR with the matching SQLSTATE. */
 extern void KsReportError(const KsError *err) pg_attribute_noreturn();
@@ -143,6 +169,8 @@ extern void KsLeaseDropOwnedHere(Oid roleid, Oid owner);
 extern List *KsLeaseDatabases(Oid roleid, bool *here);
 extern bool KsLeaseDropRole(Oid roleid);
 extern void KsLeaseEvent(Datum lease_id, const char *event, const char *detail);
+extern void KsLeaseRecordFailure(Datum lease_id, const char *message);
+extern bool KsTrySubtransaction(void (*fn) (void *), void *arg, char **message);
 
 /* Authentication hook and security-label provider (extension/auth.c). */
 extern void KsAuthInit(void);

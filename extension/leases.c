@@ -68,6 +68,8 @@ static const char AlnumLower[] = "abcdefghijklmnopqrstuvwxyz0123456789";
 
 /* ---------------------------------------------------------------- helpers */
 
+static bool OwnerRoleIsSafe(Oid owner);
+
 /* Is caller a keysmith admin: a superuser or a member of keysmith_admin? */
 static bool
 CallerIsAdmin(Oid caller)
@@ -91,12 +93,20 @@ RequireNotNull(FunctionCallInfo fcinfo, int argno, const char *what)
 
 /*
  * Leases live in the database the reaper works in; anywhere else nobody
- * would ever revoke them.
+ * would ever revoke them.  And keysmith's lease tables there must be its
+ * own, found by OID (extension/catalog.c), since these functions run as a
+ * superuser.
  */
 static void
 RequireLeaseDatabase(void)
 {
 	char	   *here = get_database_name(MyDatabaseId);
+	KsCatalog	cat;
+
+	KsCatalogRequire(&cat);
+	(void) KsCatalogRequireRelation(&cat, "lease");
+	(void) KsCatalogRequireRelation(&cat, "lease_event");
+	(void) KsCatalogRequireRelation(&cat, "role_template");
 
 	if (here == NULL || strcmp(here, keysmith_database_name) != 0)
 		ereport(ERROR,
@@ -306,7 +316,7 @@ KsLeaseDropOwnedHere(Oid roleid, Oid owner)
 
 	if (name == NULL)
 		return;
-	if (OidIsValid(owner))
+	if (OidIsValid(owner) && OwnerRoleIsSafe(owner))
 	{
 		char	   *owner_name = RoleNameOrError(owner, "owner_role of the lease");
 
@@ -328,6 +338,105 @@ KsLeaseDropRole(Oid roleid)
 	return true;
 }
 
+/* ------------------------------------------------- what a lease may hold */
+
+/* Is this one of PostgreSQL's predefined roles (pg_read_server_files, ...)? */
+static bool
+IsPredefinedRole(Oid roleid, const char *name)
+{
+	return roleid < FirstNormalObjectId && strncmp(name, "pg_", 3) == 0;
+}
+
+static bool
+IsKeysmithRole(const char *name)
+{
+	return strncmp(name, "keysmith_", 9) == 0;
+}
+
+/*
+ * May a leased role be a member of roleid?  Checks roleid and every role it
+ * is, directly or not, a member of: a lease can SET ROLE to any of them.
+ * Superusers, predefined roles and keysmith's own roles are refused always;
+ * roles with CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS only unless
+ * allow_attributes (a superuser's explicit opt-in).  Expects SPI.
+ */
+static void
+CheckLeaseMembership(Oid roleid, const char *via, bool allow_attributes)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(roleid)};
+
+	KsSpiExec("WITH RECURSIVE closure(roleid) AS ("
+			  "  SELECT $1"
+			  "  UNION"
+			  "  SELECT m.roleid FROM pg_catalog.pg_auth_members m"
+			  "    JOIN closure c ON m.member OPERATOR(pg_catalog.=) c.roleid)"
+			  " SELECT r.oid, r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb,"
+			  "        r.rolreplication, r.rolbypassrls"
+			  "   FROM closure c JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) c.roleid"
+			  "  ORDER BY r.oid OPERATOR(pg_catalog.<>) $1, r.rolname",
+			  1, types, values, NULL, true, 0, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Oid			r = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		char	   *name = SPI_getvalue(tup, desc, 2);
+		const char *kind = NULL;
+		const char *attr = NULL;
+		char	   *detail;
+
+		if (DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
+			kind = "superuser role";
+		else if (IsPredefinedRole(r, name))
+			kind = "predefined role";
+		else if (IsKeysmithRole(name))
+			kind = "keysmith role";
+		else if (!allow_attributes)
+		{
+			if (DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)))
+				attr = "CREATEROLE";
+			else if (DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
+				attr = "CREATEDB";
+			else if (DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)))
+				attr = "REPLICATION";
+			else if (DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)))
+				attr = "BYPASSRLS";
+		}
+		if (kind == NULL && attr == NULL)
+			continue;
+		detail = r == roleid ? NULL :
+			psprintf("Role \"%s\" is a member of \"%s\", and a leased role can act as every role in that chain.",
+					 via, name);
+		if (kind)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("a leased role may not be a member of %s \"%s\"", kind, name),
+					 detail ? errdetail("%s", detail) : 0));
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("a leased role may not be a member of role \"%s\", which has %s", name, attr),
+				 detail ? errdetail("%s", detail) : 0,
+				 errhint("A superuser may allow this with the template option \"allow_role_attributes\": true.")));
+	}
+}
+
+/*
+ * May revocation give a lease's objects to owner?  Only to a role the
+ * lease could already act as: one of its template's member_of roles, and
+ * never a superuser, a predefined role or a keysmith role.  A template made
+ * before 0.3 may name another; revocation then drops the objects instead.
+ */
+static bool
+OwnerRoleIsSafe(Oid owner)
+{
+	char	   *name = GetUserNameFromId(owner, true);
+
+	return name != NULL && !superuser_arg(owner) && !IsPredefinedRole(owner, name) &&
+		!IsKeysmithRole(name);
+}
+
 /* -------------------------------------------------------------- templates */
 
 typedef struct TemplateOptions
@@ -336,6 +445,8 @@ typedef struct TemplateOptions
 	int			max_leases;		/* 0: no limit */
 	int			connection_limit;
 	Oid			owner;
+	char	   *owner_name;
+	bool		allow_attributes;
 	List	   *issuers;		/* OIDs */
 } TemplateOptions;
 
@@ -416,11 +527,20 @@ ParseTemplateOptions(Datum options, Oid caller, TemplateOptions *opt)
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							 errmsg("owner_role must be a role name")));
 				opt->owner = TemplateRole(text, "owner_role");
-				if (!superuser_arg(caller) && !has_privs_of_role(caller, opt->owner))
+				opt->owner_name = text;
+			}
+			else if (strcmp(key, "allow_role_attributes") == 0)
+			{
+				if (strcmp(type, "boolean") != 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("allow_role_attributes must be true or false")));
+				opt->allow_attributes = strcmp(text, "true") == 0;
+				if (opt->allow_attributes && !superuser_arg(caller))
 					ereport(ERROR,
 							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-							 errmsg("permission denied to make role \"%s\" the owner_role", text),
-							 errdetail("Objects created by leased roles will be given to owner_role; only its members may choose it.")));
+							 errmsg("only a superuser may set allow_role_attributes"),
+							 errdetail("It lets leased roles act as roles with CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS.")));
 			}
 			else if (strcmp(key, "issuers") == 0)
 			{
@@ -448,7 +568,7 @@ ParseTemplateOptions(Datum options, Oid caller, TemplateOptions *opt)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("unknown template option \"%s\"", key),
-						 errhint("Valid options are username_prefix, max_leases, connection_limit, owner_role and issuers.")));
+						 errhint("Valid options are username_prefix, max_leases, connection_limit, owner_role, issuers and allow_role_attributes.")));
 		}
 	}
 }
@@ -477,6 +597,7 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 	Interval   *default_ttl,
 			   *max_ttl;
 	List	   *members = NIL;
+	ListCell   *lc;
 	TemplateOptions opt = {0};
 
 	RequireNotNull(fcinfo, 0, "template name");
@@ -529,10 +650,6 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 					 errmsg("member_of must not contain nulls")));
 		rolename = TextDatumGetCString(elems[i]);
 		roleid = TemplateRole(rolename, "member_of");
-		if (superuser_arg(roleid))
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("a leased role may not be a member of superuser role \"%s\"", rolename)));
 		if (!superuser_arg(caller) && !is_admin_of_role(caller, roleid))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -548,6 +665,15 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 	if (opt.prefix == NULL)
 		opt.prefix = psprintf("ks_%s_", name);
 
+	/* what a lease could act as: every member_of role and all they reach */
+	foreach(lc, members)
+		CheckLeaseMembership(lfirst_oid(lc), GetUserNameFromId(lfirst_oid(lc), false), opt.allow_attributes);
+	if (OidIsValid(opt.owner) && !list_member_oid(members, opt.owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("owner_role \"%s\" is not one of the template's member_of roles", opt.owner_name),
+				 errdetail("Objects a leased role leaves behind are given to owner_role, so it must be a role the lease could already act as.")));
+
 	{
 		Oid			types[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(name)};
@@ -560,10 +686,10 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 					 errmsg("role template \"%s\" already exists", name)));
 	}
 	{
-		Oid			types[10] = {TEXTOID, REGROLEARRAYOID, INTERVALOID, INTERVALOID, TEXTOID,
-		INT4OID, INT4OID, REGROLEOID, REGROLEARRAYOID, TEXTOID};
-		Datum		values[10];
-		char		nulls[10] = "          ";
+		Oid			types[11] = {TEXTOID, REGROLEARRAYOID, INTERVALOID, INTERVALOID, TEXTOID,
+		INT4OID, INT4OID, REGROLEOID, REGROLEARRAYOID, TEXTOID, BOOLOID};
+		Datum		values[11];
+		char		nulls[11] = "           ";
 
 		values[0] = CStringGetTextDatum(name);
 		values[1] = OidListToRegroleArray(members);
@@ -579,10 +705,12 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 			nulls[7] = 'n';
 		values[8] = OidListToRegroleArray(opt.issuers);
 		values[9] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+		values[10] = BoolGetDatum(opt.allow_attributes);
 		KsSpiExec("INSERT INTO keysmith.role_template (name, member_of, default_ttl, max_ttl,"
-			" username_prefix, max_leases, connection_limit, owner_role, issuers, created_by)"
-			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-			10, types, values, nulls, false, 0, SPI_OK_INSERT);
+			" username_prefix, max_leases, connection_limit, owner_role, issuers, created_by,"
+			" allow_role_attributes)"
+			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+			11, types, values, nulls, false, 0, SPI_OK_INSERT);
 	}
 	SPI_finish();
 	PG_RETURN_VOID();
@@ -591,7 +719,12 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 /*
  * Lock a template's row and count its unrevoked leases; -1 if there is no
  * such template.  The lock serialises drop_role_template and the
- * max_leases check of concurrent issue_role calls.
+ * max_leases check of concurrent issue_role calls.  The row is locked by a
+ * no-op UPDATE first and the leases counted by a second statement: under
+ * READ COMMITTED that statement's snapshot is taken after the lock wait,
+ * so it sees the lease a concurrent issue_role committed; under REPEATABLE
+ * READ the UPDATE fails with a serialization error instead of counting
+ * from a stale snapshot.
  */
 static int64
 LockTemplateCountLeases(const char *name)
@@ -600,13 +733,14 @@ LockTemplateCountLeases(const char *name)
 	Datum		values[1] = {CStringGetTextDatum(name)};
 	bool		isnull;
 
-	KsSpiExec("SELECT (SELECT count(*) FROM keysmith.lease l"
-			  "         WHERE l.template OPERATOR(pg_catalog.=) t.name"
-			  "           AND l.state OPERATOR(pg_catalog.<>) 'revoked')"
-			  "  FROM keysmith.role_template t WHERE t.name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	KsSpiExec("UPDATE keysmith.role_template SET name = name WHERE name OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, false, 0, SPI_OK_UPDATE);
 	if (SPI_processed == 0)
 		return -1;
+	KsSpiExec("SELECT pg_catalog.count(*) FROM keysmith.lease l"
+			  " WHERE l.template OPERATOR(pg_catalog.=) $1"
+			  "   AND l.state OPERATOR(pg_catalog.<>) 'revoked'",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -654,6 +788,7 @@ typedef struct Template
 	int			connection_limit;
 	Oid			owner;
 	List	   *issuers;
+	bool		allow_attributes;
 } Template;
 
 static List *
@@ -684,7 +819,7 @@ LoadTemplate(const char *name, Template *t)
 	MemoryContext spicxt;
 
 	KsSpiExec("SELECT member_of, default_ttl, max_ttl, username_prefix, max_leases,"
-			  " connection_limit, owner_role, issuers FROM keysmith.role_template"
+			  " connection_limit, owner_role, issuers, allow_role_attributes FROM keysmith.role_template"
 			  " WHERE name OPERATOR(pg_catalog.=) $1",
 			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -707,6 +842,7 @@ LoadTemplate(const char *name, Template *t)
 	if (isnull)
 		t->owner = InvalidOid;
 	t->issuers = RegroleArrayToList(SPI_getbinval(tup, desc, 8, &isnull));
+	t->allow_attributes = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	MemoryContextSwitchTo(spicxt);
 }
 
@@ -761,21 +897,30 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 				 errmsg("permission denied to issue roles from template \"%s\"", tname),
 				 errdetail("The template's issuers option lists the roles that may issue from it.")));
 
+	/*
+	 * Durations are compared as the points in time they lead to: as
+	 * intervals, '1 year' is 360 days and would pass a '360 days' max_ttl.
+	 */
 	ttl = PG_ARGISNULL(1) ? t.default_ttl : PG_GETARG_INTERVAL_P(1);
-	if (!IntervalPositive(ttl))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("lease ttl must be positive")));
-	if (DatumGetBool(DirectFunctionCall2(interval_gt, IntervalPGetDatum(ttl), IntervalPGetDatum(t.max_ttl))))
-		ereport(ERROR,
-				(errcode(ERRCODE_KS_LEASE_TTL_EXCEEDED),
-				 errmsg("requested ttl exceeds the max_ttl of template \"%s\"", tname),
-				 errdetail("The template allows at most %s.",
-						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(t.max_ttl))))));
-
 	issued = GetCurrentTransactionStartTimestamp();
 	expires = PlusInterval(issued, ttl);
 	max_expires = PlusInterval(issued, t.max_ttl);
+	if (expires <= issued)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease ttl must be positive")));
+	if (expires > max_expires)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_LEASE_TTL_EXCEEDED),
+				 errmsg("requested ttl exceeds the max_ttl of template \"%s\"", tname),
+				 errdetail("The template allows at most %s, until %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(t.max_ttl))),
+						   TimestampText(max_expires))));
+
+	/* memberships may have changed since the template was made: again */
+	foreach(lc, t.members)
+		CheckLeaseMembership(lfirst_oid(lc), RoleNameOrError(lfirst_oid(lc), "a member_of role of the template"),
+							 t.allow_attributes);
 
 	/* the member roles, by name, each quoted */
 	initStringInfo(&inrole);
@@ -930,6 +1075,7 @@ keysmith_renew_lease(PG_FUNCTION_ARGS)
 	char	   *name;
 
 	RequireNotNull(fcinfo, 0, "lease_id");
+	RequireLeaseDatabase();
 	lease_id = PG_GETARG_DATUM(0);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -944,11 +1090,11 @@ keysmith_renew_lease(PG_FUNCTION_ARGS)
 				 errhint("Issue a new role with keysmith.issue_role.")));
 
 	inc = PG_ARGISNULL(1) ? l.default_ttl : PG_GETARG_INTERVAL_P(1);
-	if (!IntervalPositive(inc))
+	wanted = PlusInterval(now, inc);
+	if (wanted <= now)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("lease increment must be positive")));
-	wanted = PlusInterval(now, inc);
 	if (wanted > l.max_expires)
 		ereport(ERROR,
 				(errcode(ERRCODE_KS_LEASE_TTL_EXCEEDED),
@@ -975,20 +1121,120 @@ keysmith_renew_lease(PG_FUNCTION_ARGS)
 }
 
 /*
- * Revoke now, in the caller's transaction, with the reaper's steps.  When
- * the role also owns objects in other databases, those need the reaper's
- * helper workers: the lease is left 'revoking' (NOLOGIN, sessions gone)
- * and the reaper is woken at commit to finish it.
+ * Run fn(arg) in a subtransaction.  On error, roll back just that, keep the
+ * error's message in *message (palloc'd in the caller's context) and return
+ * false; the caller's transaction goes on.  SPI must be connected; fn gets
+ * a nested connection of its own.  This is the one pattern keysmith uses
+ * to catch rather than re-throw (as the procedural languages do), for work
+ * whose failure must not undo what came before it: the reaper's per-lease
+ * steps, and revoke_lease's cleanup after the lockout.
+ */
+bool
+KsTrySubtransaction(void (*fn) (void *), void *arg, char **message)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		fn(arg);
+		SPI_finish();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		*message = pstrdup(edata->message);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * Record a failed revocation step of a lease: count it, keep the message
+ * for keysmith.leases, and back off (1 s doubling to 5 min) before the
+ * reaper tries again.  Expects SPI.
+ */
+void
+KsLeaseRecordFailure(Datum lease_id, const char *message)
+{
+	Oid			types[2] = {UUIDOID, TEXTOID};
+	Datum		values[2] = {lease_id, CStringGetTextDatum(message)};
+
+	KsSpiExec("UPDATE keysmith.lease SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2,"
+			  " last_attempt_at = pg_catalog.now(),"
+			  " next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs =>"
+			  "   LEAST(300, pg_catalog.power(2, LEAST(attempts, 16)))::pg_catalog.float8)"
+			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
+			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
+}
+
+typedef struct RevokeCleanup
+{
+	Datum		lease_id;
+	Oid			role_oid;
+	Oid			owner;
+} RevokeCleanup;
+
+/* revoke_lease's second half: objects, role, and the 'revoked' row. */
+static void
+RevokeCleanupStep(void *arg)
+{
+	RevokeCleanup *c = arg;
+	Oid			types[2] = {UUIDOID, TEXTOID};
+	Datum		values[2] = {c->lease_id, (Datum) 0};
+	bool		here;
+	bool		existed;
+
+	(void) KsLeaseDatabases(c->role_oid, &here);
+	if (here)
+		KsLeaseDropOwnedHere(c->role_oid, c->owner);
+	existed = KsLeaseDropRole(c->role_oid);
+	values[1] = CStringGetTextDatum(existed ? "revoked" : "role_missing");
+	KsSpiExec("UPDATE keysmith.lease SET state = 'revoked', revoke_reason = $2,"
+			  " revoked_at = pg_catalog.now(), last_error = NULL"
+			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
+			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
+	KsLeaseEvent(c->lease_id, "revoked", "revoke_lease");
+}
+
+/*
+ * Revoke now, in the caller's transaction.  The lockout comes first and
+ * cannot be undone by what follows: NOLOGIN, VALID UNTIL now, sessions
+ * terminated, state 'revoking'.  The cleanup (objects, DROP ROLE) then runs
+ * in a subtransaction; if it fails (another role's view depends on a
+ * function the lease made, say), only the cleanup rolls back, the failure
+ * is recorded in keysmith.leases with a WARNING, and the reaper retries it.
+ * Objects in other databases need the reaper's helper workers, so such a
+ * lease is also left 'revoking' and the reaper is woken at commit.
  */
 Datum
 keysmith_revoke_lease(PG_FUNCTION_ARGS)
 {
 	Datum		lease_id = PG_GETARG_DATUM(0);
 	Lease		l;
-	Oid			types[2] = {UUIDOID, TEXTOID};
-	Datum		values[2] = {lease_id, (Datum) 0};
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {lease_id};
 	List	   *others;
 	bool		here;
+	RevokeCleanup cleanup;
+	char	   *message = NULL;
 
 	RequireLeaseDatabase();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -1001,29 +1247,37 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	}
 
+	/* 1: the lockout */
 	KsLeaseSetNologin(l.role_oid);
 	KsLeaseTerminateSessions(&l.role_oid, 1);
-	others = KsLeaseDatabases(l.role_oid, &here);
-	if (here)
-		KsLeaseDropOwnedHere(l.role_oid, l.owner);
+	KsSpiExec("UPDATE keysmith.lease SET state = 'revoking',"
+			  " revoke_reason = COALESCE(revoke_reason, 'revoked'), next_attempt_at = '-infinity'"
+			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, false, 0, SPI_OK_UPDATE);
 
+	/* 2: the cleanup, here if it can be done here */
+	others = KsLeaseDatabases(l.role_oid, &here);
 	if (others != NIL)
 	{
-		KsSpiExec("UPDATE keysmith.lease SET state = 'revoking', revoke_reason = 'revoked',"
-			" next_attempt_at = '-infinity' WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			1, types, values, NULL, false, 0, SPI_OK_UPDATE);
 		KsLeaseEvent(lease_id, "nologin", "revoke_lease; objects in other databases left to the reaper");
 		KsReaperWakeAtCommit();
 	}
 	else
 	{
-		bool		existed = KsLeaseDropRole(l.role_oid);
-
-		values[1] = CStringGetTextDatum(existed ? "revoked" : "role_missing");
-		KsSpiExec("UPDATE keysmith.lease SET state = 'revoked', revoke_reason = $2, revoked_at = pg_catalog.now()"
-			" WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			2, types, values, NULL, false, 0, SPI_OK_UPDATE);
-		KsLeaseEvent(lease_id, "revoked", "revoke_lease");
+		KsLeaseEvent(lease_id, "nologin", "revoke_lease");
+		cleanup.lease_id = lease_id;
+		cleanup.role_oid = l.role_oid;
+		cleanup.owner = l.owner;
+		if (!KsTrySubtransaction(RevokeCleanupStep, &cleanup, &message))
+		{
+			KsLeaseRecordFailure(lease_id, message);
+			KsReaperWakeAtCommit();
+			ereport(WARNING,
+					(errmsg("lease %s is locked out, but its role could not be dropped yet",
+							DatumGetCString(DirectFunctionCall1(uuid_out, lease_id))),
+					 errdetail("%s", message),
+					 errhint("The lease stays in state revoking; the reaper retries, and keysmith.leases shows the error.")));
+		}
 	}
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -34,6 +34,8 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/htup_details.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -51,6 +53,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "../extension/keysmith.h"
 
@@ -58,7 +61,6 @@ PGDLLEXPORT void KsReaperMain(Datum arg);
 PGDLLEXPORT void KsOwnedHelperMain(Datum arg);
 
 #define REAPER_BATCH	500
-#define BACKOFF_MAX_S	300
 
 typedef struct KsReaperShared
 {
@@ -181,7 +183,8 @@ KsRunOwnedHelper(Oid dboid, Oid roleid, Oid owner, char *errbuf, size_t errlen)
 
 	SpinLockAcquire(&Reaper->mutex);
 	Reaper->helper_ok = false;
-	strlcpy(Reaper->helper_error, "the helper worker exited without reporting", sizeof(Reaper->helper_error));
+	snprintf(Reaper->helper_error, sizeof(Reaper->helper_error),
+			 "the helper worker for database OID %u exited without reporting; the server log has its error", dboid);
 	SpinLockRelease(&Reaper->mutex);
 
 	memset(&worker, 0, sizeof(worker));
@@ -258,6 +261,35 @@ KsOwnedHelperMain(Datum arg)
 	proc_exit(0);
 }
 
+/*
+ * A helper worker cannot connect to a database with datallowconn = false
+ * (it would die at start, and its reason would reach only the server log).
+ * keysmith does not bypass the DBA's setting; it says why the lease waits,
+ * in the current memory context.  NULL if every database allows connections.
+ */
+static char *
+DatabaseRefusingConnections(List *dbs)
+{
+	ListCell   *lc;
+
+	foreach(lc, dbs)
+	{
+		HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(lfirst_oid(lc)));
+		char	   *msg = NULL;
+
+		if (!HeapTupleIsValid(tup))
+			continue;			/* dropped meanwhile: nothing left there */
+		if (!((Form_pg_database) GETSTRUCT(tup))->datallowconn)
+			msg = psprintf("database \"%s\" does not allow connections (datallowconn is false), so the role's"
+						   " objects there cannot be cleared; the lease is retried until it does",
+						   NameStr(((Form_pg_database) GETSTRUCT(tup))->datname));
+		ReleaseSysCache(tup);
+		if (msg)
+			return msg;
+	}
+	return NULL;
+}
+
 /* ------------------------------------------------------------ the rounds */
 
 #define LEASE_ID_LEN 37			/* a uuid's text form and its NUL */
@@ -291,80 +323,87 @@ EndRound(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/* Is keysmith 0.2 or later installed in this database? */
-static bool
-LeaseTableExists(void)
-{
-	bool		isnull;
-
-	KsSpiExec("SELECT pg_catalog.to_regclass('keysmith.lease') IS NOT NULL", 0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
 /*
- * Record a failure for one lease, after its subtransaction rolled back:
- * count it, keep the message, and back off before the next try.
+ * May the reaper work in this database?  Only on keysmith's own catalog,
+ * found by OID and trusted (extension/catalog.c): a schema called keysmith
+ * with a table called lease proves nothing, since any role with CREATE on
+ * the database can make one.  When the answer changes, say so once in the
+ * log; the reaper idles until it is yes.
  */
-static void
-RecordFailure(const char *lease_id, const char *message)
+static bool
+LeaseCatalogUsable(void)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(lease_id), CStringGetTextDatum(message)};
+	static int	last_logged = -1;	/* 0 ok, 1 absent, 2 untrusted, 3 pre-0.2 */
+	KsCatalog	cat;
+	char		why[256];
+	int			now;
+	Oid			relid;
+	KsCatalogStatus st = KsCatalogFind(&cat, why, sizeof(why));
 
-	KsSpiExec("UPDATE keysmith.lease SET attempts = attempts + 1, last_error = $2,"
-			  " last_attempt_at = pg_catalog.now(),"
-			  " next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs =>"
-			  "   LEAST(" CppAsString2(BACKOFF_MAX_S) ", pg_catalog.power(2, LEAST(attempts, 16)))::float8)"
-			  " WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid",
-			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
-	ereport(LOG,
-			(errmsg("keysmith reaper: revoking lease %s failed, will retry: %s", lease_id, message)));
+	if (st == KS_CATALOG_OK)
+	{
+		const char *const tables[] = {"lease", "lease_event", "role_template"};
+
+		for (int i = 0; i < (int) lengthof(tables) && st == KS_CATALOG_OK; i++)
+		{
+			st = KsCatalogRelation(&cat, tables[i], &relid);
+			if (st == KS_CATALOG_UNTRUSTED)
+				snprintf(why, sizeof(why), "relation keysmith.%s is not a member of extension keysmith", tables[i]);
+		}
+		now = st == KS_CATALOG_OK ? 0 : st == KS_CATALOG_ABSENT ? 3 : 2;
+	}
+	else
+		now = st == KS_CATALOG_ABSENT ? 1 : 2;
+
+	if (now != last_logged)
+	{
+		if (now == 0 && last_logged > 0)
+			ereport(LOG,
+					(errmsg("keysmith lease reaper found keysmith installed in database \"%s\" and is revoking leases",
+							keysmith_database_name)));
+		else if (now == 1)
+			ereport(LOG,
+					(errmsg("keysmith lease reaper is idle: extension keysmith is not installed in database \"%s\"",
+							keysmith_database_name),
+					 errhint("Run CREATE EXTENSION keysmith in that database, or set keysmith.database_name.")));
+		else if (now == 2)
+			ereport(WARNING,
+					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
+					 errmsg("keysmith lease reaper is idle: it refuses to act on keysmith's catalog in database \"%s\"",
+							keysmith_database_name),
+					 errdetail("%s.", why),
+					 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
+		else if (now == 3)
+			ereport(LOG,
+					(errmsg("keysmith lease reaper is idle: keysmith in database \"%s\" predates leased roles",
+							keysmith_database_name),
+					 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
+		last_logged = now;
+	}
+	return now == 0;
 }
 
 /*
  * Run step(lease) in a subtransaction; on error roll back just that, and
- * record the failure.  True if the step succeeded.
+ * record the failure on the lease.  True if the step succeeded.
  */
 static bool
-InSubtransaction(void (*step) (DueLease *), DueLease *lease)
+InSubtransaction(void (*step) (void *), DueLease *lease)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	bool		ok = true;
+	char	   *message = NULL;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		step(lease);
-		SPI_finish();
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		RecordFailure(lease->lease_id, edata->message);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	if (KsTrySubtransaction(step, lease, &message))
+		return true;
+	KsLeaseRecordFailure(DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id)), message);
+	ereport(LOG,
+			(errmsg("keysmith reaper: revoking lease %s failed, will retry: %s", lease->lease_id, message)));
+	return false;
 }
 
 static void
-StepNologin(DueLease *lease)
+StepNologin(void *arg)
 {
+	DueLease   *lease = arg;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(lease->lease_id)};
 
@@ -377,8 +416,9 @@ StepNologin(DueLease *lease)
 }
 
 static void
-StepFinish(DueLease *lease)
+StepFinish(void *arg)
 {
+	DueLease   *lease = arg;
 	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		values[2] = {CStringGetTextDatum(lease->lease_id), CStringGetTextDatum("role_missing")};
 	bool		existed,
@@ -435,7 +475,7 @@ ReaperRound(MemoryContext cxt)
 
 	/* active -> revoking: NOLOGIN, committed before anything else */
 	BeginRound("keysmith reaper: locking out expired leases");
-	if (!LeaseTableExists())
+	if (!LeaseCatalogUsable())
 	{
 		EndRound();
 		return false;
@@ -480,10 +520,16 @@ ReaperRound(MemoryContext cxt)
 			if (dbs != NIL)
 			{
 				MemoryContext old = MemoryContextSwitchTo(cxt);
+				char	   *refused = DatabaseRefusingConnections(dbs);
 
-				others[i] = list_copy(dbs);
+				if (refused)
+					leases[i].helper_error = refused;
+				else
+				{
+					others[i] = list_copy(dbs);
+					any = true;
+				}
 				MemoryContextSwitchTo(old);
-				any = true;
 			}
 		}
 		EndRound();

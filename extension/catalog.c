@@ -1,0 +1,234 @@
+/*
+ * extension/catalog.c
+ *
+ * Finding keysmith's own catalog in a database, by OID, and deciding
+ * whether it can be trusted.  Every superuser process of keysmith (the
+ * reaper, the SECURITY DEFINER lease functions, the key functions that
+ * switch to the table owner) goes through here before it reads or writes a
+ * keysmith table, so that nothing a non-superuser can create is ever taken
+ * for one.
+ *
+ * The rules (docs/security.md):
+ *
+ *   - the extension named keysmith exists in pg_extension; the name of a
+ *     schema or a table proves nothing, anyone with CREATE on a database can
+ *     make a schema called keysmith;
+ *   - its owner is a superuser (the control file says superuser = true, but
+ *     the owner may have lost the attribute since);
+ *   - its schema (pg_extension.extnamespace) is still called keysmith, so
+ *     that the schema-qualified names in keysmith's SQL text resolve to it,
+ *     is owned by a superuser, and grants CREATE to nobody else: only then
+ *     can no other role put an object next to keysmith's own;
+ *   - each table keysmith uses is a member of the extension (pg_depend,
+ *     deptype 'e').
+ *
+ * Nothing is cached across transactions here; callers that need speed (the
+ * DEK cache) cache the result themselves and drop it on invalidation.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/dependency.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_namespace.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "keysmith.h"
+
+#define KS_SCHEMA_NAME "keysmith"
+
+/* Read extowner and extnamespace of an extension by OID. */
+static bool
+ReadExtension(Oid extoid, Oid *owner, Oid *schema)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		Form_pg_extension ext = (Form_pg_extension) GETSTRUCT(tup);
+
+		*owner = ext->extowner;
+		*schema = ext->extnamespace;
+		found = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * Does any role other than the schema's owner, and not a superuser, hold
+ * CREATE on it?  PUBLIC counts as such a role.
+ */
+static bool
+OthersMayCreate(HeapTuple nsptup, Oid owner, char **who)
+{
+	bool		isnull;
+	Datum		d = SysCacheGetAttr(NAMESPACEOID, nsptup, Anum_pg_namespace_nspacl, &isnull);
+	Acl		   *acl;
+	AclItem    *items;
+
+	if (isnull)
+		return false;			/* default: only the owner */
+	acl = DatumGetAclP(d);
+	/* ARR_DATA_PTR mixes signedness, which -Wextra reports */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-compare"
+	items = ACL_DAT(acl);
+#pragma GCC diagnostic pop
+	for (int i = 0; i < ACL_NUM(acl); i++)
+	{
+		Oid			grantee = items[i].ai_grantee;
+
+		if (!(ACLITEM_GET_PRIVS(items[i]) & ACL_CREATE))
+			continue;
+		if (grantee == owner)
+			continue;
+		if (grantee != ACL_ID_PUBLIC && superuser_arg(grantee))
+			continue;
+		*who = grantee == ACL_ID_PUBLIC ? pstrdup("PUBLIC") : GetUserNameFromId(grantee, true);
+		if (*who == NULL)
+			*who = psprintf("OID %u", grantee);
+		return true;
+	}
+	return false;
+}
+
+KsCatalogStatus
+KsCatalogFind(KsCatalog *cat, char *why, size_t whylen)
+{
+	HeapTuple	nsptup;
+	char	   *nspname;
+	Oid			nspowner;
+	char	   *who = NULL;
+
+	memset(cat, 0, sizeof(*cat));
+	if (why && whylen)
+		why[0] = '\0';
+
+	cat->extoid = get_extension_oid("keysmith", true);
+	if (!OidIsValid(cat->extoid) || !ReadExtension(cat->extoid, &cat->owner, &cat->schema))
+	{
+		if (why)
+			snprintf(why, whylen, "extension keysmith is not installed in this database");
+		return KS_CATALOG_ABSENT;
+	}
+	if (!superuser_arg(cat->owner))
+	{
+		if (why)
+			snprintf(why, whylen, "the owner of extension keysmith (role OID %u) is not a superuser", cat->owner);
+		return KS_CATALOG_UNTRUSTED;
+	}
+
+	nsptup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(cat->schema));
+	if (!HeapTupleIsValid(nsptup))
+	{
+		if (why)
+			snprintf(why, whylen, "the schema of extension keysmith (OID %u) does not exist", cat->schema);
+		return KS_CATALOG_UNTRUSTED;
+	}
+	nspname = pstrdup(NameStr(((Form_pg_namespace) GETSTRUCT(nsptup))->nspname));
+	nspowner = ((Form_pg_namespace) GETSTRUCT(nsptup))->nspowner;
+	if (OthersMayCreate(nsptup, nspowner, &who))
+	{
+		ReleaseSysCache(nsptup);
+		if (why)
+			snprintf(why, whylen, "role %s may create objects in the schema of extension keysmith", who);
+		return KS_CATALOG_UNTRUSTED;
+	}
+	ReleaseSysCache(nsptup);
+
+	if (strcmp(nspname, KS_SCHEMA_NAME) != 0)
+	{
+		if (why)
+			snprintf(why, whylen, "the schema of extension keysmith was renamed to \"%s\"", nspname);
+		return KS_CATALOG_UNTRUSTED;
+	}
+	if (!superuser_arg(nspowner))
+	{
+		if (why)
+			snprintf(why, whylen, "schema keysmith is owned by a role that is not a superuser");
+		return KS_CATALOG_UNTRUSTED;
+	}
+	return KS_CATALOG_OK;
+}
+
+void
+KsCatalogRequire(KsCatalog *cat)
+{
+	char		why[256];
+
+	switch (KsCatalogFind(cat, why, sizeof(why)))
+	{
+		case KS_CATALOG_OK:
+			return;
+		case KS_CATALOG_ABSENT:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("keysmith is not installed in this database"),
+					 errhint("Run CREATE EXTENSION keysmith.")));
+			break;
+		case KS_CATALOG_UNTRUSTED:
+			ereport(ERROR,
+					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
+					 errmsg("keysmith refuses to use its catalog in this database"),
+					 errdetail("%s.", why),
+					 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
+			break;
+	}
+}
+
+KsCatalogStatus
+KsCatalogRelation(const KsCatalog *cat, const char *relname, Oid *relid)
+{
+	*relid = get_relname_relid(relname, cat->schema);
+	if (!OidIsValid(*relid))
+		return KS_CATALOG_ABSENT;
+	if (getExtensionOfObject(RelationRelationId, *relid) != cat->extoid)
+		return KS_CATALOG_UNTRUSTED;
+	return KS_CATALOG_OK;
+}
+
+Oid
+KsCatalogRequireRelation(const KsCatalog *cat, const char *relname)
+{
+	Oid			relid;
+
+	switch (KsCatalogRelation(cat, relname, &relid))
+	{
+		case KS_CATALOG_OK:
+			break;
+		case KS_CATALOG_ABSENT:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("keysmith's table %s.%s is missing", KS_SCHEMA_NAME, relname),
+					 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
+			break;
+		case KS_CATALOG_UNTRUSTED:
+			ereport(ERROR,
+					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
+					 errmsg("keysmith refuses to use its catalog in this database"),
+					 errdetail("Relation %s.%s is not a member of extension keysmith.", KS_SCHEMA_NAME, relname)));
+			break;
+	}
+	return relid;
+}

@@ -1,0 +1,127 @@
+/*
+ * extension/reencrypt.c
+ *
+ * The only way into keysmith.reencrypt_job, the progress table of
+ * keysmith.reencrypt.  No role but the extension owner may write a keysmith
+ * table (docs/security.md), so the procedure reads and writes its job row
+ * through these two functions.  Each checks that the calling user may
+ * UPDATE the table being re-encrypted, which is what re-encrypting it takes
+ * anyway, and only then works on reencrypt_job as its owner: nobody can
+ * forge or read progress rows for a table it could not re-encrypt itself.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "keysmith.h"
+
+PG_FUNCTION_INFO_V1(keysmith_reencrypt_job_get);
+PG_FUNCTION_INFO_V1(keysmith_reencrypt_job_put);
+
+static void
+RequireUpdateOn(Oid relid)
+{
+	if (pg_class_aclcheck(relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", get_rel_name(relid)),
+				 errdetail("Re-encryption progress is kept only for tables the caller may UPDATE.")));
+}
+
+/*
+ * keysmith._reencrypt_job_get(tbl regclass, col name)
+ *   RETURNS TABLE (state text, rows_done bigint, rows_total bigint,
+ *                  resume_after tid, pass_rows bigint, started_mid boolean)
+ * The job row, or no row.
+ */
+Datum
+keysmith_reencrypt_job_get(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid = PG_GETARG_OID(0);
+	Oid			types[2] = {REGCLASSOID, NAMEOID};
+	Datum		values[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
+	KsOwnerSpi	spi;
+
+	RequireUpdateOn(relid);
+	InitMaterializedSRF(fcinfo, 0);
+	KsOwnerSpiBegin(&spi);
+	KsSpiExec("SELECT j.state, j.rows_done, j.rows_total, j.resume_after, j.pass_rows, j.started_mid"
+			  "  FROM keysmith.reencrypt_job j"
+			  " WHERE j.tbl OPERATOR(pg_catalog.=) $1 AND j.col OPERATOR(pg_catalog.=) $2",
+			  2, types, values, NULL, false, 1, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+	{
+		Datum		out[6];
+		bool		nulls[6];
+
+		for (int i = 0; i < 6; i++)
+			out[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &nulls[i]);
+		/* copied out of SPI's memory by the tuplestore */
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
+	KsOwnerSpiEnd(&spi);
+	return (Datum) 0;
+}
+
+/*
+ * keysmith._reencrypt_job_put(tbl regclass, col name, state text,
+ *     rows_done bigint, rows_total bigint, resume_after tid,
+ *     pass_rows bigint, started_mid boolean) RETURNS void
+ * Upserts the job row.  started_at moves when a finished job starts again,
+ * last_batch_at when a batch moved resume_after, finished_at when it is done.
+ */
+Datum
+keysmith_reencrypt_job_put(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	char	   *state;
+	Oid			types[8] = {REGCLASSOID, NAMEOID, TEXTOID, INT8OID, INT8OID, TIDOID, INT8OID, BOOLOID};
+	Datum		values[8];
+	char		nulls[8];
+	KsOwnerSpi	spi;
+
+	for (int i = 0; i < 8; i++)
+	{
+		if (PG_ARGISNULL(i) && i != 5)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("only resume_after may be null")));
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
+	relid = PG_GETARG_OID(0);
+	state = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (strcmp(state, "running") != 0 && strcmp(state, "done") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a re-encryption job is running or done")));
+	RequireUpdateOn(relid);
+
+	KsOwnerSpiBegin(&spi);
+	KsSpiExec("INSERT INTO keysmith.reencrypt_job AS j (tbl, col, state, started_at, rows_done, rows_total,"
+			  "                                    resume_after, pass_rows, started_mid)"
+			  " VALUES ($1, $2, $3, pg_catalog.clock_timestamp(), $4, $5, $6, $7, $8)"
+			  " ON CONFLICT ON CONSTRAINT reencrypt_job_pkey DO UPDATE SET"
+			  "   state = excluded.state,"
+			  "   started_at = CASE WHEN j.state OPERATOR(pg_catalog.=) 'done'"
+			  "                      AND excluded.state OPERATOR(pg_catalog.=) 'running'"
+			  "                     THEN excluded.started_at ELSE j.started_at END,"
+			  "   finished_at = CASE WHEN excluded.state OPERATOR(pg_catalog.=) 'done'"
+			  "                      THEN pg_catalog.clock_timestamp() END,"
+			  "   last_batch_at = CASE WHEN excluded.resume_after IS NOT NULL"
+			  "                        THEN pg_catalog.clock_timestamp() ELSE j.last_batch_at END,"
+			  "   rows_done = excluded.rows_done, rows_total = excluded.rows_total,"
+			  "   resume_after = excluded.resume_after, pass_rows = excluded.pass_rows,"
+			  "   started_mid = excluded.started_mid",
+			  8, types, values, nulls, false, 0, SPI_OK_INSERT);
+	KsOwnerSpiEnd(&spi);
+	PG_RETURN_VOID();
+}

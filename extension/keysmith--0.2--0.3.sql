@@ -15,7 +15,10 @@
 
 \echo Use "ALTER EXTENSION keysmith UPDATE TO '0.3'" to load this file. \quit
 
--- The guard.  A role that owns the schema keysmith is installed into, or
+-- BEGIN install guard (the Makefile also puts this block first in the full
+-- install script, ahead of any CREATE that could collide with an object the
+-- schema's owner planted)
+-- A role that owns the schema keysmith is installed into, or
 -- may create objects in it, could later rename it or put look-alike
 -- objects in front of keysmith's superuser code.
 DO $guard$
@@ -50,6 +53,7 @@ BEGIN
     END IF;
 END
 $guard$;
+-- END install guard
 
 -- Templates: a superuser's explicit opt-in to role attributes in member_of.
 ALTER TABLE keysmith.role_template

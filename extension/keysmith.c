@@ -125,6 +125,16 @@ DefineGucs(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("keysmith.redact_statements",
+							 "Redacts constants in logged statements that call keysmith functions taking secrets.",
+							 "Statement text in the server log (log_statement, log_min_duration_statement, "
+							 "log_min_error_statement) keeps its shape; string and numeric constants become '***'.",
+							 &keysmith_redact_statements,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("keysmith");
 }
 
@@ -148,6 +158,7 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = KsShmemStartup;
 	KsAuthInit();
+	KsRedactInit();
 	KsReaperInit();
 }
 

@@ -42,6 +42,7 @@ extern double keysmith_max_encryptions_per_dek;
 extern char *keysmith_database_name;
 extern int	keysmith_reaper_naptime;
 extern int	keysmith_reaper_lock_timeout;
+extern bool keysmith_redact_statements;
 
 #define KS_KEY_NAME_MAX 128
 
@@ -171,6 +172,10 @@ extern bool KsLeaseDropRole(Oid roleid);
 extern void KsLeaseEvent(Datum lease_id, const char *event, const char *detail);
 extern void KsLeaseRecordFailure(Datum lease_id, const char *message);
 extern bool KsTrySubtransaction(void (*fn) (void *), void *arg, char **message);
+
+/* Log redaction (extension/redact.c). */
+extern void KsRedactInit(void);
+extern char *KsRedactStatement(const char *sql);
 
 /* Authentication hook and security-label provider (extension/auth.c). */
 extern void KsAuthInit(void);

@@ -105,12 +105,43 @@ ks_cluster_stop() {
     fi
 }
 
-# TAP for the integration scripts: ks_check STATUS "what"; ks_plan at the end.
+# TAP for the integration scripts.  A script declares its plan first,
+# `ks_plan N`, then makes exactly N `ks_check STATUS "what"` calls.  At exit
+# it says how many it ran, and exits non-zero if any failed, if it ran
+# fewer or more than planned, or if it died: test/run_suites.sh counts
+# every planned check that did not run as failed.
 KS_TAP_N=0
+KS_TAP_FAILED=0
+KS_TAP_PLAN=
+ks_plan() {
+    KS_TAP_PLAN=$1
+    echo "1..$1"
+    trap ks_tap_finish EXIT
+}
 ks_check() {
     KS_TAP_N=$((KS_TAP_N + 1))
-    if [ "$1" = 0 ]; then echo "ok $KS_TAP_N - $2"; else echo "not ok $KS_TAP_N - $2"; fi
+    if [ "$1" = 0 ]; then
+        echo "ok $KS_TAP_N - $2"
+    else
+        KS_TAP_FAILED=$((KS_TAP_FAILED + 1))
+        echo "not ok $KS_TAP_N - $2"
+    fi
 }
-ks_plan() {
-    echo "1..$KS_TAP_N"
+ks_tap_finish() {
+    local rc=$?
+    if [ -n "$KS_TAP_PLAN" ] && [ "$KS_TAP_N" -ne "$KS_TAP_PLAN" ]; then
+        echo "# planned $KS_TAP_PLAN checks, ran $KS_TAP_N"
+        rc=1
+    fi
+    [ "$KS_TAP_FAILED" -gt 0 ] && rc=1
+    exit $rc
+}
+
+# ks_sqlstate SQLSTATE MESSAGE-GLOB OUTPUT: does psql's OUTPUT (run with
+# VERBOSITY verbose) hold an error with exactly this SQLSTATE and a
+# message matching the glob?  "Expect an error" checks use it, so a
+# missing function or a typo cannot pass for the refusal they test.
+ks_sqlstate() {
+    local code=$1 glob=$2 out=$3
+    [[ $out == *"ERROR:  $code: "$glob* ]]
 }

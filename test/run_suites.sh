@@ -33,14 +33,51 @@ trap cleanup EXIT
 pass() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "not ok - $1"; }
 
-# Count TAP lines ("ok"/"not ok") in a log into PASSED/FAILED.
-count_tap() {
-    local log=$1 ok nok
+# tap_count NAME LOG RC: count one TAP stream (a pgTAP file, a script, the
+# unit binary).  Its plan must come first; every planned check that did
+# not run counts as failed, so does a missing plan, and so does a non-zero
+# exit with nothing else failed.  Failures are printed with their output.
+tap_count() {
+    local name=$1 log=$2 rc=$3 plan ok nok missing=0 bad=0
+    plan=$(grep -m1 -E '^[[:space:]]*1\.\.[0-9]+[[:space:]]*$' "$log" | tr -d ' ' | cut -d. -f3)
     ok=$(grep -cE '^[[:space:]]*ok [0-9]+' "$log" || true)
     nok=$(grep -cE '^[[:space:]]*not ok [0-9]+' "$log" || true)
     PASSED=$((PASSED + ok))
     FAILED=$((FAILED + nok))
-    echo "  $ok passed, $nok failed"
+    if [ -z "$plan" ]; then
+        fail "$name: no plan declared (it died before its first check?)"
+        bad=1
+    elif [ "$plan" -gt $((ok + nok)) ]; then
+        missing=$((plan - ok - nok))
+        FAILED=$((FAILED + missing))
+        echo "not ok - $name: $missing of $plan planned checks did not run"
+        bad=1
+    elif [ "$plan" -lt $((ok + nok)) ]; then
+        fail "$name: ran $((ok + nok)) checks but planned $plan"
+        bad=1
+    fi
+    if [ "$rc" -ne 0 ] && [ "$nok" -eq 0 ] && [ "$bad" -eq 0 ]; then
+        fail "$name: exited with status $rc"
+        bad=1
+    fi
+    [ "$rc" -eq 124 ] && echo "  $name: timed out"
+    echo "  $name: $ok passed, $((nok + missing)) failed"
+    if [ "$nok" -gt 0 ] || [ "$bad" -ne 0 ]; then
+        echo "  ---- failing checks of $name, with their output:"
+        grep -E -A6 '^[[:space:]]*not ok [0-9]+' "$log" | sed 's/^/  | /' | head -80
+        echo "  ---- last lines of $name:"
+        tail -25 "$log" | sed 's/^/  | /'
+    fi
+}
+
+# pgtap_dir DB DIR: each pgTAP file on its own, with a timeout
+pgtap_dir() {
+    local db=$1 dir=$2 f rc
+    for f in "$dir"/*.sql; do
+        timeout -k 10 300 psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$db" -f "$f" >"$WORK/pgtap-$(basename "$f").log" 2>&1
+        rc=$?
+        tap_count "$(basename "$dir")/$(basename "$f")" "$WORK/pgtap-$(basename "$f").log" $rc
+    done
 }
 
 echo "== installing packages and building (-Werror)"
@@ -57,11 +94,8 @@ fi
 
 echo "== C unit tests of kms/"
 if make -C "$ROOT" -s KEYSMITH_WERROR=1 test/unit/test_kms >"$WORK/unit-build.log" 2>&1; then
-    (cd "$ROOT" && ./test/unit/test_kms) >"$WORK/unit.log" 2>&1
-    rc=$?
-    grep -E '^not ok' "$WORK/unit.log" || true
-    count_tap "$WORK/unit.log"
-    [ $rc -eq 0 ] || { echo "  unit test binary exited $rc"; tail -5 "$WORK/unit.log"; fail "unit test binary exit status"; }
+    (cd "$ROOT" && timeout -k 10 300 ./test/unit/test_kms) >"$WORK/unit.log" 2>&1
+    tap_count unit "$WORK/unit.log" $?
 else
     cat "$WORK/unit-build.log"
     fail "unit test build"
@@ -95,7 +129,12 @@ rm -rf "$ROOT/results" "$ROOT/regression.diffs" "$ROOT/regression.out"
 rc=$?
 ok=$(grep -cE '\.\.\. ok' "$WORK/regress.log" || true)
 nok=$(grep -cE '\.\.\. FAILED|\.\.\. failed' "$WORK/regress.log" || true)
+planned=$(make -C "$ROOT" -s -f Makefile print-regress 2>/dev/null | wc -w)
 PASSED=$((PASSED + ok)); FAILED=$((FAILED + nok))
+if [ "$planned" -gt $((ok + nok)) ]; then
+    FAILED=$((FAILED + planned - ok - nok))
+    echo "not ok - pg_regress: $((planned - ok - nok)) of $planned suites did not run"
+fi
 echo "  $ok passed, $nok failed"
 if [ $rc -ne 0 ]; then
     [ "$nok" -eq 0 ] && fail "pg_regress exit status $rc"
@@ -106,35 +145,17 @@ fi
 echo "== pgTAP"
 psql -X -q -d postgres -c 'CREATE DATABASE keysmith_tap' >/dev/null
 psql -X -q -d keysmith_tap -c 'CREATE EXTENSION pgtap; CREATE EXTENSION keysmith' >/dev/null
-pg_prove --verbose -d keysmith_tap "$ROOT"/test/pgtap/*.sql >"$WORK/pgtap.log" 2>&1
-rc=$?
-count_tap "$WORK/pgtap.log"
-if [ $rc -ne 0 ]; then
-    grep -E '^\s*not ok|Failed|Dubious|ERROR|psql:' "$WORK/pgtap.log" | head -50
-    grep -q '^[[:space:]]*not ok' "$WORK/pgtap.log" || fail "pg_prove exit status $rc"
-fi
+pgtap_dir keysmith_tap "$ROOT/test/pgtap"
 
 echo "== pgTAP, leases (in postgres, the reaper's database)"
 psql -X -q -d postgres -c 'CREATE EXTENSION pgtap; CREATE EXTENSION keysmith' >/dev/null
-pg_prove --verbose -d postgres "$ROOT"/test/pgtap/leases/*.sql >"$WORK/pgtap-leases.log" 2>&1
-rc=$?
-count_tap "$WORK/pgtap-leases.log"
-if [ $rc -ne 0 ]; then
-    grep -E '^\s*not ok|Failed|Dubious|ERROR|psql:' "$WORK/pgtap-leases.log" | head -50
-    grep -q '^[[:space:]]*not ok' "$WORK/pgtap-leases.log" || fail "pg_prove (leases) exit status $rc"
-fi
+pgtap_dir postgres "$ROOT/test/pgtap/leases"
 
 echo "== integration"
 for t in "$ROOT"/test/integration/*.sh; do
     name=$(basename "$t" .sh)
-    bash "$t" >"$WORK/integration-$name.log" 2>&1
-    rc=$?
-    echo "  -- $name"
-    count_tap "$WORK/integration-$name.log"
-    if [ $rc -ne 0 ]; then
-        tail -40 "$WORK/integration-$name.log"
-        grep -q '^[[:space:]]*not ok' "$WORK/integration-$name.log" || fail "integration $name exit status $rc"
-    fi
+    timeout -k 10 600 bash "$t" >"$WORK/integration-$name.log" 2>&1
+    tap_count "integration/$name" "$WORK/integration-$name.log" $?
 done
 
 echo

@@ -7,6 +7,7 @@
 # Needs the suite's cluster: KS_CLUSTER and PGHOST/PGPORT from run_suites.sh.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+ks_plan 13
 . "$KS_CLUSTER/env"
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
 
@@ -76,4 +77,3 @@ new_ok=$(q -d ks_dump_dst -c "SELECT keysmith.decrypt_value(keysmith.encrypt_val
 [ "$new_ok" = fresh ]; ks_check $? "the restored database encrypts with new keys"
 
 q -d postgres -c 'DROP DATABASE ks_dump_src' -c 'DROP DATABASE ks_dump_dst'
-ks_plan

@@ -7,6 +7,7 @@
 # changes the key.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+ks_plan 8
 . "$KS_CLUSTER/env"
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d ks_inval "$@"; }
 
@@ -68,4 +69,3 @@ last | grep -q 'KS010'; ks_check $? "after B destroys version 1, A's cached copy
 exec 3>&-
 wait $a
 psql -X -q -d postgres -c 'DROP DATABASE ks_inval' -c 'DROP ROLE inv_app'
-ks_plan

@@ -9,6 +9,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
+ks_plan 13
 
 dir=$KS_WORK/extra-kek
 ks_cluster_init "$dir"
@@ -77,4 +78,3 @@ ver=$(q -c "SELECT current_version FROM keysmith.keys WHERE name = 'cnt'")
 [ "$ver" = 2 ]; ks_check $? "the persisted count triggers rollover after the crash (now version $ver)"
 
 ks_cluster_stop "$dir"
-ks_plan

@@ -10,6 +10,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
+ks_plan 35
 
 dir=$KS_WORK/extra-leases
 ks_cluster_init "$dir"
@@ -184,4 +185,3 @@ n=$(grep -c "issue_role" "$dir/server.log")
 grep -q "SCRAM-SHA-256" "$dir/server.log"; [ $? -ne 0 ]; ks_check $? "nor any SCRAM verifier"
 
 ks_cluster_stop "$dir"
-ks_plan

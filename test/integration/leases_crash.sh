@@ -10,6 +10,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
+ks_plan 10
 
 dir=$KS_WORK/extra-leases-crash
 ks_cluster_init "$dir"
@@ -112,4 +113,3 @@ r=$(all_clean)
 [ "$r" = 0 ]; ks_check $? "every lease revoked exactly once overall ($r problems)"
 
 ks_cluster_stop "$dir" immediate
-ks_plan

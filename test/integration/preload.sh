@@ -7,6 +7,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
+ks_plan 5
 
 dir=$KS_WORK/extra-nopreload
 ks_cluster_init "$dir" no
@@ -25,4 +26,3 @@ out=$(PGHOST=$dir PGPORT=$KS_PORT psql -X -d postgres -U postgres -c "LOAD 'keys
 echo "$out" | grep -q 'keysmith must be loaded via shared_preload_libraries'
 ks_check $? "LOAD fails the same way"
 ks_cluster_stop "$dir"
-ks_plan

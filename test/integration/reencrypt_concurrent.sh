@@ -9,6 +9,7 @@
 # key's current version.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+ks_plan 9
 . "$KS_CLUSTER/env"
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d ks_reenc "$@"; }
 
@@ -79,4 +80,3 @@ echo "# usage: $usage"
 [ "$usage" = "2:true:$total" ]; ks_check $? "every value is on the current version"
 
 psql -X -q -d postgres -c 'DROP DATABASE ks_reenc'
-ks_plan

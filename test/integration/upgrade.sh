@@ -8,6 +8,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
+ks_plan 7
 
 dir=$KS_WORK/extra-upgrade
 ks_cluster_init "$dir"
@@ -58,4 +59,3 @@ q -d postgres -c "CREATE ROLE up_rw" -c "SELECT keysmith.create_role_template('u
 ks_check $? "leases work in the upgraded database"
 
 ks_cluster_stop "$dir"
-ks_plan

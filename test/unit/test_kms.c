@@ -18,6 +18,9 @@
 #include "envelope.h"
 #include "local.h"
 
+/* The plan, declared up front; a run that stops short of it fails. */
+#define TESTS_PLANNED 64
+
 static int	tests_run = 0;
 static int	tests_failed = 0;
 
@@ -492,6 +495,7 @@ main(void)
 	KsAead	   *aead;
 	char		dir[] = "/tmp/keysmith-unit.XXXXXX";
 
+	printf("1..%d\n", TESTS_PLANNED);
 	for (int i = 0; i < 32; i++)
 		DEK[i] = (uint8_t) i;
 	aead = KsAeadCreate(DEK, 32, &err);
@@ -518,6 +522,10 @@ main(void)
 		if (system(cmd) != 0)
 			fprintf(stderr, "could not remove %s\n", dir);
 	}
-	printf("1..%d\n", tests_run);
+	if (tests_run != TESTS_PLANNED)
+	{
+		printf("# planned %d tests, ran %d\n", TESTS_PLANNED, tests_run);
+		return 1;
+	}
 	return tests_failed == 0 ? 0 : 1;
 }

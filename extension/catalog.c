@@ -37,6 +37,7 @@
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/builtins.h"
 #include "utils/array.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -49,7 +50,7 @@
 
 /* Read extowner and extnamespace of an extension by OID. */
 static bool
-ReadExtension(Oid extoid, Oid *owner, Oid *schema)
+ReadExtension(Oid extoid, Oid *owner, Oid *schema, int *version)
 {
 	Relation	rel;
 	ScanKeyData key;
@@ -66,8 +67,16 @@ ReadExtension(Oid extoid, Oid *owner, Oid *schema)
 	{
 		Form_pg_extension ext = (Form_pg_extension) GETSTRUCT(tup);
 
+		bool		isnull;
+		Datum		v = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+		int			major = 0,
+					minor = 0;
+
 		*owner = ext->extowner;
 		*schema = ext->extnamespace;
+		if (!isnull)
+			(void) sscanf(TextDatumGetCString(v), "%d.%d", &major, &minor);
+		*version = major * 100 + minor;
 		found = true;
 	}
 	systable_endscan(scan);
@@ -126,7 +135,7 @@ KsCatalogFind(KsCatalog *cat, char *why, size_t whylen)
 		why[0] = '\0';
 
 	cat->extoid = get_extension_oid("keysmith", true);
-	if (!OidIsValid(cat->extoid) || !ReadExtension(cat->extoid, &cat->owner, &cat->schema))
+	if (!OidIsValid(cat->extoid) || !ReadExtension(cat->extoid, &cat->owner, &cat->schema, &cat->version))
 	{
 		if (why)
 			snprintf(why, whylen, "extension keysmith is not installed in this database");
@@ -231,4 +240,20 @@ KsCatalogRequireRelation(const KsCatalog *cat, const char *relname)
 			break;
 	}
 	return relid;
+}
+
+/*
+ * ERROR unless the installed SQL objects are at least major.minor: after a
+ * new keysmith.so is installed, functions that need the newer catalog say
+ * so instead of failing on a missing column.
+ */
+void
+KsCatalogRequireVersion(const KsCatalog *cat, int major, int minor)
+{
+	if (cat->version < major * 100 + minor)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this needs keysmith %d.%d, but the extension in this database is at %d.%d",
+						major, minor, cat->version / 100, cat->version % 100),
+				 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
 }

@@ -64,12 +64,14 @@ typedef struct KsCatalog
 	Oid			extoid;
 	Oid			schema;
 	Oid			owner;			/* the extension's owner, a superuser */
+	int			version;		/* extversion major * 100 + minor */
 } KsCatalog;
 
 extern KsCatalogStatus KsCatalogFind(KsCatalog *cat, char *why, size_t whylen);
 extern void KsCatalogRequire(KsCatalog *cat);
 extern KsCatalogStatus KsCatalogRelation(const KsCatalog *cat, const char *relname, Oid *relid);
 extern Oid	KsCatalogRequireRelation(const KsCatalog *cat, const char *relname);
+extern void KsCatalogRequireVersion(const KsCatalog *cat, int major, int minor);
 
 /* Report a kms/ failure as an ERROR with the matching SQLSTATE. */
 extern void KsReportError(const KsError *err) pg_attribute_noreturn();

@@ -69,6 +69,7 @@ static const char AlnumLower[] = "abcdefghijklmnopqrstuvwxyz0123456789";
 /* ---------------------------------------------------------------- helpers */
 
 static bool OwnerRoleIsSafe(Oid owner);
+static void RequireLeaseCatalog(int major, int minor);
 
 /* Is caller a keysmith admin: a superuser or a member of keysmith_admin? */
 static bool
@@ -100,6 +101,13 @@ RequireNotNull(FunctionCallInfo fcinfo, int argno, const char *what)
 static void
 RequireLeaseDatabase(void)
 {
+	RequireLeaseCatalog(0, 0);
+}
+
+/* The same, and the extension's SQL objects at least at major.minor. */
+static void
+RequireLeaseCatalog(int major, int minor)
+{
 	char	   *here = get_database_name(MyDatabaseId);
 	KsCatalog	cat;
 
@@ -107,6 +115,7 @@ RequireLeaseDatabase(void)
 	(void) KsCatalogRequireRelation(&cat, "lease");
 	(void) KsCatalogRequireRelation(&cat, "lease_event");
 	(void) KsCatalogRequireRelation(&cat, "role_template");
+	KsCatalogRequireVersion(&cat, major, minor);
 
 	if (here == NULL || strcmp(here, keysmith_database_name) != 0)
 		ereport(ERROR,
@@ -605,7 +614,7 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 	RequireNotNull(fcinfo, 2, "default_ttl");
 	RequireNotNull(fcinfo, 3, "max_ttl");
 	RequireNotNull(fcinfo, 4, "options");
-	RequireLeaseDatabase();
+	RequireLeaseCatalog(0, 3);	/* role_template.allow_role_attributes */
 
 	if (!CallerIsAdmin(caller))
 		ereport(ERROR,
@@ -883,7 +892,7 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 	ObjectAddress addr;
 
 	RequireNotNull(fcinfo, 0, "template");
-	RequireLeaseDatabase();
+	RequireLeaseCatalog(0, 3);	/* role_template.allow_role_attributes */
 	tname = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	InitMaterializedSRF(fcinfo, 0);
 

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # test/integration/upgrade.sh
 #
-# The upgrade chain: a database created at 0.1, with a key and data, is
-# updated to 0.2 with ALTER EXTENSION; its extension objects must then be
-# exactly those of a fresh 0.2 install, its data must still decrypt, and
-# leases must work in it.
+# The upgrade chain with data in place: a database created at 0.1, with a
+# key and encrypted rows, is updated to 0.2, given a template, a lease and
+# a finished reencrypt job there, then updated to 0.3.  Its extension
+# objects must then be exactly those of test/integration/catalog-0.3.txt, a
+# reviewed description of 0.3 checked in beside this script (a fresh
+# install must match it too: comparing the two builds with each other would
+# prove nothing, they come from the same SQL).  The 0.1 data, the 0.2
+# lease and the 0.2 job must work under 0.3.  And an install that 0.2
+# allowed into a schema another role owns is refused the update.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 7
+ks_plan 14
 
 dir=$KS_WORK/extra-upgrade
 ks_cluster_init "$dir"
@@ -24,8 +29,30 @@ SQL
 ks_check $? "0.1 installed with a key and 100 encrypted rows"
 v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '0.2'" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
 [ "$v" = 0.2 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '0.2' ($v)"
+# the installed keysmith.so is 0.3, whose issue_role needs the 0.3 catalog
+# (it says so); the template and the lease are written as 0.2 wrote them
+out=$(psql -X -q -v VERBOSITY=verbose -d postgres -c "SELECT * FROM keysmith.issue_role('x')" 2>&1)
+ks_sqlstate 55000 'this needs keysmith 0.3, but the extension in this database is at 0.2' "$out"
+ks_check $? "the 0.3 library asks for the update before issuing from a 0.2 catalog"
+q -d postgres <<'SQL' >/dev/null
+CREATE ROLE up_rw;
+CREATE ROLE ks_up_from02 LOGIN IN ROLE up_rw;
+INSERT INTO keysmith.role_template (name, member_of, default_ttl, max_ttl, username_prefix, created_by)
+VALUES ('up', '{up_rw}', '1 hour', '2 hours', 'ks_up_', 'postgres');
+INSERT INTO keysmith.lease (lease_id, template, username, role_oid, requested_by, requester_oid, issued_at,
+                            expires_at, max_expires_at, default_ttl)
+SELECT gen_random_uuid(), 'up', 'ks_up_from02', 'ks_up_from02'::regrole, 'postgres', 10, now(),
+       now() + interval '1 hour', now() + interval '2 hours', '1 hour';
+CREATE TABLE lease02 AS SELECT lease_id FROM keysmith.lease;
+SELECT keysmith.rotate_dek('up');
+CALL keysmith.reencrypt('t', 'c', 30);
+SQL
+j=$(q -d postgres -c "SELECT state || ',' || rows_done FROM keysmith.reencrypt_job")
+[ "$j" = done,100 ]; ks_check $? "at 0.2: a template, a lease, and a finished reencrypt job ($j)"
+v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
+[ "$v" = 0.3 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE goes on to the default version ($v)"
 q -d postgres -c "CREATE DATABASE fresh" && q -d fresh -c "CREATE EXTENSION keysmith"
-ks_check $? "a fresh 0.2 install in another database"
+ks_check $? "a fresh 0.3 install in another database"
 
 # everything that belongs to the extension, described so the two can be diffed
 describe='
@@ -45,17 +72,38 @@ SELECT pg_describe_object(d.classid, d.objid, 0) || coalesce(
 describe=${describe//\"/\'}
 q -d postgres -c "$describe" >"$dir/upgraded.txt"
 q -d fresh -c "$describe" >"$dir/fresh.txt"
-n=$(wc -l <"$dir/fresh.txt")
-diff -u "$dir/fresh.txt" "$dir/upgraded.txt" >"$dir/upgrade.diff"
-ks_check $? "the upgraded extension has exactly the fresh install's objects ($n lines compared)"
-[ -s "$dir/upgrade.diff" ] && head -40 "$dir/upgrade.diff"
+n=$(wc -l <"$ROOT/test/integration/catalog-0.3.txt")
+diff -u "$ROOT/test/integration/catalog-0.3.txt" "$dir/upgraded.txt" >"$dir/upgrade.diff"
+ks_check $? "the upgraded extension has exactly the reviewed 0.3 objects ($n lines compared)"
+[ -s "$dir/upgrade.diff" ] && head -60 "$dir/upgrade.diff"
+diff -u "$ROOT/test/integration/catalog-0.3.txt" "$dir/fresh.txt" >"$dir/fresh.diff"
+ks_check $? "and so has a fresh install"
+[ -s "$dir/fresh.diff" ] && head -60 "$dir/fresh.diff"
 c=$(q -d postgres -c "SELECT count(*) FROM pg_constraint WHERE connamespace = 'keysmith'::regnamespace")
 c2=$(q -d fresh -c "SELECT count(*) FROM pg_constraint WHERE connamespace = 'keysmith'::regnamespace")
 [ "$c" = "$c2" ]; ks_check $? "and the same constraints ($c)"
 bad=$(q -d postgres -c "SELECT count(*) FROM t WHERE keysmith.decrypt_value(c) <> 'v' || i")
 [ "$bad" = 0 ]; ks_check $? "the 0.1 data still decrypts after the update"
-q -d postgres -c "CREATE ROLE up_rw" -c "SELECT keysmith.create_role_template('up', ARRAY['up_rw'])" \
-  -c "SELECT count(*) FROM keysmith.issue_role('up')" >/dev/null
-ks_check $? "leases work in the upgraded database"
+r=$(q -d postgres -c "SELECT keysmith.revoke_lease(lease_id) FROM lease02" \
+      -c "SELECT l.state || ',' || t.allow_role_attributes FROM keysmith.lease l JOIN lease02 USING (lease_id)
+            JOIN keysmith.role_templates t ON t.name = l.template" | tail -1)
+[ "$r" = "revoked,false" ]; ks_check $? "the 0.2 lease revokes under 0.3, its template without the opt-in ($(echo $r))"
+n=$(q -d postgres -c "SELECT count(*) FROM keysmith.issue_role('up')")
+[ "$n" = 1 ]; ks_check $? "the 0.2 template issues under 0.3"
+r=$(q -d postgres -c "SELECT keysmith.rotate_dek('up')" -c "CALL keysmith.reencrypt('t', 'c', 30)" \
+      -c "SELECT state || ',' || rows_done FROM keysmith.reencrypt_job" \
+      -c "SELECT count(*) FROM t WHERE keysmith.ciphertext_needs_reencrypt(c)" | tr '\n' ' ')
+[ "$r" = "3 done,100 0 " ]; ks_check $? "reencrypt under 0.3 takes over the 0.2 job row ($r)"
+
+# 0.2 installed into a schema another role owns: the update is refused
+q -d postgres <<'SQL' >/dev/null
+CREATE ROLE up_evil;
+CREATE DATABASE owned;
+SQL
+q -d owned -c "CREATE SCHEMA keysmith AUTHORIZATION up_evil" -c "CREATE EXTENSION keysmith VERSION '0.2'" >/dev/null
+out=$(psql -X -q -v VERBOSITY=verbose -d owned -c "ALTER EXTENSION keysmith UPDATE" 2>&1)
+v=$(q -d owned -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
+ks_sqlstate 42501 'keysmith refuses to install into schema "keysmith", which is owned by role "up_evil"' "$out" && [ "$v" = 0.2 ]
+ks_check $? "an 0.2 install in up_evil's schema is refused the update and stays 0.2 ($v)"
 
 ks_cluster_stop "$dir"

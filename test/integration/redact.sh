@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# test/integration/redact.sh
+#
+# Finding 11 of docs/security.md: plaintext typed into SQL must not reach
+# the server log.  A cluster that logs everything (log_statement = 'all',
+# log_min_duration_statement = 0, log_min_error_statement = error, bind
+# parameters in full) runs encrypt_value with marked plaintexts: in a plain
+# statement, in one that fails, in a PREPARE/EXECUTE pair and through a
+# function.  No marker may be in the log, and the redacted statements must
+# be (the shape is kept).  With keysmith.redact_statements off, the same
+# statement's marker is in the log: the check can fail.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+. "$ROOT/test/lib.sh"
+ks_plan 10
+
+dir=$KS_WORK/extra-redact
+ks_cluster_init "$dir"
+{
+    echo "log_statement = 'all'"
+    echo "log_min_duration_statement = 0"
+    echo "log_min_error_statement = error"
+    echo "log_parameter_max_length = -1"
+    echo "log_parameter_max_length_on_error = -1"
+} >>"$dir/data/postgresql.conf"
+ks_cluster_start "$dir"
+. "$dir/env"
+q() { psql -X -q -t -A -d postgres "$@"; }
+log=$dir/server.log
+
+q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_key('card')" >/dev/null
+ks_check $? "setup: a key on a cluster that logs every statement"
+
+r=$(q -c "SELECT keysmith.decrypt_value(keysmith.encrypt_value('card', 'MARK-A-4111111111111111', 'ctx-MARK-B'), 'ctx-MARK-B')")
+[ "$r" = MARK-A-4111111111111111 ]; ks_check $? "encrypt_value and decrypt_value work as usual"
+q -c "SELECT keysmith.encrypt_value('no-such-key', E'MARK-C\\'s card', \$t\$MARK-D\$t\$)" >/dev/null 2>&1
+q -c "PREPARE ins(text) AS SELECT keysmith.encrypt_value('card', \$1)" -c "EXECUTE ins('MARK-E')" >/dev/null
+q -c "SELECT keysmith.encrypt_value('card', 4111111111111111::text)" >/dev/null
+sleep 0.5
+
+n=$(grep -c 'MARK-\|4111111111111111' "$log")
+ks_check $n "no marked plaintext, context or card number is in the server log ($n lines)"
+grep -qF "statement: SELECT keysmith.decrypt_value(keysmith.encrypt_value('***', '***', '***'), '***')" "$log"
+ks_check $? "log_statement keeps the statement's shape"
+grep -qF "ERROR:  key \"no-such-key\" does not exist" "$log" && \
+grep -qF "STATEMENT:  SELECT keysmith.encrypt_value('***', E'***', '***')" "$log"
+ks_check $? "a failing statement's STATEMENT: line is redacted too"
+grep -qF "statement: EXECUTE ins('***')" "$log" && grep -qF "prepare: PREPARE ins(text) AS SELECT keysmith.encrypt_value('***', \$1)" "$log"
+ks_check $? "EXECUTE of a prepared encrypt_value is redacted, with its PREPARE detail"
+grep -qE "duration: [0-9.]+ ms" "$log"
+ks_check $? "other lines keep their numbers (durations)"
+
+q -c "CREATE ROLE plain_user LOGIN" >/dev/null
+out=$(psql -X -q -v VERBOSITY=verbose -d postgres -U plain_user -c "SET keysmith.redact_statements = off" 2>&1)
+ks_sqlstate 42501 'permission denied to set parameter "keysmith.redact_statements"' "$out"
+ks_check $? "only a superuser may turn redaction off"
+q -c "SELECT 'MARK-F-not-keysmith'" >/dev/null
+q -c "SET keysmith.redact_statements = off" -c "SELECT keysmith.encrypt_value('card', 'MARK-G-unredacted') IS NOT NULL" >/dev/null
+sleep 0.5
+grep -q "MARK-F-not-keysmith" "$log"; ks_check $? "statements that call no keysmith function are logged as they are"
+grep -q "MARK-G-unredacted" "$log"; ks_check $? "with keysmith.redact_statements off the plaintext is logged: the check above can fail"
+
+ks_cluster_stop "$dir"

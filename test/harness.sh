@@ -41,10 +41,14 @@ demo)
     ks_cluster_init "$DEMO_DIR"
     # the demo's leases live in its own database
     echo "keysmith.database_name = 'demo'" >>"$DEMO_DIR/data/postgresql.conf"
+    # TCP on loopback needs postgres's password, generated here and kept in
+    # a mode-0600 password file that only the user who ran make demo reads
+    ks_cluster_password "$DEMO_DIR" "$ROOT/.demo.pgpass" "${SUDO_USER:-$(id -un)}"
     ks_cluster_start "$DEMO_DIR"
-    # TCP on loopback, so any local OS user can connect (the socket
-    # directory belongs to postgres and is private)
-    sed "s|^export PGHOST=.*|export PGHOST=127.0.0.1|" "$DEMO_DIR/env" >"$ROOT/demo.env"
+    {
+        sed "s|^export PGHOST=.*|export PGHOST=127.0.0.1|" "$DEMO_DIR/env"
+        echo "export PGPASSFILE='$ROOT/.demo.pgpass'"
+    } >"$ROOT/demo.env"
     . "$DEMO_DIR/env"
     psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE demo'
     # the reaper retries its connection every 5 s until database demo exists
@@ -63,7 +67,7 @@ MSG
     ;;
 demo-stop)
     ks_cluster_stop "$DEMO_DIR"
-    rm -rf "$DEMO_DIR" "$ROOT/demo.env"
+    rm -rf "$DEMO_DIR" "$ROOT/demo.env" "$ROOT/.demo.pgpass"
     echo "keysmith demo stopped and removed"
     ;;
 test)

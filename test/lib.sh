@@ -93,6 +93,28 @@ ENV
     chmod 644 "$dir/env"
 }
 
+# ks_cluster_password DIR PASSFILE OWNER: make TCP logins to DIR's cluster
+# need a password, postgres's included.  A random password is set for
+# postgres and written to PASSFILE (a libpq password file, mode 0600,
+# owned by OWNER), and pg_hba.conf asks for SCRAM on 127.0.0.1 for every
+# role.  The socket stays trust, but its directory is private to the
+# server's OS user.  Run before ks_cluster_start.
+ks_cluster_password() {
+    local dir=$1 passfile=$2 owner=$3 pw port
+    pw=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
+    port=$(sed -n "s/^export PGPORT=//p" "$dir/env")
+    (umask 077; printf '127.0.0.1:%s:*:postgres:%s\n' "$port" "$pw" >"$passfile")
+    chown "$owner" "$passfile"
+    chmod 600 "$passfile"
+    cat >"$dir/data/pg_hba.conf" <<HBA
+local   all   all                  trust
+host    all   all       127.0.0.1/32  scram-sha-256
+HBA
+    # the password goes in through single-user mode: no server, no log line
+    printf "ALTER ROLE postgres PASSWORD '%s';\n" "$pw" |
+        ks_as_pg "$PG_BIN/postgres" --single -D "$dir/data" -j postgres >/dev/null 2>&1
+}
+
 ks_cluster_start() {
     local dir=$1
     ks_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null

@@ -10,7 +10,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 35
+ks_plan 36
 
 dir=$KS_WORK/extra-leases
 ks_cluster_init "$dir"
@@ -151,6 +151,9 @@ q -c "SELECT keysmith.create_role_template('scratch', ARRAY['app_rw'], '3 second
 issue scratch '1 hour'
 tcp "$U" "$P" postgres -c "CREATE TABLE scratch_tab (a int)" >/dev/null
 tcp "$U" "$P" otherdb -c "CREATE TABLE scratch_far (a int)" >/dev/null
+r=$(q -c "SELECT to_regclass('scratch_tab') IS NOT NULL")
+r2=$(psql -X -q -t -A -d otherdb -c "SELECT to_regclass('scratch_far') IS NOT NULL")
+[ "$r$r2" = tt ]; ks_check $? "setup: the scratch lease owns a table here and one in otherdb"
 q -c "SELECT keysmith.revoke_lease('$L')" >/dev/null
 wait_revoked "$L" 5
 ev=$(q -c "SELECT string_agg(event || ':' || coalesce(detail, ''), ',' ORDER BY event_id) FROM keysmith.lease_event WHERE lease_id = '$L'")

@@ -46,8 +46,8 @@ SELECT is((SELECT wrapped_dek FROM keysmith.key_version WHERE key_id = (SELECT k
     NULL, 'the wrapped DEK is erased');
 SELECT throws_ok($$SELECT keysmith.decrypt_value(c, 'c1') FROM v WHERE ver = 1$$, 'KS010',
     'version 1 of key "lc" has been destroyed', 'values under a destroyed version are unrecoverable');
-SELECT throws_ok($$SELECT keysmith.rewrap_value(c, 'c1') FROM v WHERE ver = 1$$, 'KS010', NULL, 'and cannot be re-encrypted');
-SELECT throws_ok($$SELECT keysmith.restore_key_version('lc', 1)$$, 'KS010', NULL, 'destruction cannot be undone');
+SELECT throws_ok($$SELECT keysmith.rewrap_value(c, 'c1') FROM v WHERE ver = 1$$, 'KS010', 'version 1 of key "lc" has been destroyed', 'and cannot be re-encrypted');
+SELECT throws_ok($$SELECT keysmith.restore_key_version('lc', 1)$$, 'KS010', 'version 1 of key "lc" has been destroyed', 'destruction cannot be undone');
 SELECT ok(NOT keysmith.ciphertext_needs_reencrypt(c), 'destroyed versions are not re-encryption candidates') FROM v WHERE ver = 1;
 SELECT is(keysmith.decrypt_value(c, 'c2'), 'under two', 'other versions are untouched') FROM v WHERE ver = 2;
 SELECT is((SELECT destroyed_versions FROM keysmith.keys WHERE name = 'lc'), 1::bigint, 'keys view counts destroyed versions');
@@ -86,9 +86,9 @@ RESET keysmith.max_encryptions_per_dek;
 -- destroy the whole key
 SELECT is(keysmith.destroy_key('lc'), 2, 'destroy_key erases the remaining two versions');
 SELECT throws_ok($$SELECT keysmith.encrypt_value('lc', 'x')$$, 'KS010', 'key "lc" has been destroyed', 'a destroyed key does not encrypt');
-SELECT throws_ok($$SELECT keysmith.decrypt_value(c, 'c2') FROM v WHERE ver = 2$$, 'KS010', NULL, 'nor decrypt');
+SELECT throws_ok($$SELECT keysmith.decrypt_value(c, 'c2') FROM v WHERE ver = 2$$, 'KS010', 'version 2 of key "lc" has been destroyed', 'nor decrypt');
 SELECT throws_ok($$SELECT keysmith.destroy_key('lc')$$, 'KS010', 'key "lc" has been destroyed', 'destroying twice is refused');
-SELECT throws_ok($$SELECT keysmith.rotate_dek('lc')$$, 'KS010', NULL, 'a destroyed key does not rotate');
+SELECT throws_ok($$SELECT keysmith.rotate_dek('lc')$$, 'KS010', 'key "lc" has been destroyed', 'a destroyed key does not rotate');
 SELECT is((SELECT state FROM keysmith.keys WHERE name = 'lc'), 'destroyed', 'keys view shows the destroyed state');
 
 -- the audit trail

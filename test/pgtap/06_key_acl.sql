@@ -24,8 +24,8 @@ SET LOCAL ROLE acl_app;
 SELECT throws_ok($$SELECT keysmith.decrypt_value(c) FROM v$$, '42501',
     'permission denied to decrypt with key "acl_k"', 'acl_app may no longer decrypt');
 SELECT lives_ok($$SELECT keysmith.encrypt_value('acl_k', 'x')$$, 'but still encrypts');
-SELECT throws_ok($$SELECT keysmith.rewrap_value(c) FROM v$$, '42501', NULL, 'rewrap needs decrypt too');
-SELECT throws_ok($$SELECT keysmith.rotate_dek('acl_k')$$, '42501', NULL, 'keysmith_user cannot rotate');
+SELECT throws_ok($$SELECT keysmith.rewrap_value(c) FROM v$$, '42501', 'permission denied to decrypt with key "acl_k"', 'rewrap needs the per-key decrypt too');
+SELECT throws_ok($$SELECT keysmith.rotate_dek('acl_k')$$, '42501', 'permission denied for function rotate_dek', 'keysmith_user cannot even call rotate_dek (EXECUTE privilege)');
 RESET ROLE;
 
 SET LOCAL ROLE acl_reader;
@@ -34,13 +34,14 @@ RESET ROLE;
 
 SELECT lives_ok($$SELECT keysmith.revoke_key('acl_k', 'acl_reader', 'decrypt')$$, 'revoke it again');
 SET LOCAL ROLE acl_reader;
-SELECT throws_ok($$SELECT keysmith.decrypt_value(c) FROM v$$, '42501', NULL, 'the revoke takes effect at once, cache or not');
+SELECT throws_ok($$SELECT keysmith.decrypt_value(c) FROM v$$, '42501', 'permission denied to decrypt with key "acl_k"', 'the revoke takes effect at once, cache or not');
 RESET ROLE;
 
--- admin
+-- admin; acl_dba may call decrypt_value too, so the per-key ACL decides
+GRANT keysmith_user TO acl_dba;
 SET LOCAL ROLE acl_dba;
 SELECT is(keysmith.rotate_dek('acl_k'), 2, 'keysmith_admin rotates by default');
-SELECT throws_ok($$SELECT keysmith.decrypt_value(c) FROM v$$, '42501', NULL, 'admin does not imply decrypt');
+SELECT throws_ok($$SELECT keysmith.decrypt_value(c) FROM v$$, '42501', 'permission denied to decrypt with key "acl_k"', 'the per-key admin privilege does not imply decrypt');
 SELECT lives_ok($$SELECT keysmith.grant_key('acl_k', 'acl_app', 'decrypt')$$, 'an admin grants');
 RESET ROLE;
 SET LOCAL ROLE acl_app;
@@ -57,12 +58,12 @@ RESET ROLE;
 REVOKE keysmith_user FROM acl_reader;
 SELECT lives_ok($$SELECT keysmith.grant_key('acl_k', 'keysmith_user', 'decrypt')$$, 'give keysmith_user decrypt back');
 SET LOCAL ROLE acl_reader;
-SELECT throws_ok($$SELECT keysmith.decrypt_value(c) FROM v$$, '42501', NULL, 'a role that left keysmith_user cannot call decrypt');
+SELECT throws_ok($$SELECT keysmith.decrypt_value(c) FROM v$$, '42501', 'permission denied for schema keysmith', 'a role that left keysmith_user cannot call decrypt');
 RESET ROLE;
 
 -- bad grants
 SELECT throws_ok($$SELECT keysmith.grant_key('acl_k', 'acl_app', 'superpower')$$, '22023', 'unknown key privilege "superpower"', 'unknown privilege');
-SELECT throws_ok($$SELECT keysmith.grant_key('acl_k', 'no_such_role', 'decrypt')$$, '42704', NULL, 'unknown role');
+SELECT throws_ok($$SELECT keysmith.grant_key('acl_k', 'no_such_role', 'decrypt')$$, '42704', 'role "no_such_role" does not exist', 'unknown role');
 SELECT throws_ok($$SELECT keysmith.grant_key('no_such_key', 'acl_app', 'decrypt')$$, '42704', 'key "no_such_key" does not exist', 'unknown key');
 SELECT is((SELECT count(*)::int FROM keysmith.key_event WHERE key_name = 'acl_k' AND event IN ('grant', 'revoke')), 6, 'grants and revokes are audited');
 

@@ -221,6 +221,9 @@ KsReportError(const KsError *err)
 		case KS_ERR_UNWRAP_FAILED:
 			code = ERRCODE_KS_UNWRAP_FAILED;
 			break;
+		case KS_ERR_INVALID_NAME:
+			code = ERRCODE_INVALID_NAME;
+			break;
 		case KS_ERR_PROVIDER_UNKNOWN:
 		case KS_ERR_INVALID_ARGUMENT:
 			code = ERRCODE_INVALID_PARAMETER_VALUE;

@@ -50,6 +50,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "../kms/options.h"
 #include "keysmith.h"
 
 PG_FUNCTION_INFO_V1(keysmith_create_role_template);
@@ -471,115 +472,41 @@ TemplateRole(const char *rolename, const char *what)
 	return roleid;
 }
 
-/* Read and check the options jsonb of create_role_template. */
+/*
+ * Read and check the options jsonb of create_role_template.  The shapes
+ * and ranges are checked by kms/options.c (plain C, fuzzed); here the role
+ * names are resolved and the opt-in is checked against the caller.
+ */
 static void
 ParseTemplateOptions(Datum options, Oid caller, TemplateOptions *opt)
 {
-	Oid			types[1] = {JSONBOID};
-	Datum		values[1] = {options};
-	bool		isnull;
+	char	   *text = DatumGetCString(DirectFunctionCall1(jsonb_out, options));
+	KsTemplateOptions parsed;
+	KsError		err;
 
-	KsSpiExec("SELECT pg_catalog.jsonb_typeof($1)", 1, types, values, NULL, false, 0, SPI_OK_SELECT);
-	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "object") != 0)
+	if (KsTemplateOptionsParse(text, strlen(text), &parsed, &err) != KS_OK)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("template options must be a JSON object")));
-
-	KsSpiExec("SELECT e.key, pg_catalog.jsonb_typeof(e.value), e.value OPERATOR(pg_catalog.#>>) '{}', e.value"
-		"  FROM pg_catalog.jsonb_each($1) e ORDER BY e.key",
-		1, types, values, NULL, false, 0, SPI_OK_SELECT);
+				(errcode(err.status == KS_ERR_INVALID_NAME ? ERRCODE_INVALID_NAME : ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", err.message),
+				 parsed.detail ? errdetail("%s", parsed.detail) : 0,
+				 parsed.hint ? errhint("%s", parsed.hint) : 0));
+	if (parsed.prefix[0])
+		opt->prefix = pstrdup(parsed.prefix);
+	opt->max_leases = parsed.max_leases;
+	opt->connection_limit = parsed.connection_limit;
+	if (parsed.has_owner)
 	{
-		SPITupleTable *tt = SPI_tuptable;
-		uint64		n = SPI_processed;
-
-		for (uint64 i = 0; i < n; i++)
-		{
-			char	   *key = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
-			char	   *type = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
-			char	   *text = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
-
-			if (strcmp(key, "username_prefix") == 0)
-			{
-				if (strcmp(type, "string") != 0 || !IsSafeIdentifier(text, PREFIX_MAX) ||
-					strncmp(text, "pg_", 3) == 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_NAME),
-							 errmsg("invalid username_prefix"),
-							 errdetail("A prefix is 1 to %d characters: a lowercase letter, then lowercase letters, digits or underscores, not starting with pg_.",
-									   PREFIX_MAX)));
-				opt->prefix = text;
-			}
-			else if (strcmp(key, "max_leases") == 0 || strcmp(key, "connection_limit") == 0)
-			{
-				bool		is_max = key[0] == 'm';
-				char	   *end;
-				long		v;
-
-				errno = 0;
-				v = strcmp(type, "number") == 0 ? strtol(text, &end, 10) : 0;
-				if (strcmp(type, "number") != 0 || *end != '\0' || errno != 0 ||
-					v > 1000000 || v < (is_max ? 1 : -1))
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("invalid %s", key),
-							 errdetail(is_max ? "max_leases is a whole number from 1 to 1000000."
-									   : "connection_limit is a whole number from -1 (no limit) to 1000000.")));
-				if (is_max)
-					opt->max_leases = (int) v;
-				else
-					opt->connection_limit = (int) v;
-			}
-			else if (strcmp(key, "owner_role") == 0)
-			{
-				if (strcmp(type, "string") != 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("owner_role must be a role name")));
-				opt->owner = TemplateRole(text, "owner_role");
-				opt->owner_name = text;
-			}
-			else if (strcmp(key, "allow_role_attributes") == 0)
-			{
-				if (strcmp(type, "boolean") != 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("allow_role_attributes must be true or false")));
-				opt->allow_attributes = strcmp(text, "true") == 0;
-				if (opt->allow_attributes && !superuser_arg(caller))
-					ereport(ERROR,
-							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-							 errmsg("only a superuser may set allow_role_attributes"),
-							 errdetail("It lets leased roles act as roles with CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS.")));
-			}
-			else if (strcmp(key, "issuers") == 0)
-			{
-				Datum		v[1] = {SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull)};
-
-				if (strcmp(type, "array") != 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("issuers must be an array of role names")));
-				KsSpiExec("SELECT pg_catalog.jsonb_typeof(x), x OPERATOR(pg_catalog.#>>) '{}'"
-					"  FROM pg_catalog.jsonb_array_elements($1) x",
-					1, types, v, NULL, false, 0, SPI_OK_SELECT);
-				for (uint64 j = 0; j < SPI_processed; j++)
-				{
-					if (strcmp(SPI_getvalue(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1), "string") != 0)
-						ereport(ERROR,
-								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-								 errmsg("issuers must be an array of role names")));
-					opt->issuers = lappend_oid(opt->issuers,
-											   TemplateRole(SPI_getvalue(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 2),
-															"issuers"));
-				}
-			}
-			else
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("unknown template option \"%s\"", key),
-						 errhint("Valid options are username_prefix, max_leases, connection_limit, owner_role, issuers and allow_role_attributes.")));
-		}
+		opt->owner_name = pstrdup(parsed.owner_role);
+		opt->owner = TemplateRole(opt->owner_name, "owner_role");
 	}
+	for (int i = 0; i < parsed.n_issuers; i++)
+		opt->issuers = lappend_oid(opt->issuers, TemplateRole(parsed.issuers[i], "issuers"));
+	opt->allow_attributes = parsed.allow_role_attributes != 0;
+	if (opt->allow_attributes && !superuser_arg(caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser may set allow_role_attributes"),
+				 errdetail("It lets leased roles act as roles with CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS.")));
 }
 
 static Datum

@@ -38,7 +38,8 @@ typedef enum KsStatus
 	KS_ERR_KEK_VERSION_UNKNOWN, /* wrapped under a KEK version we lack */
 	KS_ERR_WRAP_MALFORMED,		/* wrapped DEK blob has the wrong shape */
 	KS_ERR_UNWRAP_FAILED,		/* wrapped DEK does not authenticate */
-	KS_ERR_PROVIDER_UNKNOWN		/* no provider of that name */
+	KS_ERR_PROVIDER_UNKNOWN,	/* no provider of that name */
+	KS_ERR_INVALID_NAME			/* a name (identifier) of the wrong shape */
 } KsStatus;
 
 #define KS_ERRMSG_LEN 256

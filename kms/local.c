@@ -292,9 +292,9 @@ WrapWithSet(const KsMasterKeySet *set, const uint8_t *dek, const uint8_t *aad,
 	return st;
 }
 
-/* Unwrap a blob with the master key version it names. */
-static KsStatus
-UnwrapWithSet(const KsMasterKeySet *set, const uint8_t *wrapped, size_t wrapped_len,
+/* Unwrap a blob with the master key version it names (kms/local.h). */
+KsStatus
+KsLocalUnwrapWithSet(const KsMasterKeySet *set, const uint8_t *wrapped, size_t wrapped_len,
 			  const uint8_t *aad, size_t aad_len, uint8_t *dek, KsError *err)
 {
 	uint32_t	version = KsLocalWrappedKekVersion(wrapped, wrapped_len);
@@ -347,7 +347,7 @@ LocalUnwrap(const KsKmsConfig *cfg, const uint8_t *wrapped, size_t wrapped_len,
 	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
 	if (st != KS_OK)
 		return st;
-	st = UnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
+	st = KsLocalUnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
 	KsMasterKeySetFree(set);
 	return st;
 }
@@ -368,7 +368,7 @@ LocalRewrap(const KsKmsConfig *cfg, const uint8_t *wrapped, size_t wrapped_len,
 	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
 	if (st != KS_OK)
 		return st;
-	st = UnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
+	st = KsLocalUnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
 	if (st == KS_OK)
 		st = WrapWithSet(set, dek, aad, aad_len, out, out_len, kek_version, err);
 	KsWipe(dek, sizeof(dek));

@@ -51,6 +51,15 @@ extern KsStatus KsLocalAppendKey(const char *path, uint32_t *new_version, KsErro
 #define KS_LOCAL_WRAP_FORMAT	1
 #define KS_LOCAL_WRAPPED_LEN	(1 + 4 + 12 + KS_DEK_LEN + 16)
 
+/*
+ * Unwrap a blob of KS_LOCAL_WRAPPED_LEN bytes with the master key of the
+ * version it names, from an already loaded set.  The provider's unwrap
+ * loads the file and calls this; the fuzzer calls it directly.
+ */
+extern KsStatus KsLocalUnwrapWithSet(const KsMasterKeySet *set, const uint8_t *wrapped,
+									 size_t wrapped_len, const uint8_t *aad, size_t aad_len,
+									 uint8_t *dek, KsError *err);
+
 /* Which master-key version wrapped this blob (0 if it is malformed). */
 extern uint32_t KsLocalWrappedKekVersion(const uint8_t *wrapped, size_t len);
 

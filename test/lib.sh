@@ -10,7 +10,8 @@ PG_OSUSER=${PG_OSUSER:-postgres}
 
 KEYSMITH_PACKAGES="gcc make libc6-dev postgresql-15 postgresql-server-dev-15 \
 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libssl-dev \
-python3 python3-cryptography libkrb5-dev"
+python3 python3-cryptography libkrb5-dev libjansson-dev \
+clang libclang-rt-14-dev"
 
 # Install whatever of KEYSMITH_PACKAGES is missing (needs root).
 ks_install_packages() {

@@ -101,6 +101,11 @@ else
     fail "unit test build"
 fi
 
+echo "== fuzzing kms/ parsers (libFuzzer, 5 s a target)"
+timeout -k 10 300 bash "$ROOT/test/fuzz/run.sh" --seconds 5 >"$WORK/fuzz.log" 2>&1
+tap_count fuzz "$WORK/fuzz.log" $?
+grep -E '^(not )?ok' "$WORK/fuzz.log" | sed 's/^/  /'
+
 echo "== starting PostgreSQL (as $PG_OSUSER, loopback only)"
 ks_cluster_init "$CLUSTER"
 # fixtures for the master-key-file refusals, owned by the server user

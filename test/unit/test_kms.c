@@ -17,9 +17,10 @@
 
 #include "envelope.h"
 #include "local.h"
+#include "options.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 64
+#define TESTS_PLANNED 75
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -488,6 +489,44 @@ test_random_token(void)
 		  "a one-character alphabet is refused");
 }
 
+
+/* kms/options.c: the role template options parser */
+static void
+test_template_options(void)
+{
+	KsTemplateOptions o;
+	KsError		err;
+	const char *all = "{\"username_prefix\": \"app_\", \"max_leases\": 3, \"connection_limit\": -1,"
+		" \"owner_role\": \"Owner Role\", \"issuers\": [\"a\", \"b\"], \"allow_role_attributes\": true}";
+	char		big[200];
+
+#define OPT(text) KsTemplateOptionsParse(text, strlen(text), &o, &err)
+	check(OPT(all) == KS_OK && strcmp(o.prefix, "app_") == 0 && o.max_leases == 3 &&
+		  o.connection_limit == -1 && o.has_owner && strcmp(o.owner_role, "Owner Role") == 0 &&
+		  o.n_issuers == 2 && strcmp(o.issuers[1], "b") == 0 && o.allow_role_attributes,
+		  "options: every option parses");
+	check(OPT("{}") == KS_OK && o.prefix[0] == '\0' && o.max_leases == 0 && o.connection_limit == -1 &&
+		  !o.has_owner && o.n_issuers == 0 && !o.allow_role_attributes, "options: defaults");
+	check(OPT("[]") == KS_ERR_INVALID_ARGUMENT && strcmp(err.message, "template options must be a JSON object") == 0,
+		  "options: not an object");
+	check(OPT("{\"username_prefix\": \"pg_x\"}") == KS_ERR_INVALID_NAME && o.detail != NULL,
+		  "options: a pg_ prefix is an invalid name, with a detail");
+	check(OPT("{\"max_leases\": 1.5}") == KS_ERR_INVALID_ARGUMENT && strcmp(err.message, "invalid max_leases") == 0,
+		  "options: max_leases must be whole");
+	check(OPT("{\"max_leases\": 1e400}") == KS_ERR_INVALID_ARGUMENT &&
+		  strcmp(err.message, "a number in the template options is out of range") == 0,
+		  "options: a number jansson cannot hold is out of range");
+	check(OPT("{\"connection_limit\": -2}") == KS_ERR_INVALID_ARGUMENT, "options: connection_limit below -1");
+	check(OPT("{\"owner_role\": \"a\\u0000b\"}") == KS_ERR_INVALID_ARGUMENT,
+		  "options: a role name with an embedded NUL");
+	snprintf(big, sizeof(big), "{\"issuers\": [\"%064d\"]}", 0);
+	check(OPT(big) == KS_ERR_INVALID_ARGUMENT, "options: a 64-byte role name is too long");
+	check(OPT("{\"colour\": 1}") == KS_ERR_INVALID_ARGUMENT && o.hint != NULL &&
+		  strcmp(err.message, "unknown template option \"colour\"") == 0, "options: unknown option, with a hint");
+	check(OPT("{\"allow_role_attributes\": \"yes\"}") == KS_ERR_INVALID_ARGUMENT, "options: the opt-in is a boolean");
+#undef OPT
+}
+
 int
 main(void)
 {
@@ -508,6 +547,7 @@ main(void)
 	test_roundtrip(aead);
 	test_nonces();
 	test_keyfile_parse();
+	test_template_options();
 	if (mkdtemp(dir) == NULL)
 	{
 		perror("mkdtemp");

@@ -1,0 +1,212 @@
+/*
+ * kms/options.c
+ *
+ * The parser of a role template's options (keysmith.create_role_template's
+ * jsonb argument), in plain C with jansson and no PostgreSQL headers, so
+ * that it can be fuzzed (test/fuzz/fuzz_options.c).  It checks shapes and
+ * ranges only; the glue (extension/leases.c) resolves role names and checks
+ * privileges.  The input is what a caller typed, so nothing here trusts it:
+ * every string is length-checked, embedded NULs are refused, and numbers
+ * must be whole and in range.
+ */
+#include <math.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "options.h"
+
+static int
+IsSafeIdentifier(const char *s, size_t len, size_t max)
+{
+	if (len == 0 || len > max || s[0] < 'a' || s[0] > 'z')
+		return 0;
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+/* A role name: 1 to 63 bytes, no NUL.  Copied into out. */
+static int
+CopyRoleName(json_t *v, char *out)
+{
+	size_t		len;
+
+	if (!json_is_string(v))
+		return 0;
+	len = json_string_length(v);
+	if (len == 0 || len >= KS_ROLE_NAME_MAX || memchr(json_string_value(v), '\0', len) != NULL)
+		return 0;
+	memcpy(out, json_string_value(v), len);
+	out[len] = '\0';
+	return 1;
+}
+
+/* A whole number in [lo, hi]; numbers arrive as reals (see the flags). */
+static int
+WholeInRange(json_t *v, long lo, long hi, long *out)
+{
+	double		d;
+
+	if (!json_is_number(v))
+		return 0;
+	d = json_number_value(v);
+	if (!isfinite(d) || d != floor(d) || d < (double) lo || d > (double) hi)
+		return 0;
+	*out = (long) d;
+	return 1;
+}
+
+static KsStatus
+Refuse(KsTemplateOptions *opt, KsError *err, KsStatus status, const char *detail,
+	   const char *hint, const char *fmt, const char *arg)
+{
+	opt->detail = detail;
+	opt->hint = hint;
+	return KsFail(err, status, fmt, arg);
+}
+
+KsStatus
+KsTemplateOptionsParse(const char *text, size_t len, KsTemplateOptions *opt, KsError *err)
+{
+	json_t	   *root;
+	json_error_t jerr;
+	const char *key;
+	json_t	   *value;
+	KsStatus	st = KS_OK;
+
+	memset(opt, 0, sizeof(*opt));
+	opt->connection_limit = -1;
+
+	/*
+	 * Every number as a real: "1.5" and "1e400" then reach the range
+	 * checks instead of failing inside the parser.  The input comes from
+	 * jsonb, which has no duplicate keys; refusing them anyway costs
+	 * nothing.
+	 */
+	root = json_loadb(text, len, JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	if (root == NULL)
+		return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL, "%s",
+					  strstr(jerr.text, "overflow") || strstr(jerr.text, "too big")
+					  ? "a number in the template options is out of range"
+					  : "template options are not valid JSON");
+	if (!json_is_object(root))
+	{
+		json_decref(root);
+		return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL,
+					  "template options must be a JSON object%s", "");
+	}
+
+	json_object_foreach(root, key, value)
+	{
+		long		n;
+
+		if (strcmp(key, "username_prefix") == 0)
+		{
+			size_t		plen = json_is_string(value) ? json_string_length(value) : 0;
+
+			if (!json_is_string(value) || !IsSafeIdentifier(json_string_value(value), plen, KS_PREFIX_MAX) ||
+				strncmp(json_string_value(value), "pg_", 3) == 0)
+			{
+				st = Refuse(opt, err, KS_ERR_INVALID_NAME,
+							"A prefix is 1 to 40 characters: a lowercase letter, then lowercase letters, digits or underscores, not starting with pg_.",
+							NULL, "invalid username_prefix%s", "");
+				break;
+			}
+			memcpy(opt->prefix, json_string_value(value), plen);
+			opt->prefix[plen] = '\0';
+		}
+		else if (strcmp(key, "max_leases") == 0)
+		{
+			if (!WholeInRange(value, 1, 1000000, &n))
+			{
+				st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "max_leases is a whole number from 1 to 1000000.",
+							NULL, "invalid max_leases%s", "");
+				break;
+			}
+			opt->max_leases = (int) n;
+		}
+		else if (strcmp(key, "connection_limit") == 0)
+		{
+			if (!WholeInRange(value, -1, 1000000, &n))
+			{
+				st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT,
+							"connection_limit is a whole number from -1 (no limit) to 1000000.",
+							NULL, "invalid connection_limit%s", "");
+				break;
+			}
+			opt->connection_limit = (int) n;
+		}
+		else if (strcmp(key, "owner_role") == 0)
+		{
+			if (!CopyRoleName(value, opt->owner_role))
+			{
+				st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL, "owner_role must be a role name%s", "");
+				break;
+			}
+			opt->has_owner = 1;
+		}
+		else if (strcmp(key, "issuers") == 0)
+		{
+			size_t		i;
+			json_t	   *elem;
+
+			if (!json_is_array(value) || json_array_size(value) > KS_ISSUERS_MAX)
+			{
+				st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL,
+							"issuers must be an array of role names%s", "");
+				break;
+			}
+			json_array_foreach(value, i, elem)
+			{
+				if (!CopyRoleName(elem, opt->issuers[i]))
+				{
+					st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL,
+								"issuers must be an array of role names%s", "");
+					break;
+				}
+				opt->n_issuers = (int) i + 1;
+			}
+			if (st != KS_OK)
+				break;
+		}
+		else if (strcmp(key, "allow_role_attributes") == 0)
+		{
+			if (!json_is_boolean(value))
+			{
+				st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL,
+							"allow_role_attributes must be true or false%s", "");
+				break;
+			}
+			opt->allow_role_attributes = json_is_true(value);
+		}
+		else
+		{
+			char		shown[KS_ROLE_NAME_MAX];
+
+			/* the key is the caller's; show at most a short, NUL-free part */
+			size_t		klen = strlen(key);
+
+			if (klen > sizeof(shown) - 1)
+			{
+				klen = sizeof(shown) - 1;
+				/* do not cut a UTF-8 character in two */
+				while (klen > 0 && ((unsigned char) key[klen] & 0xC0) == 0x80)
+					klen--;
+			}
+			memcpy(shown, key, klen);
+			shown[klen] = '\0';
+			st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL,
+						"Valid options are username_prefix, max_leases, connection_limit, owner_role, issuers and allow_role_attributes.",
+						"unknown template option \"%s\"", shown);
+			break;
+		}
+	}
+	json_decref(root);
+	return st;
+}

@@ -42,6 +42,17 @@ ifeq ($(KEYSMITH_WERROR),1)
 PG_CFLAGS += -Werror
 endif
 SHLIB_LINK = -lcrypto -ljansson -lm
+# make test SANITIZE=1: keysmith.so with UBSan, the unit tests (and, always,
+# the fuzzers) with ASan and UBSan.  ASan cannot run inside Debian's server:
+# with the ASan runtime preloaded, /usr/lib/postgresql/15/bin/postgres
+# deadlocks at start in bindtextdomain (docs/testing.md, "Sanitizers").
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+SO_SAN_FLAGS = -fsanitize=undefined -fno-omit-frame-pointer
+SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer
+PG_CFLAGS += $(SO_SAN_FLAGS)
+SHLIB_LINK += $(SO_SAN_FLAGS)
+endif
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -63,7 +74,7 @@ extension/keysmith--0.3.sql: extension/keysmith--0.2.sql extension/keysmith--0.2
 	  grep -v '^\\echo ' extension/keysmith--0.2--0.3.sql; } > $@
 
 # C unit tests of kms/, linked without PostgreSQL.
-UNIT_CFLAGS = -O2 -g -Wall -Wextra -Wno-unused-parameter $(if $(filter 1,$(KEYSMITH_WERROR)),-Werror) -Ikms
+UNIT_CFLAGS = -O2 -g -Wall -Wextra -Wno-unused-parameter $(if $(filter 1,$(KEYSMITH_WERROR)),-Werror) -Ikms $(SAN_FLAGS)
 test/unit/test_kms: test/unit/test_kms.c $(KMS_SRCS) kms/kms.h kms/envelope.h kms/local.h kms/options.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_kms.c $(KMS_SRCS) -lcrypto -ljansson -lm
 
@@ -83,7 +94,7 @@ demo-stop:
 	bash test/harness.sh demo-stop
 
 test:
-	bash test/harness.sh test
+	KEYSMITH_SANITIZE=$(SANITIZE) bash test/harness.sh test
 
 # for test/run_suites.sh: the pg_regress suites it must see pass
 print-regress:

@@ -71,7 +71,35 @@ demo-stop)
     echo "keysmith demo stopped and removed"
     ;;
 test)
-    exec bash "$ROOT/test/run_suites.sh"
+    # SANITIZE unset (plain `make test`, and CI): the suite twice, as built
+    # for users and then with sanitizers (docs/testing.md), one closing
+    # line for both.  SANITIZE=1 or SANITIZE=0: that pass alone.
+    case "${KEYSMITH_SANITIZE:-}" in
+    0 | 1)
+        exec bash "$ROOT/test/run_suites.sh"
+        ;;
+    esac
+    total_p=0; total_f=0; rc=0
+    for san in 0 1; do
+        echo "######## pass $((san + 1)) of 2: $([ $san = 0 ] && echo "plain build" || echo "SANITIZE=1")"
+        # the fuzzers build with sanitizers either way: once is enough
+        KEYSMITH_SANITIZE=$san KEYSMITH_SKIP_FUZZ=$san bash "$ROOT/test/run_suites.sh" | tee "/tmp/keysmith-pass-$san.$$"
+        [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "/tmp/keysmith-pass-$san.$$" | tail -1)
+        rm -f "/tmp/keysmith-pass-$san.$$"
+        if [ -z "$line" ]; then
+            echo "not ok - pass $((san + 1)) printed no closing line"
+            total_f=$((total_f + 1)); rc=1
+        else
+            total_p=$((total_p + ${line%% passed*}))
+            f=${line#*passed, }; total_f=$((total_f + ${f%% failed*}))
+        fi
+    done
+    echo
+    echo "both passes: $total_p passed, $total_f failed"
+    echo "$total_p passed, $total_f failed"
+    [ $rc -eq 0 ] && [ $total_f -eq 0 ]
+    exit $?
     ;;
 *)
     echo "usage: $0 demo|demo-stop|test" >&2

@@ -130,10 +130,14 @@ ks_cluster_start() {
     fi
 }
 
-# ks_sanitizer_reports DIR...: how many ASan/UBSan report files the
-# clusters under these directories left
+# ks_sanitizer_reports DIR...: how many sanitizer reports the clusters
+# under these directories left, in report files or (where the runtime
+# wrote to stderr) as "runtime error:" lines in their server logs
 ks_sanitizer_reports() {
-    find "$@" -maxdepth 2 -name 'sanitizer.*' 2>/dev/null | wc -l
+    local files lines
+    files=$(find "$@" -maxdepth 2 -name 'sanitizer.*' 2>/dev/null | wc -l)
+    lines=$(find "$@" -maxdepth 2 -name 'server.log' -exec cat {} + 2>/dev/null | grep -c 'runtime error:')
+    echo $((files + lines))
 }
 
 ks_cluster_stop() {

@@ -175,10 +175,11 @@ if [ "$SAN" = 1 ]; then
     if [ "$n" = 0 ]; then
         pass "no UBSan report from any server of the run"
     else
-        fail "$n UBSan report files"
+        fail "$n UBSan reports"
         find "$WORK" -maxdepth 2 -name 'sanitizer.*' | head -5 | while read -r f; do
             echo "  ---- $f"; head -30 "$f" | sed 's/^/  | /'
         done
+        find "$WORK" -maxdepth 2 -name 'server.log' -exec grep -H -A3 'runtime error:' {} + | head -30 | sed 's/^/  | /'
     fi
 fi
 

@@ -34,12 +34,12 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
-#include "commands/extension.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/array.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -48,9 +48,12 @@
 
 #define KS_SCHEMA_NAME "keysmith"
 
-/* Read extowner and extnamespace of an extension by OID. */
+/*
+ * Find extension keysmith in pg_extension, one index scan by name: its
+ * OID, owner, schema and version.  False if it is not installed.
+ */
 static bool
-ReadExtension(Oid extoid, Oid *owner, Oid *schema, int *version)
+ReadExtension(KsCatalog *cat)
 {
 	Relation	rel;
 	ScanKeyData key;
@@ -59,24 +62,24 @@ ReadExtension(Oid extoid, Oid *owner, Oid *schema, int *version)
 	bool		found = false;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(extoid));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("keysmith"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
 	{
 		Form_pg_extension ext = (Form_pg_extension) GETSTRUCT(tup);
-
 		bool		isnull;
 		Datum		v = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
 		int			major = 0,
 					minor = 0;
 
-		*owner = ext->extowner;
-		*schema = ext->extnamespace;
+		cat->extoid = ext->oid;
+		cat->owner = ext->extowner;
+		cat->schema = ext->extnamespace;
 		if (!isnull)
 			(void) sscanf(TextDatumGetCString(v), "%d.%d", &major, &minor);
-		*version = major * 100 + minor;
+		cat->version = major * 100 + minor;
 		found = true;
 	}
 	systable_endscan(scan);
@@ -134,8 +137,7 @@ KsCatalogFind(KsCatalog *cat, char *why, size_t whylen)
 	if (why && whylen)
 		why[0] = '\0';
 
-	cat->extoid = get_extension_oid("keysmith", true);
-	if (!OidIsValid(cat->extoid) || !ReadExtension(cat->extoid, &cat->owner, &cat->schema, &cat->version))
+	if (!ReadExtension(cat))
 	{
 		if (why)
 			snprintf(why, whylen, "extension keysmith is not installed in this database");
@@ -206,13 +208,65 @@ KsCatalogRequire(KsCatalog *cat)
 	}
 }
 
+/*
+ * Relations already found to be members of the extension, so each lease
+ * call does not scan pg_depend again.  An entry goes when its relation is
+ * invalidated (dropped, altered) and all go on a full relcache reset.
+ * Membership changes otherwise only by ALTER EXTENSION ... ADD/DROP, which
+ * only a superuser may run.
+ */
+#define MEMBER_CACHE_SIZE 16
+
+typedef struct MemberEntry
+{
+	Oid			extoid;
+	Oid			relid;
+} MemberEntry;
+
+static MemberEntry MemberCache[MEMBER_CACHE_SIZE];
+static int	MemberCacheUsed = 0;
+static bool MemberCallbackRegistered = false;
+
+static void
+MemberCacheInvalidate(Datum arg, Oid relid)
+{
+	for (int i = 0; i < MemberCacheUsed; i++)
+		if (relid == InvalidOid || MemberCache[i].relid == relid)
+		{
+			MemberCache[i] = MemberCache[--MemberCacheUsed];
+			i--;
+		}
+}
+
+static bool
+IsMember(Oid extoid, Oid relid)
+{
+	for (int i = 0; i < MemberCacheUsed; i++)
+		if (MemberCache[i].extoid == extoid && MemberCache[i].relid == relid)
+			return true;
+	if (getExtensionOfObject(RelationRelationId, relid) != extoid)
+		return false;
+	if (!MemberCallbackRegistered)
+	{
+		CacheRegisterRelcacheCallback(MemberCacheInvalidate, (Datum) 0);
+		MemberCallbackRegistered = true;
+	}
+	if (MemberCacheUsed < MEMBER_CACHE_SIZE)
+	{
+		MemberCache[MemberCacheUsed].extoid = extoid;
+		MemberCache[MemberCacheUsed].relid = relid;
+		MemberCacheUsed++;
+	}
+	return true;
+}
+
 KsCatalogStatus
 KsCatalogRelation(const KsCatalog *cat, const char *relname, Oid *relid)
 {
 	*relid = get_relname_relid(relname, cat->schema);
 	if (!OidIsValid(*relid))
 		return KS_CATALOG_ABSENT;
-	if (getExtensionOfObject(RelationRelationId, *relid) != cat->extoid)
+	if (!IsMember(cat->extoid, *relid))
 		return KS_CATALOG_UNTRUSTED;
 	return KS_CATALOG_OK;
 }

@@ -25,6 +25,7 @@
 #include "catalog/indexing.h"
 #include "catalog/objectaccess.h"
 #include "catalog/objectaddress.h"
+#include "catalog/pg_auth_members.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_shdepend.h"
 #include "catalog/pg_type.h"
@@ -39,6 +40,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/catcache.h"
 #include "utils/datetime.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
@@ -363,73 +365,82 @@ IsKeysmithRole(const char *name)
 	return strncmp(name, "keysmith_", 9) == 0;
 }
 
+/* ERROR if a lease may not act as role r (reached from roleid, named via). */
+static void
+CheckOneLeaseRole(Oid r, Oid roleid, const char *via, bool allow_attributes)
+{
+	HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(r));
+	Form_pg_authid role;
+	const char *kind = NULL;
+	const char *attr = NULL;
+	char	   *name;
+	char	   *detail;
+
+	if (!HeapTupleIsValid(tup))
+		return;					/* dropped meanwhile: grants nothing */
+	role = (Form_pg_authid) GETSTRUCT(tup);
+	name = pstrdup(NameStr(role->rolname));
+	if (role->rolsuper)
+		kind = "superuser role";
+	else if (IsPredefinedRole(r, name))
+		kind = "predefined role";
+	else if (IsKeysmithRole(name))
+		kind = "keysmith role";
+	else if (!allow_attributes)
+		attr = role->rolcreaterole ? "CREATEROLE" : role->rolcreatedb ? "CREATEDB" :
+			role->rolreplication ? "REPLICATION" : role->rolbypassrls ? "BYPASSRLS" : NULL;
+	ReleaseSysCache(tup);
+	if (kind == NULL && attr == NULL)
+		return;
+	detail = r == roleid ? NULL :
+		psprintf("Role \"%s\" is a member of \"%s\", and a leased role can act as every role in that chain.",
+				 via, name);
+	if (kind)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("a leased role may not be a member of %s \"%s\"", kind, name),
+				 detail ? errdetail("%s", detail) : 0));
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("a leased role may not be a member of role \"%s\", which has %s", name, attr),
+			 detail ? errdetail("%s", detail) : 0,
+			 errhint("A superuser may allow this with the template option \"allow_role_attributes\": true.")));
+}
+
 /*
  * May a leased role be a member of roleid?  Checks roleid and every role it
- * is, directly or not, a member of: a lease can SET ROLE to any of them.
- * Superusers, predefined roles and keysmith's own roles are refused always;
- * roles with CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS only unless
- * allow_attributes (a superuser's explicit opt-in).  Expects SPI.
+ * is, directly or not, a member of (pg_auth_members, breadth first, from
+ * the catalog caches): a lease can SET ROLE to any of them.  Superusers,
+ * predefined roles and keysmith's own roles are refused always; roles with
+ * CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS only unless
+ * allow_attributes (a superuser's explicit opt-in).
  */
 static void
 CheckLeaseMembership(Oid roleid, const char *via, bool allow_attributes)
 {
-	Oid			types[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(roleid)};
+	List	   *queue = list_make1_oid(roleid);
+	List	   *seen = NIL;
 
-	KsSpiExec("WITH RECURSIVE closure(roleid) AS ("
-			  "  SELECT $1"
-			  "  UNION"
-			  "  SELECT m.roleid FROM pg_catalog.pg_auth_members m"
-			  "    JOIN closure c ON m.member OPERATOR(pg_catalog.=) c.roleid)"
-			  " SELECT r.oid, r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb,"
-			  "        r.rolreplication, r.rolbypassrls"
-			  "   FROM closure c JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) c.roleid"
-			  "  ORDER BY r.oid OPERATOR(pg_catalog.<>) $1, r.rolname",
-			  1, types, values, NULL, true, 0, SPI_OK_SELECT);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	while (queue != NIL)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		Oid			r = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
-		char	   *name = SPI_getvalue(tup, desc, 2);
-		const char *kind = NULL;
-		const char *attr = NULL;
-		char	   *detail;
+		Oid			r = linitial_oid(queue);
+		CatCList   *members;
 
-		if (DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
-			kind = "superuser role";
-		else if (IsPredefinedRole(r, name))
-			kind = "predefined role";
-		else if (IsKeysmithRole(name))
-			kind = "keysmith role";
-		else if (!allow_attributes)
-		{
-			if (DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)))
-				attr = "CREATEROLE";
-			else if (DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
-				attr = "CREATEDB";
-			else if (DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)))
-				attr = "REPLICATION";
-			else if (DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)))
-				attr = "BYPASSRLS";
-		}
-		if (kind == NULL && attr == NULL)
+		queue = list_delete_first(queue);
+		if (list_member_oid(seen, r))
 			continue;
-		detail = r == roleid ? NULL :
-			psprintf("Role \"%s\" is a member of \"%s\", and a leased role can act as every role in that chain.",
-					 via, name);
-		if (kind)
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("a leased role may not be a member of %s \"%s\"", kind, name),
-					 detail ? errdetail("%s", detail) : 0));
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("a leased role may not be a member of role \"%s\", which has %s", name, attr),
-				 detail ? errdetail("%s", detail) : 0,
-				 errhint("A superuser may allow this with the template option \"allow_role_attributes\": true.")));
+		seen = lappend_oid(seen, r);
+		CheckOneLeaseRole(r, roleid, via, allow_attributes);
+		members = SearchSysCacheList1(AUTHMEMMEMROLE, ObjectIdGetDatum(r));
+		for (int i = 0; i < members->n_members; i++)
+		{
+			Form_pg_auth_members m = (Form_pg_auth_members) GETSTRUCT(&members->members[i]->tuple);
+
+			queue = lappend_oid(queue, m->roleid);
+		}
+		ReleaseSysCacheList(members);
 	}
+	list_free(seen);
 }
 
 /*

@@ -64,7 +64,6 @@ PG_FUNCTION_INFO_V1(keysmith_revoke_lease);
 #define LEASE_PASSWORD_LEN	40		/* ~238 bits from [A-Za-z0-9] */
 #define LEASE_SUFFIX_LEN	16		/* ~82 bits from [a-z0-9] */
 #define TEMPLATE_NAME_MAX	32
-#define PREFIX_MAX			40
 
 static const char AlnumMixed[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 static const char AlnumLower[] = "abcdefghijklmnopqrstuvwxyz0123456789";

@@ -1203,11 +1203,14 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 
 	/* 2: the cleanup, here if it can be done here */
 	others = KsLeaseDatabases(l.role_oid, &here);
+	/*
+	 * The reaper is woken at commit in any case: a login that slipped in
+	 * between the termination above and this commit is ended by its next
+	 * round (TerminateOrphanSessions in rotator/reaper.c).
+	 */
+	KsReaperWakeAtCommit();
 	if (others != NIL)
-	{
 		KsLeaseEvent(lease_id, "nologin", "revoke_lease; objects in other databases left to the reaper");
-		KsReaperWakeAtCommit();
-	}
 	else
 	{
 		KsLeaseEvent(lease_id, "nologin", "revoke_lease");
@@ -1217,7 +1220,6 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 		if (!KsTrySubtransaction(RevokeCleanupStep, &cleanup, &message))
 		{
 			KsLeaseRecordFailure(lease_id, message);
-			KsReaperWakeAtCommit();
 			ereport(WARNING,
 					(errmsg("lease %s is locked out, but its role could not be dropped yet",
 							DatumGetCString(DirectFunctionCall1(uuid_out, lease_id))),

@@ -463,6 +463,32 @@ FetchLeases(int *n, MemoryContext cxt)
 }
 
 /*
+ * Sessions of leased roles that no longer exist.  revoke_lease terminates
+ * a role's sessions before its transaction commits NOLOGIN, so a login in
+ * between can outlive the DROP ROLE that follows.  Each round ends such a
+ * session.  The first CTE is materialised so that keysmith.lease (which
+ * has no index on role_oid) is read only when a session without a role
+ * exists, which is almost never.
+ */
+static void
+TerminateOrphanSessions(void)
+{
+	KsSpiExec("WITH orphan AS MATERIALIZED ("
+			  "  SELECT a.pid, a.usesysid FROM pg_catalog.pg_stat_activity a"
+			  "   WHERE a.usesysid IS NOT NULL"
+			  "     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_authid r"
+			  "                      WHERE r.oid OPERATOR(pg_catalog.=) a.usesysid))"
+			  " SELECT pg_catalog.pg_terminate_backend(o.pid) FROM orphan o"
+			  "  WHERE EXISTS (SELECT 1 FROM keysmith.lease l"
+			  "                 WHERE l.role_oid OPERATOR(pg_catalog.=) o.usesysid)",
+			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("keysmith reaper: terminated %llu session(s) of leased roles that were already dropped",
+						(unsigned long long) SPI_processed)));
+}
+
+/*
  * One round: lock out every due lease, then finish the revoking ones.
  * Returns true when a batch was full, so the caller goes again at once.
  */
@@ -493,6 +519,7 @@ ReaperRound(MemoryContext cxt)
 
 	/* revoking -> revoked */
 	BeginRound("keysmith reaper: revoking leases");
+	TerminateOrphanSessions();
 	KsSpiExec("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
 			  " WHERE state OPERATOR(pg_catalog.=) 'revoking'"
 			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"

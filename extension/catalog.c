@@ -22,8 +22,10 @@
  *   - each table keysmith uses is a member of the extension (pg_depend,
  *     deptype 'e').
  *
- * Nothing is cached across transactions here; callers that need speed (the
- * DEK cache) cache the result themselves and drop it on invalidation.
+ * The extension and its schema are read afresh on every call.  Only the
+ * membership of a table is cached (until its relcache invalidation); the
+ * DEK cache keeps the key tables' OIDs itself and drops them when a role or
+ * a schema changes.
  */
 #include "postgres.h"
 

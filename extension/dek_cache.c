@@ -183,6 +183,19 @@ KsRelcacheCallback(Datum arg, Oid relid)
 	}
 }
 
+/*
+ * A role's attributes or a schema changed: the extension's owner may have
+ * lost superuser, or keysmith's schema been renamed or granted away, so the
+ * key tables are looked up and checked again (KsKeyTableOid) at next use.
+ */
+static void
+KsCatalogTrustCallback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	KeyTableOid = InvalidOid;
+	KeyVersionTableOid = InvalidOid;
+	KeyOwnerOid = InvalidOid;
+}
+
 /* Role memberships or attributes changed: forget every privilege memo. */
 static void
 KsRoleCallback(Datum arg, int cacheid, uint32 hashvalue)
@@ -190,10 +203,6 @@ KsRoleCallback(Datum arg, int cacheid, uint32 hashvalue)
 	HASH_SEQ_STATUS status;
 	DekEntry   *entry;
 
-	/* the owner of the key tables may have lost superuser: check again */
-	KeyTableOid = InvalidOid;
-	KeyVersionTableOid = InvalidOid;
-	KeyOwnerOid = InvalidOid;
 	if (DekTable == NULL)
 		return;
 	hash_seq_init(&status, DekTable);
@@ -243,7 +252,8 @@ EnsureCache(void)
 		CacheRegisterRelcacheCallback(KsRelcacheCallback, (Datum) 0);
 		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, KsRoleCallback, (Datum) 0);
 		CacheRegisterSyscacheCallback(AUTHOID, KsRoleCallback, (Datum) 0);
-		CacheRegisterSyscacheCallback(NAMESPACEOID, KsRoleCallback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, KsCatalogTrustCallback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, KsCatalogTrustCallback, (Datum) 0);
 		RegisterXactCallback(KsXactCallback, NULL);
 		RegisterSubXactCallback(KsSubXactCallback, NULL);
 		CallbacksRegistered = true;

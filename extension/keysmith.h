@@ -173,6 +173,8 @@ extern List *KsLeaseDatabases(Oid roleid, bool *here);
 extern bool KsLeaseDropRole(Oid roleid);
 extern void KsLeaseEvent(Datum lease_id, const char *event, const char *detail);
 extern void KsLeaseRecordFailure(Datum lease_id, const char *message);
+extern void KsLeaseFinish(Datum lease_id, Oid role_oid, Oid owner, const char *by);
+extern KsCatalogStatus KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen);
 extern bool KsTrySubtransaction(void (*fn) (void *), void *arg, char **message);
 
 /* Log redaction (extension/redact.c). */

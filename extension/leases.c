@@ -71,7 +71,6 @@ static const char AlnumLower[] = "abcdefghijklmnopqrstuvwxyz0123456789";
 /* ---------------------------------------------------------------- helpers */
 
 static bool OwnerRoleIsSafe(Oid owner);
-static void RequireLeaseCatalog(int major, int minor);
 
 /* Is caller a keysmith admin: a superuser or a member of keysmith_admin? */
 static bool
@@ -95,29 +94,42 @@ RequireNotNull(FunctionCallInfo fcinfo, int argno, const char *what)
 }
 
 /*
- * Leases live in the database the reaper works in; anywhere else nobody
- * would ever revoke them.  And keysmith's lease tables there must be its
- * own, found by OID (extension/catalog.c), since these functions run as a
- * superuser.
+ * keysmith's lease tables in this database, found by OID and trusted
+ * (extension/catalog.c): KS_CATALOG_ABSENT with cat->extoid set means an
+ * extension that predates leased roles.  The reaper and the SQL functions
+ * below both ask this before they touch a lease table as a superuser.
  */
-static void
-RequireLeaseDatabase(void)
+KsCatalogStatus
+KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen)
 {
-	RequireLeaseCatalog(0, 0);
+	static const char *const tables[] = {"lease", "lease_event", "role_template"};
+	KsCatalogStatus st = KsCatalogFind(cat, why, whylen);
+
+	for (int i = 0; i < (int) lengthof(tables) && st == KS_CATALOG_OK; i++)
+	{
+		Oid			relid;
+
+		st = KsCatalogRelation(cat, tables[i], &relid);
+		if (st == KS_CATALOG_UNTRUSTED)
+			snprintf(why, whylen, "relation keysmith.%s is not a member of extension keysmith", tables[i]);
+		else if (st == KS_CATALOG_ABSENT)
+			snprintf(why, whylen, "keysmith in this database predates leased roles");
+	}
+	return st;
 }
 
-/* The same, and the extension's SQL objects at least at major.minor. */
+/*
+ * Leases live in the database the reaper works in; anywhere else nobody
+ * would ever revoke them.  There, keysmith's lease tables must be its own
+ * (KsLeaseCatalog), since these functions run as a superuser, and the
+ * extension's SQL objects at least at major.minor.
+ */
 static void
 RequireLeaseCatalog(int major, int minor)
 {
 	char	   *here = get_database_name(MyDatabaseId);
 	KsCatalog	cat;
-
-	KsCatalogRequire(&cat);
-	(void) KsCatalogRequireRelation(&cat, "lease");
-	(void) KsCatalogRequireRelation(&cat, "lease_event");
-	(void) KsCatalogRequireRelation(&cat, "role_template");
-	KsCatalogRequireVersion(&cat, major, minor);
+	char		why[256];
 
 	if (here == NULL || strcmp(here, keysmith_database_name) != 0)
 		ereport(ERROR,
@@ -126,6 +138,34 @@ RequireLeaseCatalog(int major, int minor)
 				 errdetail("The reaper that revokes expired leases works only in the database named by keysmith.database_name."),
 				 errhint("Connect to database \"%s\", or change keysmith.database_name and restart the server.",
 						 keysmith_database_name)));
+	switch (KsLeaseCatalog(&cat, why, sizeof(why)))
+	{
+		case KS_CATALOG_OK:
+			break;
+		case KS_CATALOG_ABSENT:
+			if (!OidIsValid(cat.extoid))
+				KsCatalogRequire(&cat); /* "not installed", with its hint */
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("%s", why),
+					 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
+			break;
+		case KS_CATALOG_UNTRUSTED:
+			ereport(ERROR,
+					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
+					 errmsg("keysmith refuses to use its catalog in this database"),
+					 errdetail("%s.", why),
+					 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
+			break;
+	}
+	KsCatalogRequireVersion(&cat, major, minor);
+}
+
+/* The lease database and trusted lease tables, at any version. */
+static void
+RequireLeaseDatabase(void)
+{
+	RequireLeaseCatalog(0, 0);
 }
 
 /* Does s match ^[a-z][a-z0-9_]{0,max-1}$ ? */
@@ -863,17 +903,16 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(t.max_ttl))),
 						   TimestampText(max_expires))));
 
-	/* memberships may have changed since the template was made: again */
-	foreach(lc, t.members)
-		CheckLeaseMembership(lfirst_oid(lc), RoleNameOrError(lfirst_oid(lc), "a member_of role of the template"),
-							 t.allow_attributes);
-
-	/* the member roles, by name, each quoted */
+	/*
+	 * The member roles, by name, each quoted; and what they reach, checked
+	 * again, since memberships may have changed since the template was made.
+	 */
 	initStringInfo(&inrole);
 	foreach(lc, t.members)
 	{
 		char	   *rolename = RoleNameOrError(lfirst_oid(lc), "a member_of role of the template");
 
+		CheckLeaseMembership(lfirst_oid(lc), rolename, t.allow_attributes);
 		appendStringInfo(&inrole, "%s%s", inrole.len ? ", " : "", quote_identifier(rolename));
 	}
 
@@ -1131,6 +1170,32 @@ KsLeaseRecordFailure(Datum lease_id, const char *message)
 			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
 }
 
+/*
+ * The last revocation step, shared by revoke_lease and the reaper: the
+ * role's objects here, DROP ROLE, and the lease marked 'revoked' with its
+ * event, in one transaction so no lease is revoked twice.  revoke_reason
+ * keeps what the lockout set ('expired' or 'revoked') unless the role was
+ * already gone.  Expects SPI; objects in other databases are cleared first.
+ */
+void
+KsLeaseFinish(Datum lease_id, Oid role_oid, Oid owner, const char *by)
+{
+	Oid			types[2] = {UUIDOID, TEXTOID};
+	Datum		values[2] = {lease_id, CStringGetTextDatum("role_missing")};
+	bool		here;
+	bool		existed;
+
+	(void) KsLeaseDatabases(role_oid, &here);
+	if (here)
+		KsLeaseDropOwnedHere(role_oid, owner);
+	existed = KsLeaseDropRole(role_oid);
+	KsSpiExec("UPDATE keysmith.lease SET state = 'revoked', revoked_at = pg_catalog.now(),"
+			  " revoke_reason = COALESCE($2, revoke_reason, 'expired'), last_error = NULL"
+			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
+			  2, types, values, existed ? " n" : "  ", false, 0, SPI_OK_UPDATE);
+	KsLeaseEvent(lease_id, "revoked", existed ? by : psprintf("%s; the role was already gone", by));
+}
+
 typedef struct RevokeCleanup
 {
 	Datum		lease_id;
@@ -1138,26 +1203,12 @@ typedef struct RevokeCleanup
 	Oid			owner;
 } RevokeCleanup;
 
-/* revoke_lease's second half: objects, role, and the 'revoked' row. */
 static void
 RevokeCleanupStep(void *arg)
 {
 	RevokeCleanup *c = arg;
-	Oid			types[2] = {UUIDOID, TEXTOID};
-	Datum		values[2] = {c->lease_id, (Datum) 0};
-	bool		here;
-	bool		existed;
 
-	(void) KsLeaseDatabases(c->role_oid, &here);
-	if (here)
-		KsLeaseDropOwnedHere(c->role_oid, c->owner);
-	existed = KsLeaseDropRole(c->role_oid);
-	values[1] = CStringGetTextDatum(existed ? "revoked" : "role_missing");
-	KsSpiExec("UPDATE keysmith.lease SET state = 'revoked', revoke_reason = $2,"
-			  " revoked_at = pg_catalog.now(), last_error = NULL"
-			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
-	KsLeaseEvent(c->lease_id, "revoked", "revoke_lease");
+	KsLeaseFinish(c->lease_id, c->role_oid, c->owner, "revoke_lease");
 }
 
 /*

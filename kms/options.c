@@ -10,6 +10,7 @@
  * must be whole and in range.
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -62,13 +63,91 @@ WholeInRange(json_t *v, long lo, long hi, long *out)
 	return 1;
 }
 
+/* Fail with message, and the glue's errdetail and errhint (or NULL). */
 static KsStatus
-Refuse(KsTemplateOptions *opt, KsError *err, KsStatus status, const char *detail,
-	   const char *hint, const char *fmt, const char *arg)
+Refuse(KsTemplateOptions *opt, KsError *err, KsStatus status, const char *message,
+	   const char *detail, const char *hint)
 {
 	opt->detail = detail;
 	opt->hint = hint;
-	return KsFail(err, status, fmt, arg);
+	return KsFail(err, status, "%s", message);
+}
+
+/* Check one option and store it in opt. */
+static KsStatus
+ParseOption(const char *key, json_t *value, KsTemplateOptions *opt, KsError *err)
+{
+	long		n;
+
+	if (strcmp(key, "username_prefix") == 0)
+	{
+		size_t		plen = json_is_string(value) ? json_string_length(value) : 0;
+
+		if (!json_is_string(value) || !IsSafeIdentifier(json_string_value(value), plen, KS_PREFIX_MAX) ||
+			strncmp(json_string_value(value), "pg_", 3) == 0)
+			return Refuse(opt, err, KS_ERR_INVALID_NAME, "invalid username_prefix",
+						  "A prefix is 1 to 40 characters: a lowercase letter, then lowercase letters, digits or underscores, not starting with pg_.",
+						  NULL);
+		memcpy(opt->prefix, json_string_value(value), plen);
+		opt->prefix[plen] = '\0';
+	}
+	else if (strcmp(key, "max_leases") == 0)
+	{
+		if (!WholeInRange(value, 1, 1000000, &n))
+			return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "invalid max_leases",
+						  "max_leases is a whole number from 1 to 1000000.", NULL);
+		opt->max_leases = (int) n;
+	}
+	else if (strcmp(key, "connection_limit") == 0)
+	{
+		if (!WholeInRange(value, -1, 1000000, &n))
+			return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "invalid connection_limit",
+						  "connection_limit is a whole number from -1 (no limit) to 1000000.", NULL);
+		opt->connection_limit = (int) n;
+	}
+	else if (strcmp(key, "owner_role") == 0)
+	{
+		if (!CopyRoleName(value, opt->owner_role))
+			return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "owner_role must be a role name", NULL, NULL);
+		opt->has_owner = 1;
+	}
+	else if (strcmp(key, "issuers") == 0)
+	{
+		size_t		i;
+		json_t	   *elem;
+
+		if (!json_is_array(value) || json_array_size(value) > KS_ISSUERS_MAX)
+			return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "issuers must be an array of role names", NULL, NULL);
+		json_array_foreach(value, i, elem)
+		{
+			if (!CopyRoleName(elem, opt->issuers[i]))
+				return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "issuers must be an array of role names", NULL, NULL);
+			opt->n_issuers = (int) i + 1;
+		}
+	}
+	else if (strcmp(key, "allow_role_attributes") == 0)
+	{
+		if (!json_is_boolean(value))
+			return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "allow_role_attributes must be true or false", NULL, NULL);
+		opt->allow_role_attributes = json_is_true(value);
+	}
+	else
+	{
+		char		message[KS_ERRMSG_LEN];
+		size_t		klen = strlen(key);
+
+		/* the key is the caller's: show at most 63 bytes, not cutting a UTF-8 character */
+		if (klen > KS_ROLE_NAME_MAX - 1)
+		{
+			klen = KS_ROLE_NAME_MAX - 1;
+			while (klen > 0 && ((unsigned char) key[klen] & 0xC0) == 0x80)
+				klen--;
+		}
+		snprintf(message, sizeof(message), "unknown template option \"%.*s\"", (int) klen, key);
+		return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, message, NULL,
+					  "Valid options are username_prefix, max_leases, connection_limit, owner_role, issuers and allow_role_attributes.");
+	}
+	return KS_OK;
 }
 
 KsStatus
@@ -91,122 +170,18 @@ KsTemplateOptionsParse(const char *text, size_t len, KsTemplateOptions *opt, KsE
 	 */
 	root = json_loadb(text, len, JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
 	if (root == NULL)
-		return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL, "%s",
+		return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT,
 					  strstr(jerr.text, "overflow") || strstr(jerr.text, "too big")
 					  ? "a number in the template options is out of range"
-					  : "template options are not valid JSON");
+					  : "template options are not valid JSON", NULL, NULL);
 	if (!json_is_object(root))
-	{
-		json_decref(root);
-		return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL,
-					  "template options must be a JSON object%s", "");
-	}
-
-	json_object_foreach(root, key, value)
-	{
-		long		n;
-
-		if (strcmp(key, "username_prefix") == 0)
+		st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "template options must be a JSON object", NULL, NULL);
+	else
+		json_object_foreach(root, key, value)
 		{
-			size_t		plen = json_is_string(value) ? json_string_length(value) : 0;
-
-			if (!json_is_string(value) || !IsSafeIdentifier(json_string_value(value), plen, KS_PREFIX_MAX) ||
-				strncmp(json_string_value(value), "pg_", 3) == 0)
-			{
-				st = Refuse(opt, err, KS_ERR_INVALID_NAME,
-							"A prefix is 1 to 40 characters: a lowercase letter, then lowercase letters, digits or underscores, not starting with pg_.",
-							NULL, "invalid username_prefix%s", "");
-				break;
-			}
-			memcpy(opt->prefix, json_string_value(value), plen);
-			opt->prefix[plen] = '\0';
-		}
-		else if (strcmp(key, "max_leases") == 0)
-		{
-			if (!WholeInRange(value, 1, 1000000, &n))
-			{
-				st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "max_leases is a whole number from 1 to 1000000.",
-							NULL, "invalid max_leases%s", "");
-				break;
-			}
-			opt->max_leases = (int) n;
-		}
-		else if (strcmp(key, "connection_limit") == 0)
-		{
-			if (!WholeInRange(value, -1, 1000000, &n))
-			{
-				st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT,
-							"connection_limit is a whole number from -1 (no limit) to 1000000.",
-							NULL, "invalid connection_limit%s", "");
-				break;
-			}
-			opt->connection_limit = (int) n;
-		}
-		else if (strcmp(key, "owner_role") == 0)
-		{
-			if (!CopyRoleName(value, opt->owner_role))
-			{
-				st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL, "owner_role must be a role name%s", "");
-				break;
-			}
-			opt->has_owner = 1;
-		}
-		else if (strcmp(key, "issuers") == 0)
-		{
-			size_t		i;
-			json_t	   *elem;
-
-			if (!json_is_array(value) || json_array_size(value) > KS_ISSUERS_MAX)
-			{
-				st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL,
-							"issuers must be an array of role names%s", "");
-				break;
-			}
-			json_array_foreach(value, i, elem)
-			{
-				if (!CopyRoleName(elem, opt->issuers[i]))
-				{
-					st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL,
-								"issuers must be an array of role names%s", "");
-					break;
-				}
-				opt->n_issuers = (int) i + 1;
-			}
-			if (st != KS_OK)
+			if ((st = ParseOption(key, value, opt, err)) != KS_OK)
 				break;
 		}
-		else if (strcmp(key, "allow_role_attributes") == 0)
-		{
-			if (!json_is_boolean(value))
-			{
-				st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL, NULL,
-							"allow_role_attributes must be true or false%s", "");
-				break;
-			}
-			opt->allow_role_attributes = json_is_true(value);
-		}
-		else
-		{
-			char		shown[KS_ROLE_NAME_MAX];
-
-			/* the key is the caller's; show at most a short, NUL-free part */
-			size_t		klen = strlen(key);
-
-			if (klen > sizeof(shown) - 1)
-			{
-				klen = sizeof(shown) - 1;
-				/* do not cut a UTF-8 character in two */
-				while (klen > 0 && ((unsigned char) key[klen] & 0xC0) == 0x80)
-					klen--;
-			}
-			memcpy(shown, key, klen);
-			shown[klen] = '\0';
-			st = Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, NULL,
-						"Valid options are username_prefix, max_leases, connection_limit, owner_role, issuers and allow_role_attributes.",
-						"unknown template option \"%s\"", shown);
-			break;
-		}
-	}
 	json_decref(root);
 	return st;
 }

@@ -323,6 +323,16 @@ EndRound(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/* What the reaper last said in the log about its catalog. */
+typedef enum CatalogSaid
+{
+	SAID_NOTHING,
+	SAID_OK,
+	SAID_ABSENT,
+	SAID_OLD,
+	SAID_UNTRUSTED
+} CatalogSaid;
+
 /*
  * May the reaper work in this database?  Only on keysmith's own catalog,
  * found by OID and trusted (extension/catalog.c): a schema called keysmith
@@ -333,54 +343,40 @@ EndRound(void)
 static bool
 LeaseCatalogUsable(void)
 {
-	static int	last_logged = -1;	/* 0 ok, 1 absent, 2 untrusted, 3 pre-0.2 */
+	static CatalogSaid said = SAID_NOTHING;
 	KsCatalog	cat;
 	char		why[256];
-	int			now;
-	Oid			relid;
-	KsCatalogStatus st = KsCatalogFind(&cat, why, sizeof(why));
+	KsCatalogStatus st = KsLeaseCatalog(&cat, why, sizeof(why));
+	CatalogSaid now = st == KS_CATALOG_OK ? SAID_OK :
+		st == KS_CATALOG_UNTRUSTED ? SAID_UNTRUSTED :
+		OidIsValid(cat.extoid) ? SAID_OLD : SAID_ABSENT;
 
-	if (st == KS_CATALOG_OK)
+	if (now != said)
 	{
-		const char *const tables[] = {"lease", "lease_event", "role_template"};
-
-		for (int i = 0; i < (int) lengthof(tables) && st == KS_CATALOG_OK; i++)
-		{
-			st = KsCatalogRelation(&cat, tables[i], &relid);
-			if (st == KS_CATALOG_UNTRUSTED)
-				snprintf(why, sizeof(why), "relation keysmith.%s is not a member of extension keysmith", tables[i]);
-		}
-		now = st == KS_CATALOG_OK ? 0 : st == KS_CATALOG_ABSENT ? 3 : 2;
-	}
-	else
-		now = st == KS_CATALOG_ABSENT ? 1 : 2;
-
-	if (now != last_logged)
-	{
-		if (now == 0 && last_logged > 0)
+		if (now == SAID_OK && said != SAID_NOTHING)
 			ereport(LOG,
 					(errmsg("keysmith lease reaper found keysmith installed in database \"%s\" and is revoking leases",
 							keysmith_database_name)));
-		else if (now == 1)
+		else if (now == SAID_ABSENT)
 			ereport(LOG,
 					(errmsg("keysmith lease reaper is idle: extension keysmith is not installed in database \"%s\"",
 							keysmith_database_name),
 					 errhint("Run CREATE EXTENSION keysmith in that database, or set keysmith.database_name.")));
-		else if (now == 2)
+		else if (now == SAID_UNTRUSTED)
 			ereport(WARNING,
 					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
 					 errmsg("keysmith lease reaper is idle: it refuses to act on keysmith's catalog in database \"%s\"",
 							keysmith_database_name),
 					 errdetail("%s.", why),
 					 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
-		else if (now == 3)
+		else if (now == SAID_OLD)
 			ereport(LOG,
 					(errmsg("keysmith lease reaper is idle: keysmith in database \"%s\" predates leased roles",
 							keysmith_database_name),
 					 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
-		last_logged = now;
+		said = now;
 	}
-	return now == 0;
+	return now == SAID_OK;
 }
 
 /*
@@ -419,24 +415,12 @@ static void
 StepFinish(void *arg)
 {
 	DueLease   *lease = arg;
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(lease->lease_id), CStringGetTextDatum("role_missing")};
-	bool		existed,
-				here;
 
 	if (lease->helper_error)
 		ereport(ERROR,
 				(errmsg("could not clear the role's objects in another database: %s", lease->helper_error)));
-	(void) KsLeaseDatabases(lease->role_oid, &here);
-	if (here)
-		KsLeaseDropOwnedHere(lease->role_oid, lease->owner);
-	existed = KsLeaseDropRole(lease->role_oid);
-	KsSpiExec("UPDATE keysmith.lease SET state = 'revoked', revoked_at = pg_catalog.now(),"
-			  " revoke_reason = COALESCE($2, revoke_reason, 'expired'), last_error = NULL"
-			  " WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid",
-			  2, types, values, existed ? " n" : "  ", false, 0, SPI_OK_UPDATE);
-	KsLeaseEvent(DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id)), "revoked",
-				 existed ? "reaper" : "reaper; the role was already gone");
+	KsLeaseFinish(DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id)), lease->role_oid,
+				  lease->owner, "reaper");
 }
 
 /* Copy the (lease_id, role_oid, owner) rows of the last SPI query. */

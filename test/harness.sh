@@ -42,7 +42,7 @@ demo)
     # the demo's leases live in its own database
     echo "keysmith.database_name = 'demo'" >>"$DEMO_DIR/data/postgresql.conf"
     # TCP on loopback needs postgres's password, generated here and kept in
-    # a mode-0600 password file that only the user who ran make demo reads
+    # a mode-0600 password file that only the user who ran the demo reads
     ks_cluster_password "$DEMO_DIR" "$ROOT/.demo.pgpass" "${SUDO_USER:-$(id -un)}"
     ks_cluster_start "$DEMO_DIR"
     {
@@ -62,7 +62,7 @@ demo)
 
 keysmith demo server is running (data in $DEMO_DIR, port $PGPORT, loopback only).
   connect:  source $ROOT/demo.env && psql -d demo
-  stop:     make demo-stop
+  stop:     bash test/harness.sh demo-stop
 MSG
     ;;
 demo-stop)
@@ -71,9 +71,10 @@ demo-stop)
     echo "keysmith demo stopped and removed"
     ;;
 test)
-    # SANITIZE unset (plain `make test`, and CI): the suite twice, as built
-    # for users and then with sanitizers (docs/testing.md), one closing
-    # line for both.  SANITIZE=1 or SANITIZE=0: that pass alone.
+    # KEYSMITH_SANITIZE unset (the README's command, and CI): the suite
+    # twice, as built for users and then with sanitizers (docs/testing.md),
+    # one closing line for both.  KEYSMITH_SANITIZE=1 or 0 (make test
+    # SANITIZE=1 or 0): that pass alone.
     case "${KEYSMITH_SANITIZE:-}" in
     0 | 1)
         exec bash "$ROOT/test/run_suites.sh"

@@ -11,7 +11,7 @@ PG_OSUSER=${PG_OSUSER:-postgres}
 KEYSMITH_PACKAGES="gcc make libc6-dev postgresql-15 postgresql-server-dev-15 \
 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libssl-dev \
 python3 python3-cryptography libkrb5-dev libjansson-dev \
-clang libclang-rt-14-dev"
+clang libclang-rt-14-dev procps"
 
 # Install whatever of KEYSMITH_PACKAGES is missing (needs root).
 ks_install_packages() {
@@ -114,6 +114,38 @@ HBA
     # the password goes in through single-user mode: no server, no log line
     printf "ALTER ROLE postgres PASSWORD '%s';\n" "$pw" |
         ks_as_pg "$PG_BIN/postgres" --single -D "$dir/data" -j postgres >/dev/null 2>&1
+}
+
+# Is process PID alive?  A zombie is not: in a container without an init
+# process, nobody reaps a killed postmaster.
+ks_pid_alive() {
+    [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# ks_cluster_kill9 DIR: a crash.  SIGKILL to the postmaster and all its
+# children at once, no shutdown code runs; wait until they are gone.  The
+# children are found through /proc, so procps is not needed.  A killed
+# postmaster is normally reaped by init within a few seconds.  Where nobody
+# reaps it (a container without an init process) it stays a zombie, which
+# kill -0 still finds, and the next start would take its postmaster.pid
+# and socket lock file for a running server: after 5 s those stale files
+# are removed (every process of the cluster is dead by then).
+ks_cluster_kill9() {
+    local dir=$1 pm kids p alive
+    pm=$(head -1 "$dir/data/postmaster.pid")
+    kids=$(grep -l "^PPid:[[:space:]]*$pm\$" /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3)
+    kill -9 "$pm" $kids 2>/dev/null
+    for _ in $(seq 1 100); do
+        alive=0
+        for p in $pm $kids; do ks_pid_alive "$p" && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    for _ in $(seq 1 50); do
+        [ -d "/proc/$pm" ] || return 0
+        sleep 0.1
+    done
+    rm -f "$dir/data/postmaster.pid" "$dir"/.s.PGSQL.*.lock
 }
 
 # With KEYSMITH_SANITIZE=1 (make test SANITIZE=1), keysmith.so is built

@@ -65,10 +65,7 @@ after=$(q -c "SELECT current_version_encryptions FROM keysmith.keys WHERE name =
 [ "$before" = 300 ] && [ "$after" = 300 ]; ks_check $? "the encryption count is exact across a clean restart ($before before, $after after)"
 q -c "SELECT count(keysmith.encrypt_value('cnt', 'x')) FROM generate_series(1, 50)" >/dev/null
 # a real crash: SIGKILL the postmaster and its children, no shutdown code runs
-pm=$(head -1 "$dir/data/postmaster.pid")
-pkill -9 -P "$pm"; kill -9 "$pm"
-for _ in $(seq 1 50); do kill -0 "$pm" 2>/dev/null || break; sleep 0.1; done
-sleep 0.5
+ks_cluster_kill9 "$dir"
 ks_cluster_start "$dir"
 ks_check $? "the server restarts after being killed with SIGKILL"
 crash=$(q -c "SELECT current_version_encryptions FROM keysmith.keys WHERE name = 'cnt'")

@@ -23,16 +23,6 @@ ks_cluster_start "$dir"
 . "$dir/env"
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
 
-kill9() {
-    local pm
-    pm=$(head -1 "$dir/data/postmaster.pid")
-    kill -9 "$pm" $(pgrep -P "$pm") 2>/dev/null
-    for _ in $(seq 1 50); do
-        pgrep -P "$pm" >/dev/null || kill -0 "$pm" 2>/dev/null || break
-        sleep 0.1
-    done
-    sleep 0.5
-}
 wait_revoked() {   # wait_revoked SECONDS: until no lease is unrevoked
     local left
     for _ in $(seq 1 $(( $1 * 5 ))); do
@@ -75,7 +65,7 @@ for _ in $(seq 1 50); do
 done
 s=$(q -c "SELECT state FROM keysmith.lease WHERE lease_id = '$L'")
 [ "$w" = 1 ] && [ "$s" = revoking ]; ks_check $? "the revocation is under way: NOLOGIN committed, the helper waits for a lock in otherdb"
-kill9
+ks_cluster_kill9 "$dir"
 ks_cluster_start "$dir"; ks_check $? "the server restarts after SIGKILL of every process"
 wait_revoked 10; ks_check $? "the interrupted revocation resumes and completes"
 o=$(psql -X -q -t -A -d otherdb -c "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'held'")
@@ -103,7 +93,7 @@ for _ in $(seq 1 150); do
 done
 busy=$(q -c "SELECT count(*) FROM keysmith.lease WHERE state = 'revoking'")
 done_at_kill=$(q -c "SELECT count(*) FROM keysmith.lease WHERE state = 'revoked'")
-kill9
+ks_cluster_kill9 "$dir"
 [ "$w" = 1 ] && [ "$busy" = 301 ] && [ "$done_at_kill" = 1 ]
 ks_check $? "the SIGKILL landed mid-revocation: $busy leases locked out and $done_at_kill of 302 revoked when it did"
 ks_cluster_start "$dir"

@@ -116,8 +116,11 @@ ParseOption(const char *key, json_t *value, KsTemplateOptions *opt, KsError *err
 		size_t		i;
 		json_t	   *elem;
 
-		if (!json_is_array(value) || json_array_size(value) > KS_ISSUERS_MAX)
+		if (!json_is_array(value))
 			return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "issuers must be an array of role names", NULL, NULL);
+		if (json_array_size(value) > KS_ISSUERS_MAX)
+			return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "too many issuers",
+						  "A template lists at most 64 issuer roles; grant one role to many instead.", NULL);
 		json_array_foreach(value, i, elem)
 		{
 			if (!CopyRoleName(elem, opt->issuers[i]))

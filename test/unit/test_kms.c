@@ -20,7 +20,7 @@
 #include "options.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 75
+#define TESTS_PLANNED 76
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -524,6 +524,15 @@ test_template_options(void)
 	check(OPT("{\"colour\": 1}") == KS_ERR_INVALID_ARGUMENT && o.hint != NULL &&
 		  strcmp(err.message, "unknown template option \"colour\"") == 0, "options: unknown option, with a hint");
 	check(OPT("{\"allow_role_attributes\": \"yes\"}") == KS_ERR_INVALID_ARGUMENT, "options: the opt-in is a boolean");
+	{
+		char		many[1024] = "{\"issuers\": [";
+
+		for (int i = 0; i <= KS_ISSUERS_MAX; i++)
+			strcat(many, i ? ", \"r\"" : "\"r\"");
+		strcat(many, "]}");
+		check(OPT(many) == KS_ERR_INVALID_ARGUMENT && strcmp(err.message, "too many issuers") == 0 && o.detail != NULL,
+			  "options: 65 issuers are too many, with a detail");
+	}
 #undef OPT
 }
 

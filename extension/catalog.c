@@ -36,6 +36,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -312,4 +313,73 @@ KsCatalogRequireVersion(const KsCatalog *cat, int major, int minor)
 				 errmsg("this needs keysmith %d.%d, but the extension in this database is at %d.%d",
 						major, minor, cat->version / 100, cat->version % 100),
 				 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
+}
+
+/*
+ * keysmith's catalog with the member tables a feature needs (the lease
+ * tables, the secret tables).  KS_CATALOG_ABSENT with cat->extoid set means
+ * an extension that predates the feature; why says which.
+ */
+KsCatalogStatus
+KsCatalogWithTables(KsCatalog *cat, const char *const *tables, int ntables, const char *feature,
+					char *why, size_t whylen)
+{
+	KsCatalogStatus st = KsCatalogFind(cat, why, whylen);
+
+	for (int i = 0; i < ntables && st == KS_CATALOG_OK; i++)
+	{
+		Oid			relid;
+
+		st = KsCatalogRelation(cat, tables[i], &relid);
+		if (st == KS_CATALOG_UNTRUSTED)
+			snprintf(why, whylen, "relation %s.%s is not a member of extension keysmith", KS_SCHEMA_NAME, tables[i]);
+		else if (st == KS_CATALOG_ABSENT)
+			snprintf(why, whylen, "keysmith in this database predates %s", feature);
+	}
+	return st;
+}
+
+/*
+ * For SQL functions whose work a background worker finishes (leases,
+ * rotations): they run only in the database the workers work in, where
+ * anything left behind would never be picked up otherwise; there the
+ * feature's tables must be keysmith's own and the extension's SQL objects
+ * at least at major.minor.
+ */
+void
+KsRequireWorkerCatalog(const char *const *tables, int ntables, const char *feature,
+					   int major, int minor)
+{
+	char	   *here = get_database_name(MyDatabaseId);
+	KsCatalog	cat;
+	char		why[256];
+
+	if (here == NULL || strcmp(here, keysmith_database_name) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s are managed in database \"%s\"", feature, keysmith_database_name),
+				 errdetail("keysmith's background workers work only in the database named by keysmith.database_name."),
+				 errhint("Connect to database \"%s\", or change keysmith.database_name and restart the server.",
+						 keysmith_database_name)));
+	switch (KsCatalogWithTables(&cat, tables, ntables, feature, why, sizeof(why)))
+	{
+		case KS_CATALOG_OK:
+			break;
+		case KS_CATALOG_ABSENT:
+			if (!OidIsValid(cat.extoid))
+				KsCatalogRequire(&cat); /* "not installed", with its hint */
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("%s", why),
+					 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
+			break;
+		case KS_CATALOG_UNTRUSTED:
+			ereport(ERROR,
+					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
+					 errmsg("keysmith refuses to use its catalog in this database"),
+					 errdetail("%s.", why),
+					 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
+			break;
+	}
+	KsCatalogRequireVersion(&cat, major, minor);
 }

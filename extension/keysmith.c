@@ -14,6 +14,7 @@
 #include "utils/guc.h"
 
 #include "keysmith.h"
+#include "../rotator/worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -24,6 +25,11 @@ double		keysmith_max_encryptions_per_dek = 4000000000.0;
 char	   *keysmith_database_name = NULL;
 int			keysmith_reaper_naptime = 1000;
 int			keysmith_reaper_lock_timeout = 5000;
+int			keysmith_rotation_naptime = 1000;
+int			keysmith_rotation_lock_timeout = 5000;
+int			keysmith_rotation_max_attempts = 5;
+char	   *keysmith_rotation_test_conninfo = NULL;
+char	   *keysmith_rotation_pause_at = NULL;
 
 void		_PG_init(void);
 
@@ -37,7 +43,7 @@ KsShmemRequest(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	KsCountersShmemRequest();
-	KsReaperShmemRequest();
+	KsWorkersShmemRequest();
 }
 
 static void
@@ -46,7 +52,7 @@ KsShmemStartup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	KsCountersShmemStartup();
-	KsReaperShmemStartup();
+	KsWorkersShmemStartup();
 }
 
 static void
@@ -125,6 +131,55 @@ DefineGucs(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("keysmith.rotation_naptime",
+							"How long the rotation worker sleeps between rounds.",
+							"rotate_secret wakes the worker at commit; the naptime paces retries.",
+							&keysmith_rotation_naptime,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("keysmith.rotation_lock_timeout",
+							"Longest the rotation worker waits for a lock in one rotation step.",
+							"A step that waits longer fails, is recorded in keysmith.rotations and retried.",
+							&keysmith_rotation_lock_timeout,
+							5000, 1, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("keysmith.rotation_max_attempts",
+							"Failed attempts after which a rotation ends failed.",
+							"A failing step is retried with backoff (1 s doubling to 5 min); "
+							"after this many failures the rotation ends 'failed' and current is left working.",
+							&keysmith_rotation_max_attempts,
+							5, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("keysmith.rotation_test_conninfo",
+							   "Connection string the rotation worker's test step logs in with.",
+							   "Empty means host=127.0.0.1, this server's port and keysmith.database_name. "
+							   "It must not hold a password; user and password are the new credential's.",
+							   &keysmith_rotation_test_conninfo,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("keysmith.rotation_pause_at",
+							   "Testing aid: the rotation worker stops at this point of a step.",
+							   "One of create:after, set:after, test:after, finish:after (after the step's "
+							   "side effect, before its state is committed); empty in production.  "
+							   "Crash drills kill the server while the worker waits there.",
+							   &keysmith_rotation_pause_at,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
 	DefineCustomBoolVariable("keysmith.redact_statements",
 							 "Redacts constants in logged statements that call keysmith functions taking secrets.",
 							 "Statement text in the server log (log_statement, log_min_duration_statement, "
@@ -159,7 +214,7 @@ _PG_init(void)
 	shmem_startup_hook = KsShmemStartup;
 	KsAuthInit();
 	KsRedactInit();
-	KsReaperInit();
+	KsWorkersRegister();
 }
 
 void

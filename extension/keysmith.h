@@ -33,6 +33,7 @@
 #define ERRCODE_KS_LEASE_TTL_EXCEEDED	MAKE_SQLSTATE('K','S','0','1','1')
 #define ERRCODE_KS_LEASE_NOT_ACTIVE		MAKE_SQLSTATE('K','S','0','1','2')
 #define ERRCODE_KS_UNTRUSTED_CATALOG	MAKE_SQLSTATE('K','S','0','1','3')
+#define ERRCODE_KS_ROTATION_IN_FLIGHT	MAKE_SQLSTATE('K','S','0','1','4')
 
 /* GUCs (extension/keysmith.c) */
 extern char *keysmith_local_master_key_file;
@@ -43,6 +44,11 @@ extern char *keysmith_database_name;
 extern int	keysmith_reaper_naptime;
 extern int	keysmith_reaper_lock_timeout;
 extern bool keysmith_redact_statements;
+extern int	keysmith_rotation_naptime;
+extern int	keysmith_rotation_lock_timeout;
+extern int	keysmith_rotation_max_attempts;
+extern char *keysmith_rotation_test_conninfo;
+extern char *keysmith_rotation_pause_at;
 
 #define KS_KEY_NAME_MAX 128
 
@@ -72,6 +78,10 @@ extern void KsCatalogRequire(KsCatalog *cat);
 extern KsCatalogStatus KsCatalogRelation(const KsCatalog *cat, const char *relname, Oid *relid);
 extern Oid	KsCatalogRequireRelation(const KsCatalog *cat, const char *relname);
 extern void KsCatalogRequireVersion(const KsCatalog *cat, int major, int minor);
+extern KsCatalogStatus KsCatalogWithTables(KsCatalog *cat, const char *const *tables, int ntables,
+										   const char *feature, char *why, size_t whylen);
+extern void KsRequireWorkerCatalog(const char *const *tables, int ntables, const char *feature,
+								   int major, int minor);
 
 /* Report a kms/ failure as an ERROR with the matching SQLSTATE. */
 extern void KsReportError(const KsError *err) pg_attribute_noreturn();
@@ -175,7 +185,6 @@ extern void KsLeaseEvent(Datum lease_id, const char *event, const char *detail);
 extern void KsLeaseRecordFailure(Datum lease_id, const char *message);
 extern void KsLeaseFinish(Datum lease_id, Oid role_oid, Oid owner, const char *by);
 extern KsCatalogStatus KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen);
-extern bool KsTrySubtransaction(void (*fn) (void *), void *arg, char **message);
 
 /* Log redaction (extension/redact.c). */
 extern void KsRedactInit(void);
@@ -184,10 +193,5 @@ extern char *KsRedactStatement(const char *sql);
 /* Authentication hook and security-label provider (extension/auth.c). */
 extern void KsAuthInit(void);
 
-/* The reaper (rotator/reaper.c). */
-extern void KsReaperInit(void);
-extern void KsReaperShmemRequest(void);
-extern void KsReaperShmemStartup(void);
-extern void KsReaperWakeAtCommit(void);
 
 #endif							/* KEYSMITH_EXTENSION_H */

@@ -54,6 +54,8 @@
 
 #include "../kms/options.h"
 #include "keysmith.h"
+#include "roles.h"
+#include "../rotator/worker.h"
 
 PG_FUNCTION_INFO_V1(keysmith_create_role_template);
 PG_FUNCTION_INFO_V1(keysmith_drop_role_template);
@@ -65,7 +67,6 @@ PG_FUNCTION_INFO_V1(keysmith_revoke_lease);
 #define LEASE_SUFFIX_LEN	16		/* ~82 bits from [a-z0-9] */
 #define TEMPLATE_NAME_MAX	32
 
-static const char AlnumMixed[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 static const char AlnumLower[] = "abcdefghijklmnopqrstuvwxyz0123456789";
 
 /* ---------------------------------------------------------------- helpers */
@@ -99,66 +100,19 @@ RequireNotNull(FunctionCallInfo fcinfo, int argno, const char *what)
  * extension that predates leased roles.  The reaper and the SQL functions
  * below both ask this before they touch a lease table as a superuser.
  */
+static const char *const LeaseTables[] = {"lease", "lease_event", "role_template"};
+
 KsCatalogStatus
 KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen)
 {
-	static const char *const tables[] = {"lease", "lease_event", "role_template"};
-	KsCatalogStatus st = KsCatalogFind(cat, why, whylen);
-
-	for (int i = 0; i < (int) lengthof(tables) && st == KS_CATALOG_OK; i++)
-	{
-		Oid			relid;
-
-		st = KsCatalogRelation(cat, tables[i], &relid);
-		if (st == KS_CATALOG_UNTRUSTED)
-			snprintf(why, whylen, "relation keysmith.%s is not a member of extension keysmith", tables[i]);
-		else if (st == KS_CATALOG_ABSENT)
-			snprintf(why, whylen, "keysmith in this database predates leased roles");
-	}
-	return st;
+	return KsCatalogWithTables(cat, LeaseTables, lengthof(LeaseTables), "leased roles", why, whylen);
 }
 
-/*
- * Leases live in the database the reaper works in; anywhere else nobody
- * would ever revoke them.  There, keysmith's lease tables must be its own
- * (KsLeaseCatalog), since these functions run as a superuser, and the
- * extension's SQL objects at least at major.minor.
- */
+/* Leases live in the database the reaper works in (KsRequireWorkerCatalog). */
 static void
 RequireLeaseCatalog(int major, int minor)
 {
-	char	   *here = get_database_name(MyDatabaseId);
-	KsCatalog	cat;
-	char		why[256];
-
-	if (here == NULL || strcmp(here, keysmith_database_name) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("leased roles are managed in database \"%s\"", keysmith_database_name),
-				 errdetail("The reaper that revokes expired leases works only in the database named by keysmith.database_name."),
-				 errhint("Connect to database \"%s\", or change keysmith.database_name and restart the server.",
-						 keysmith_database_name)));
-	switch (KsLeaseCatalog(&cat, why, sizeof(why)))
-	{
-		case KS_CATALOG_OK:
-			break;
-		case KS_CATALOG_ABSENT:
-			if (!OidIsValid(cat.extoid))
-				KsCatalogRequire(&cat); /* "not installed", with its hint */
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("%s", why),
-					 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
-			break;
-		case KS_CATALOG_UNTRUSTED:
-			ereport(ERROR,
-					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
-					 errmsg("keysmith refuses to use its catalog in this database"),
-					 errdetail("%s.", why),
-					 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
-			break;
-	}
-	KsCatalogRequireVersion(&cat, major, minor);
+	KsRequireWorkerCatalog(LeaseTables, lengthof(LeaseTables), "leased roles", major, minor);
 }
 
 /* The lease database and trusted lease tables, at any version. */
@@ -186,16 +140,6 @@ IsSafeIdentifier(const char *s, int max)
 	return n <= max;
 }
 
-/* len random characters from alphabet (kms/common.c); ERROR if the RNG fails. */
-static void
-RandomToken(char *out, int len, const char *alphabet)
-{
-	KsError		err;
-
-	if (KsRandomToken(out, (size_t) len, alphabet, &err) != KS_OK)
-		KsReportError(&err);
-}
-
 static char *
 TimestampText(TimestampTz t)
 {
@@ -217,45 +161,6 @@ PlusInterval(TimestampTz t, Interval *iv)
 	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
 												   TimestampTzGetDatum(t),
 												   IntervalPGetDatum(iv)));
-}
-
-/*
- * Give a role its SCRAM verifier by updating pg_authid directly, as ALTER
- * ROLE ... PASSWORD would, but without its check that the verifier is not
- * that of an empty password: that check derives a second 4096-round key
- * for "" and would double the cost of every issue_role.  keysmith's
- * passwords are never empty.  check_password_hook and the object-access
- * hook still see the change.
- */
-static void
-SetRoleVerifier(Oid roleid, const char *rolename, const char *verifier, TimestampTz valid_until)
-{
-	Relation	rel;
-	HeapTuple	tup,
-				newtup;
-	Datum		values[Natts_pg_authid] = {0};
-	bool		nulls[Natts_pg_authid] = {0};
-	bool		replace[Natts_pg_authid] = {0};
-
-	if (check_password_hook)
-		(*check_password_hook) (rolename, verifier, PASSWORD_TYPE_SCRAM_SHA_256,
-								TimestampTzGetDatum(valid_until), false);
-
-	rel = table_open(AuthIdRelationId, RowExclusiveLock);
-	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(roleid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "keysmith: role %u vanished while being created", roleid);
-	values[Anum_pg_authid_rolpassword - 1] = CStringGetTextDatum(verifier);
-	replace[Anum_pg_authid_rolpassword - 1] = true;
-	newtup = heap_modify_tuple(tup, RelationGetDescr(rel), values, nulls, replace);
-	CatalogTupleUpdate(rel, &newtup->t_self, newtup);
-	InvokeObjectPostAlterHook(AuthIdRelationId, roleid, 0);
-	ReleaseSysCache(tup);
-	explicit_bzero(VARDATA_ANY(DatumGetPointer(values[Anum_pg_authid_rolpassword - 1])),
-				   VARSIZE_ANY_EXHDR(DatumGetPointer(values[Anum_pg_authid_rolpassword - 1])));
-	heap_freetuple(newtup);
-	table_close(rel, NoLock);
-	CommandCounterIncrement();
 }
 
 static char *
@@ -392,18 +297,6 @@ KsLeaseDropRole(Oid roleid)
 /* ------------------------------------------------- what a lease may hold */
 
 /* Is this one of PostgreSQL's predefined roles (pg_read_server_files, ...)? */
-static bool
-IsPredefinedRole(Oid roleid, const char *name)
-{
-	return roleid < FirstNormalObjectId && strncmp(name, "pg_", 3) == 0;
-}
-
-static bool
-IsKeysmithRole(const char *name)
-{
-	return strncmp(name, "keysmith_", 9) == 0;
-}
-
 /* ERROR if a lease may not act as role r (reached from roleid, named via). */
 static void
 CheckOneLeaseRole(Oid r, Oid roleid, const char *via, bool allow_attributes)
@@ -421,9 +314,9 @@ CheckOneLeaseRole(Oid r, Oid roleid, const char *via, bool allow_attributes)
 	name = pstrdup(NameStr(role->rolname));
 	if (role->rolsuper)
 		kind = "superuser role";
-	else if (IsPredefinedRole(r, name))
+	else if (KsIsPredefinedRole(r, name))
 		kind = "predefined role";
-	else if (IsKeysmithRole(name))
+	else if (KsIsKeysmithRole(name))
 		kind = "keysmith role";
 	else if (!allow_attributes)
 		attr = role->rolcreaterole ? "CREATEROLE" : role->rolcreatedb ? "CREATEDB" :
@@ -493,8 +386,8 @@ OwnerRoleIsSafe(Oid owner)
 {
 	char	   *name = GetUserNameFromId(owner, true);
 
-	return name != NULL && !superuser_arg(owner) && !IsPredefinedRole(owner, name) &&
-		!IsKeysmithRole(name);
+	return name != NULL && !superuser_arg(owner) && !KsIsPredefinedRole(owner, name) &&
+		!KsIsKeysmithRole(name);
 }
 
 /* -------------------------------------------------------------- templates */
@@ -917,7 +810,7 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 	}
 
 	/* the verifier is the slow part (4096 PBKDF2 rounds): before any lock */
-	RandomToken(password, LEASE_PASSWORD_LEN, AlnumMixed);
+	KsRandomString(password, LEASE_PASSWORD_LEN, KsAlnumMixed);
 	verifier = pg_be_scram_build_secret(password);
 
 	if (t.max_leases > 0 && LockTemplateCountLeases(tname) >= t.max_leases)
@@ -931,7 +824,7 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 	{
 		char		suffix[LEASE_SUFFIX_LEN + 1];
 
-		RandomToken(suffix, LEASE_SUFFIX_LEN, AlnumLower);
+		KsRandomString(suffix, LEASE_SUFFIX_LEN, AlnumLower);
 		snprintf(username, sizeof(username), "%s%s", t.prefix, suffix);
 		if (!OidIsValid(get_role_oid(username, true)))
 			break;
@@ -947,7 +840,7 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 					 quote_literal_cstr(TimestampText(expires)), inrole.data);
 	KsSpiExec(sql.data, 0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
 	roleid = get_role_oid(username, false);
-	SetRoleVerifier(roleid, username, verifier, expires);
+	KsSetRoleVerifier(roleid, username, verifier, expires);
 	explicit_bzero(verifier, strlen(verifier));
 
 	lease_id = DatumGetUUIDP(OidFunctionCall0(F_GEN_RANDOM_UUID));
@@ -1106,52 +999,6 @@ keysmith_renew_lease(PG_FUNCTION_ARGS)
 }
 
 /*
- * Run fn(arg) in a subtransaction.  On error, roll back just that, keep the
- * error's message in *message (palloc'd in the caller's context) and return
- * false; the caller's transaction goes on.  SPI must be connected; fn gets
- * a nested connection of its own.  This is the one pattern keysmith uses
- * to catch rather than re-throw (as the procedural languages do), for work
- * whose failure must not undo what came before it: the reaper's per-lease
- * steps, and revoke_lease's cleanup after the lockout.
- */
-bool
-KsTrySubtransaction(void (*fn) (void *), void *arg, char **message)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		fn(arg);
-		SPI_finish();
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		*message = pstrdup(edata->message);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
-}
-
-/*
  * Record a failed revocation step of a lease: count it, keep the message
  * for keysmith.leases, and back off (1 s doubling to 5 min) before the
  * reaper tries again.  Expects SPI.
@@ -1164,8 +1011,7 @@ KsLeaseRecordFailure(Datum lease_id, const char *message)
 
 	KsSpiExec("UPDATE keysmith.lease SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2,"
 			  " last_attempt_at = pg_catalog.now(),"
-			  " next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs =>"
-			  "   LEAST(300, pg_catalog.power(2, LEAST(attempts, 16)))::pg_catalog.float8)"
+			  " next_attempt_at = " KS_JOB_BACKOFF_SQL("attempts")
 			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
 			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
 }
@@ -1259,7 +1105,7 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 	 * between the termination above and this commit is ended by its next
 	 * round (TerminateOrphanSessions in rotator/reaper.c).
 	 */
-	KsReaperWakeAtCommit();
+	KsWorkerWakeAtCommit(KS_WORKER_REAPER);
 	if (others != NIL)
 		KsLeaseEvent(lease_id, "nologin", "revoke_lease; objects in other databases left to the reaper");
 	else
@@ -1268,7 +1114,7 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 		cleanup.lease_id = lease_id;
 		cleanup.role_oid = l.role_oid;
 		cleanup.owner = l.owner;
-		if (!KsTrySubtransaction(RevokeCleanupStep, &cleanup, &message))
+		if (!KsJobTry(RevokeCleanupStep, &cleanup, &message))
 		{
 			KsLeaseRecordFailure(lease_id, message);
 			ereport(WARNING,

@@ -19,6 +19,7 @@
 #include "utils/inval.h"
 
 #include "keysmith.h"
+#include "values.h"
 
 PG_FUNCTION_INFO_V1(keysmith_encrypt_value);
 PG_FUNCTION_INFO_V1(keysmith_decrypt_value);
@@ -115,40 +116,47 @@ keysmith_encrypt_value(PG_FUNCTION_ARGS)
 {
 	text	   *name;
 	bytea	   *pt;
-	size_t		pt_len;
 	KsContext	context;
-	KsDek	   *dek;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_NULL();
 	name = PG_GETARG_TEXT_PP(0);
 	pt = PG_GETARG_BYTEA_PP(1);
-	pt_len = VARSIZE_ANY_EXHDR(pt);
 	GetContextArg(fcinfo, 2, &context);
-	CheckPlaintextSize(pt_len);
-
-	dek = KsDekForEncrypt(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name), KS_PRIV_ENCRYPT);
-	dek = TakeEncryption(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name), dek, KS_PRIV_ENCRYPT);
-	PG_RETURN_BYTEA_P(SealValue(dek, &context, (const uint8 *) VARDATA_ANY(pt), pt_len));
+	PG_RETURN_BYTEA_P(KsEncryptBytes(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name),
+									 (const uint8 *) VARDATA_ANY(pt), VARSIZE_ANY_EXHDR(pt), &context));
 }
 
-/* Shared body of both decrypt functions; NULL when the input is NULL. */
-static bytea *
-DecryptCommon(FunctionCallInfo fcinfo)
+/*
+ * Encrypt pt under the current DEK version of key name, with the current
+ * user's encrypt privilege; the body of encrypt_value, also used by the
+ * secrets store.
+ */
+bytea *
+KsEncryptBytes(const char *name, int name_len, const uint8 *pt, size_t pt_len, const KsContext *context)
 {
-	bytea	   *ct;
-	size_t		ct_len;
+	KsDek	   *dek;
+
+	CheckPlaintextSize(pt_len);
+	dek = KsDekForEncrypt(name, name_len, KS_PRIV_ENCRYPT);
+	dek = TakeEncryption(name, name_len, dek, KS_PRIV_ENCRYPT);
+	return SealValue(dek, context, pt, pt_len);
+}
+
+/*
+ * Decrypt ct with the current user's decrypt privilege on its key; the body
+ * of both decrypt functions, also used by the secrets store.  The result
+ * has one spare byte after its data (room for a NUL).
+ */
+bytea *
+KsDecryptBytes(const uint8 *ct, size_t ct_len, const KsContext *context)
+{
 	KsHeader	hdr;
-	KsContext	context;
 	KsError		err;
 	KsDek	   *dek;
 	bytea	   *result;
 
-	ct = PG_GETARG_BYTEA_PP(0);
-	ct_len = VARSIZE_ANY_EXHDR(ct);
-	GetContextArg(fcinfo, 1, &context);
-
-	if (KsParseHeader((const uint8 *) VARDATA_ANY(ct), ct_len, &hdr, &err) != KS_OK)
+	if (KsParseHeader(ct, ct_len, &hdr, &err) != KS_OK)
 		KsReportError(&err);
 	dek = KsDekForDecrypt(hdr.key_id, hdr.key_version, KS_PRIV_DECRYPT);
 	if (dek->retired)
@@ -160,10 +168,19 @@ DecryptCommon(FunctionCallInfo fcinfo)
 
 	result = (bytea *) palloc(VARHDRSZ + ct_len - KS_OVERHEAD + 1);
 	SET_VARSIZE(result, VARHDRSZ + ct_len - KS_OVERHEAD);
-	if (KsAeadOpen(dek->aead, &hdr, &context, (const uint8 *) VARDATA_ANY(ct),
-				   ct_len, (uint8 *) VARDATA(result), &err) != KS_OK)
+	if (KsAeadOpen(dek->aead, &hdr, context, ct, ct_len, (uint8 *) VARDATA(result), &err) != KS_OK)
 		KsReportError(&err);
 	return result;
+}
+
+static bytea *
+DecryptCommon(FunctionCallInfo fcinfo)
+{
+	bytea	   *ct = PG_GETARG_BYTEA_PP(0);
+	KsContext	context;
+
+	GetContextArg(fcinfo, 1, &context);
+	return KsDecryptBytes((const uint8 *) VARDATA_ANY(ct), VARSIZE_ANY_EXHDR(ct), &context);
 }
 
 /* keysmith.decrypt_value(ciphertext bytea, context text DEFAULT NULL) RETURNS text */

@@ -55,163 +55,31 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
-#include "../extension/keysmith.h"
+#include "worker.h"
 
-PGDLLEXPORT void KsReaperMain(Datum arg);
 PGDLLEXPORT void KsOwnedHelperMain(Datum arg);
 
 #define REAPER_BATCH	500
 
-typedef struct KsReaperShared
-{
-	slock_t		mutex;
-	Latch	   *reaper_latch;	/* NULL while no reaper runs */
-	bool		helper_ok;
-	char		helper_error[512];
-} KsReaperShared;
-
 typedef struct KsHelperArgs
 {
-	Oid			dboid;
 	Oid			roleid;
 	Oid			owner;
 } KsHelperArgs;
 
-static KsReaperShared *Reaper = NULL;
-static bool wake_at_commit = false;
-static bool xact_callback_registered = false;
-
-void
-KsReaperShmemRequest(void)
-{
-	RequestAddinShmemSpace(MAXALIGN(sizeof(KsReaperShared)));
-}
-
-void
-KsReaperShmemStartup(void)
-{
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	Reaper = ShmemInitStruct("keysmith reaper", sizeof(KsReaperShared), &found);
-	if (!found)
-	{
-		memset(Reaper, 0, sizeof(*Reaper));
-		SpinLockInit(&Reaper->mutex);
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-void
-KsReaperInit(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "keysmith");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "KsReaperMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "keysmith lease reaper");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "keysmith lease reaper");
-	RegisterBackgroundWorker(&worker);
-}
-
-static void
-WakeReaperXactCallback(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_COMMIT && wake_at_commit && Reaper != NULL)
-	{
-		Latch	   *latch;
-
-		SpinLockAcquire(&Reaper->mutex);
-		latch = Reaper->reaper_latch;
-		SpinLockRelease(&Reaper->mutex);
-		if (latch)
-			SetLatch(latch);
-	}
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
-		wake_at_commit = false;
-}
-
-/* Wake the reaper when the current transaction commits. */
-void
-KsReaperWakeAtCommit(void)
-{
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(WakeReaperXactCallback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_at_commit = true;
-}
-
-static void
-ReaperDetach(int code, Datum arg)
-{
-	SpinLockAcquire(&Reaper->mutex);
-	Reaper->reaper_latch = NULL;
-	SpinLockRelease(&Reaper->mutex);
-}
-
 /* ------------------------------------------------------------ helper */
 
-/* The reaper's and its helpers' lock waits are bounded; see the GUC. */
-static void
-SetLockTimeout(void)
-{
-	char		buf[32];
-
-	snprintf(buf, sizeof(buf), "%d", keysmith_reaper_lock_timeout);
-	SetConfigOption("lock_timeout", buf, PGC_SUSET, PGC_S_OVERRIDE);
-}
-
-
 /*
- * Run REASSIGN OWNED / DROP OWNED for roleid in database dboid, in a helper
- * worker connected there, and wait for it.  Called by the reaper outside
- * any transaction.  False, with the helper's error in errbuf, on failure.
+ * REASSIGN OWNED / DROP OWNED for a lease role in another database, in a
+ * helper worker connected there (KsRunHelper in rotator/worker.c).
  */
 static bool
-KsRunOwnedHelper(Oid dboid, Oid roleid, Oid owner, char *errbuf, size_t errlen)
+RunOwnedHelper(Oid dboid, Oid roleid, Oid owner, char *errbuf, size_t errlen)
 {
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-	KsHelperArgs args = {dboid, roleid, owner};
-	bool		ok;
+	KsHelperArgs args = {roleid, owner};
 
-	SpinLockAcquire(&Reaper->mutex);
-	Reaper->helper_ok = false;
-	snprintf(Reaper->helper_error, sizeof(Reaper->helper_error),
-			 "the helper worker for database OID %u exited without reporting; the server log has its error", dboid);
-	SpinLockRelease(&Reaper->mutex);
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	worker.bgw_notify_pid = MyProcPid;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "keysmith");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "KsOwnedHelperMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "keysmith lease revocation helper");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "keysmith lease revocation helper");
-	memcpy(worker.bgw_extra, &args, sizeof(args));
-
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-	{
-		snprintf(errbuf, errlen, "could not start a helper worker for database %u (max_worker_processes reached)", dboid);
-		return false;
-	}
-	if (WaitForBackgroundWorkerShutdown(handle) == BGWH_POSTMASTER_DIED)
-		proc_exit(1);
-
-	SpinLockAcquire(&Reaper->mutex);
-	ok = Reaper->helper_ok;
-	if (!ok)
-		strlcpy(errbuf, Reaper->helper_error, errlen);
-	SpinLockRelease(&Reaper->mutex);
-	return ok;
+	return KsRunHelper(dboid, "KsOwnedHelperMain", "keysmith lease revocation helper",
+					   &args, sizeof(args), errbuf, errlen);
 }
 
 void
@@ -219,19 +87,8 @@ KsOwnedHelperMain(Datum arg)
 {
 	KsHelperArgs args;
 
-	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(args.dboid, InvalidOid, 0);
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SetLockTimeout();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	pgstat_report_activity(STATE_RUNNING, "keysmith: reassigning a lease role's objects");
-
+	KsHelperStart(&args, sizeof(args));
+	KsJobBegin("keysmith: reassigning a lease role's objects", keysmith_reaper_lock_timeout);
 	PG_TRY();
 	{
 		KsLeaseDropOwnedHere(args.roleid, args.owner);
@@ -242,22 +99,12 @@ KsOwnedHelperMain(Datum arg)
 
 		MemoryContextSwitchTo(TopMemoryContext);
 		edata = CopyErrorData();
-		SpinLockAcquire(&Reaper->mutex);
-		snprintf(Reaper->helper_error, sizeof(Reaper->helper_error), "in database %u: %s",
-				 args.dboid, edata->message);
-		SpinLockRelease(&Reaper->mutex);
+		KsHelperFailed(edata->message);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-
-	SpinLockAcquire(&Reaper->mutex);
-	Reaper->helper_ok = true;
-	SpinLockRelease(&Reaper->mutex);
+	KsJobEnd();
+	KsHelperDone();
 	proc_exit(0);
 }
 
@@ -302,81 +149,20 @@ typedef struct DueLease
 	char	   *helper_error;	/* set when another database failed */
 } DueLease;
 
-static void
-BeginRound(const char *what)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SetLockTimeout();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	pgstat_report_activity(STATE_RUNNING, what);
-}
-
-static void
-EndRound(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/* What the reaper last said in the log about its catalog. */
-typedef enum CatalogSaid
-{
-	SAID_NOTHING,
-	SAID_OK,
-	SAID_ABSENT,
-	SAID_OLD,
-	SAID_UNTRUSTED
-} CatalogSaid;
-
 /*
  * May the reaper work in this database?  Only on keysmith's own catalog,
  * found by OID and trusted (extension/catalog.c): a schema called keysmith
  * with a table called lease proves nothing, since any role with CREATE on
- * the database can make one.  When the answer changes, say so once in the
- * log; the reaper idles until it is yes.
+ * the database can make one.
  */
 static bool
 LeaseCatalogUsable(void)
 {
-	static CatalogSaid said = SAID_NOTHING;
 	KsCatalog	cat;
 	char		why[256];
 	KsCatalogStatus st = KsLeaseCatalog(&cat, why, sizeof(why));
-	CatalogSaid now = st == KS_CATALOG_OK ? SAID_OK :
-		st == KS_CATALOG_UNTRUSTED ? SAID_UNTRUSTED :
-		OidIsValid(cat.extoid) ? SAID_OLD : SAID_ABSENT;
 
-	if (now != said)
-	{
-		if (now == SAID_OK && said != SAID_NOTHING)
-			ereport(LOG,
-					(errmsg("keysmith lease reaper found keysmith installed in database \"%s\" and is revoking leases",
-							keysmith_database_name)));
-		else if (now == SAID_ABSENT)
-			ereport(LOG,
-					(errmsg("keysmith lease reaper is idle: extension keysmith is not installed in database \"%s\"",
-							keysmith_database_name),
-					 errhint("Run CREATE EXTENSION keysmith in that database, or set keysmith.database_name.")));
-		else if (now == SAID_UNTRUSTED)
-			ereport(WARNING,
-					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
-					 errmsg("keysmith lease reaper is idle: it refuses to act on keysmith's catalog in database \"%s\"",
-							keysmith_database_name),
-					 errdetail("%s.", why),
-					 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
-		else if (now == SAID_OLD)
-			ereport(LOG,
-					(errmsg("keysmith lease reaper is idle: keysmith in database \"%s\" predates leased roles",
-							keysmith_database_name),
-					 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
-		said = now;
-	}
-	return now == SAID_OK;
+	return KsWorkerCatalogUsable(KS_WORKER_REAPER, st, &cat, why);
 }
 
 /*
@@ -388,7 +174,7 @@ InSubtransaction(void (*step) (void *), DueLease *lease)
 {
 	char	   *message = NULL;
 
-	if (KsTrySubtransaction(step, lease, &message))
+	if (KsJobTry(step, lease, &message))
 		return true;
 	KsLeaseRecordFailure(DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id)), message);
 	ereport(LOG,
@@ -476,18 +262,18 @@ TerminateOrphanSessions(void)
  * One round: lock out every due lease, then finish the revoking ones.
  * Returns true when a batch was full, so the caller goes again at once.
  */
-static bool
-ReaperRound(MemoryContext cxt)
+bool
+KsReaperRound(MemoryContext cxt)
 {
 	DueLease   *leases;
 	int			n,
 				n_nologin;
 
 	/* active -> revoking: NOLOGIN, committed before anything else */
-	BeginRound("keysmith reaper: locking out expired leases");
+	KsJobBegin("keysmith reaper: locking out expired leases", keysmith_reaper_lock_timeout);
 	if (!LeaseCatalogUsable())
 	{
-		EndRound();
+		KsJobEnd();
 		return false;
 	}
 	KsSpiExec("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
@@ -499,10 +285,10 @@ ReaperRound(MemoryContext cxt)
 	leases = FetchLeases(&n_nologin, cxt);
 	for (int i = 0; i < n_nologin; i++)
 		InSubtransaction(StepNologin, &leases[i]);
-	EndRound();
+	KsJobEnd();
 
 	/* revoking -> revoked */
-	BeginRound("keysmith reaper: revoking leases");
+	KsJobBegin("keysmith reaper: revoking leases", keysmith_reaper_lock_timeout);
 	TerminateOrphanSessions();
 	KsSpiExec("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
 			  " WHERE state OPERATOR(pg_catalog.=) 'revoking'"
@@ -543,7 +329,7 @@ ReaperRound(MemoryContext cxt)
 				MemoryContextSwitchTo(old);
 			}
 		}
-		EndRound();
+		KsJobEnd();
 
 		/* helpers run outside any transaction of ours */
 		for (int i = 0; any && i < n; i++)
@@ -555,7 +341,7 @@ ReaperRound(MemoryContext cxt)
 				char		err[512];
 
 				pgstat_report_activity(STATE_RUNNING, "keysmith reaper: clearing objects in another database");
-				if (!KsRunOwnedHelper(lfirst_oid(lc), leases[i].role_oid, leases[i].owner, err, sizeof(err)))
+				if (!RunOwnedHelper(lfirst_oid(lc), leases[i].role_oid, leases[i].owner, err, sizeof(err)))
 				{
 					leases[i].helper_error = MemoryContextStrdup(cxt, err);
 					break;
@@ -565,7 +351,7 @@ ReaperRound(MemoryContext cxt)
 		}
 	}
 
-	BeginRound("keysmith reaper: dropping revoked roles");
+	KsJobBegin("keysmith reaper: dropping revoked roles", keysmith_reaper_lock_timeout);
 	for (int i = 0; i < n; i++)
 	{
 		Oid			types[1] = {TEXTOID};
@@ -579,65 +365,7 @@ ReaperRound(MemoryContext cxt)
 			continue;
 		InSubtransaction(StepFinish, &leases[i]);
 	}
-	EndRound();
+	KsJobEnd();
 
 	return n_nologin == REAPER_BATCH || n == REAPER_BATCH;
-}
-
-void
-KsReaperMain(Datum arg)
-{
-	MemoryContext round_cxt;
-	bool		idle_logged = false;
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	SpinLockAcquire(&Reaper->mutex);
-	Reaper->reaper_latch = MyLatch;
-	SpinLockRelease(&Reaper->mutex);
-	before_shmem_exit(ReaperDetach, (Datum) 0);
-
-	BackgroundWorkerInitializeConnection(keysmith_database_name, NULL, 0);
-	pgstat_report_appname("keysmith lease reaper");
-	ereport(LOG,
-			(errmsg("keysmith lease reaper started in database \"%s\"", keysmith_database_name)));
-
-	round_cxt = AllocSetContextCreate(TopMemoryContext, "keysmith reaper round", ALLOCSET_DEFAULT_SIZES);
-
-	for (;;)
-	{
-		bool		more = false;
-
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-
-		if (RecoveryInProgress())
-		{
-			if (!idle_logged)
-				ereport(LOG, (errmsg("keysmith lease reaper is idle while the server is in recovery")));
-			idle_logged = true;
-		}
-		else
-		{
-			MemoryContext old = MemoryContextSwitchTo(round_cxt);
-
-			idle_logged = false;
-			more = ReaperRound(round_cxt);
-			MemoryContextSwitchTo(old);
-			MemoryContextReset(round_cxt);
-		}
-
-		if (!more)
-		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 keysmith_reaper_naptime, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
-	}
 }

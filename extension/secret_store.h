@@ -1,0 +1,105 @@
+/*
+ * extension/secret_store.h
+ *
+ * keysmith's stored secrets (extension/secret_store.c): loading a secret,
+ * its per-secret privileges, sealing and opening version values under the
+ * secret's key as a given role, staging labels, pruning and the audit
+ * trail.  Used by the SQL functions (extension/secrets.c) and by the
+ * rotation engine (rotator/rotation.c).  Everything here expects SPI to be
+ * connected as the extension owner (KsOwnerSpiBegin) in keysmith's trusted
+ * catalog (KsRequireSecretCatalog, or the worker's own check).
+ */
+#ifndef KEYSMITH_SECRET_STORE_H
+#define KEYSMITH_SECRET_STORE_H
+
+#include "keysmith.h"
+
+#include "../kms/secret.h"
+
+#define KS_SECRET_NAME_MAX 128
+#define KS_UUID_LEN 37			/* a uuid's text form and its NUL */
+
+typedef enum KsSecretPriv
+{
+	KS_SECRET_READ = 0,
+	KS_SECRET_ROTATE,
+	KS_SECRET_ADMIN,
+	KS_SECRET_PRIV_COUNT
+} KsSecretPriv;
+
+extern const char *const KsSecretPrivNames[KS_SECRET_PRIV_COUNT];
+
+typedef struct KsSecret
+{
+	char		name[KS_SECRET_NAME_MAX + 1];
+	char		key_name[KS_KEY_NAME_MAX + 1];
+	KsSecretOptions opt;		/* opt.strategy is the strategy */
+	Oid			owner;			/* the creator: rotations act as this role */
+} KsSecret;
+
+/* The tables of the secrets store, for catalog checks. */
+extern const char *const KsSecretTables[];
+extern const int KsSecretTableCount;
+
+/* ERROR unless this is the workers' database with a trusted 0.4 catalog. */
+extern void KsRequireSecretCatalog(void);
+
+/* Check a secret name's shape; ERROR (42602) if it is unusable. */
+extern void KsCheckSecretName(const char *name);
+
+/* Load a secret (locking its row FOR UPDATE when asked); false if absent. */
+extern bool KsSecretLoad(const char *name, KsSecret *s, bool for_update);
+
+/*
+ * Does role hold priv on the secret?  Superusers hold everything; others
+ * through a grant to themselves or a role they have the privileges of.
+ */
+extern bool KsSecretHasPrivilege(const char *name, KsSecretPriv priv, Oid role);
+
+/*
+ * Load the secret name for a caller who needs priv on it, or ERROR: 42704
+ * for a missing secret only to keysmith admins, 42501 alike for a missing
+ * secret and a withheld privilege to everyone else, so that no role learns
+ * what secrets exist.
+ */
+extern void KsSecretLoadForCaller(const char *name, KsSecretPriv priv, Oid caller, KsSecret *s,
+								  bool for_update);
+
+/* A fresh random uuid in text form. */
+extern void KsNewUuid(char *out);
+
+/*
+ * Encrypt value under the secret's key with the privileges of user, bound
+ * to the secret's name and version_id; and the reverse, returning a
+ * NUL-terminated palloc'd copy the caller wipes.
+ */
+extern bytea *KsSecretSeal(Oid user, const KsSecret *s, const char *version_id,
+						   const char *value, size_t len);
+extern char *KsSecretOpen(Oid user, const KsSecret *s, const char *version_id, bytea *ct);
+
+/* Insert a version with stage (NULL for none) and username (or NULL). */
+extern void KsSecretInsertVersion(const KsSecret *s, const char *version_id, bytea *ct,
+								  const char *stage, const char *username);
+
+/*
+ * The version carrying stage, or with version_id (stage NULL): fills
+ * version_id, *ct (palloc'd) and username (may be ""); false if none.
+ */
+extern bool KsSecretFindVersion(const char *name, const char *stage, char *version_id,
+								bytea **ct, char *username);
+
+/*
+ * Make version_id current: previous loses its label, current becomes
+ * previous.  Then erase unlabelled versions beyond keep_versions, and
+ * NOTIFY keysmith_rotation.  One transaction with the caller's.
+ */
+extern void KsSecretPromote(const KsSecret *s, const char *version_id);
+
+/* The audit trail; token and version_id may be NULL. */
+extern void KsSecretEvent(const char *secret, const char *token, const char *version_id,
+						  const char *event, const char *detail);
+
+/* The name of the secret (other than except) that targets role, or NULL. */
+extern char *KsSecretTargetingRole(const char *role, const char *except);
+
+#endif							/* KEYSMITH_SECRET_STORE_H */

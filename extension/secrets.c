@@ -1,0 +1,523 @@
+/*
+ * extension/secrets.c
+ *
+ * SQL-callable functions of the secrets store: create_secret,
+ * put_secret_value, get_secret, get_secret_version, drop_secret,
+ * grant_secret, revoke_secret, rotate_secret, cancel_rotation and the
+ * visibility test of the views.  They run as their caller (not SECURITY
+ * DEFINER): privileges are checked here, the tables are reached as their
+ * owner (KsOwnerSpiBegin), values are sealed and opened with the caller's
+ * own key privileges, and rotations are left to rotator/rotation.c.
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+#include "keysmith.h"
+#include "roles.h"
+#include "secret_store.h"
+#include "../rotator/role_strategy.h"
+#include "../rotator/rotation.h"
+
+PG_FUNCTION_INFO_V1(keysmith_create_secret);
+PG_FUNCTION_INFO_V1(keysmith_put_secret_value);
+PG_FUNCTION_INFO_V1(keysmith_get_secret);
+PG_FUNCTION_INFO_V1(keysmith_get_secret_version);
+PG_FUNCTION_INFO_V1(keysmith_drop_secret);
+PG_FUNCTION_INFO_V1(keysmith_grant_secret);
+PG_FUNCTION_INFO_V1(keysmith_revoke_secret);
+PG_FUNCTION_INFO_V1(keysmith_rotate_secret);
+PG_FUNCTION_INFO_V1(keysmith_cancel_rotation);
+PG_FUNCTION_INFO_V1(keysmith_secret_visible);
+
+static void
+RequireArg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+/* Writers are refused on a standby, with a hint, before anything else. */
+static void
+RequirePrimary(const char *what)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot %s on a standby", what),
+				 errhint("Secrets are written and rotated on the primary.")));
+}
+
+static Datum
+UuidDatum(const char *text)
+{
+	return DirectFunctionCall1(uuid_in, CStringGetDatum(text));
+}
+
+/* Refuse a second target for one role: two secrets would fight over it. */
+static void
+RequireUnmanagedRole(const char *role, const char *secret)
+{
+	char	   *other = KsSecretTargetingRole(role, secret);
+
+	if (other)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("role \"%s\" is already rotated by secret \"%s\"", role, other)));
+}
+
+/*
+ * A role credential given by a caller, for a secret of a role strategy:
+ * parsed, its username one of the secret's roles, and installed there as
+ * the caller (who must be able to set that role's password).  Returns the
+ * username.
+ */
+static char *
+InstallGivenCredential(const KsSecret *s, const char *value, Oid caller)
+{
+	char		username[NAMEDATALEN];
+	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
+	KsError		err;
+
+	if (KsCredentialParse(value, strlen(value), username, password, &err) != KS_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", err.message),
+				 errdetail("A secret of strategy %s holds {\"username\": ..., \"password\": ...}.",
+						   KsStrategyName(s->opt.strategy))));
+	if (!KsRoleIsTarget(&s->opt, username))
+	{
+		explicit_bzero(password, sizeof(password));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the credential's username \"%s\" is not a role of secret \"%s\"", username, s->name)));
+	}
+	PG_TRY();
+	{
+		(void) KsRoleInstallPassword(caller, username, password);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(password, sizeof(password));
+	}
+	PG_END_TRY();
+	return pstrdup(username);
+}
+
+/*
+ * keysmith.create_secret(name, key_name, strategy, options, value) RETURNS uuid
+ */
+Datum
+keysmith_create_secret(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *name;
+	char	   *strategy;
+	char	   *options;
+	KsSecret	s;
+	KsError		err;
+	KsOwnerSpi	spi;
+	char		version[KS_UUID_LEN];
+	char	   *value = NULL;
+	char	   *username = NULL;
+	bool		generated = false;
+	bytea	   *ct;
+
+	RequireArg(fcinfo, 0, "name");
+	RequireArg(fcinfo, 1, "key_name");
+	RequireArg(fcinfo, 2, "strategy");
+	RequireArg(fcinfo, 3, "options");
+	RequirePrimary("create a secret");
+	KsRequireSecretCatalog();
+
+	memset(&s, 0, sizeof(s));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	KsCheckSecretName(name);
+	strlcpy(s.name, name, sizeof(s.name));
+	KsCheckKeyName(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	strlcpy(s.key_name, text_to_cstring(PG_GETARG_TEXT_PP(1)), sizeof(s.key_name));
+	strategy = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (KsStrategyFromName(strategy, &s.opt.strategy, &err) != KS_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown rotation strategy \"%s\"", strategy),
+				 errhint("Strategies are none, postgres_role and postgres_role_pair.")));
+	options = JsonbToCString(NULL, &PG_GETARG_JSONB_P(3)->root, VARSIZE(PG_GETARG_JSONB_P(3)));
+	if (KsSecretOptionsParse(s.opt.strategy, options, strlen(options), &s.opt, &err) != KS_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", err.message),
+				 s.opt.detail ? errdetail("%s", s.opt.detail) : 0,
+				 s.opt.hint ? errhint("%s", s.opt.hint) : 0));
+	s.owner = caller;
+	if (!PG_ARGISNULL(4))
+		value = text_to_cstring(PG_GETARG_TEXT_PP(4));
+
+	/* the caller's own authority over the target roles */
+	if (s.opt.strategy == KS_STRATEGY_ROLE)
+		(void) KsRoleTargetCheck(caller, s.opt.role);
+	else if (s.opt.strategy == KS_STRATEGY_ROLE_PAIR)
+		KsRolePairCheck(caller, &s.opt);
+	else if (value == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a secret of strategy none needs a value"),
+				 errdetail("keysmith generates credentials only for the role strategies.")));
+
+	KsOwnerSpiBegin(&spi);
+	{
+		Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID};
+		Datum		values[6];
+
+		values[0] = CStringGetTextDatum(s.name);
+		KsSpiExec("SELECT 1 FROM keysmith.secret WHERE name OPERATOR(pg_catalog.=) $1",
+				  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("secret \"%s\" already exists", s.name)));
+		KsSpiExec("SELECT 1 FROM keysmith.key WHERE name OPERATOR(pg_catalog.=) $1",
+				  1, types + 1, (values[1] = CStringGetTextDatum(s.key_name), values + 1), NULL, false, 0,
+				  SPI_OK_SELECT);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("key \"%s\" does not exist", s.key_name)));
+		if (s.opt.strategy == KS_STRATEGY_ROLE)
+			RequireUnmanagedRole(s.opt.role, s.name);
+		else if (s.opt.strategy == KS_STRATEGY_ROLE_PAIR)
+		{
+			RequireUnmanagedRole(s.opt.roles[0], s.name);
+			RequireUnmanagedRole(s.opt.roles[1], s.name);
+		}
+
+		values[2] = CStringGetTextDatum(KsStrategyName(s.opt.strategy));
+		values[3] = PointerGetDatum(PG_GETARG_JSONB_P(3));
+		values[4] = ObjectIdGetDatum(caller);
+		KsSpiExec("INSERT INTO keysmith.secret (name, key_name, strategy, options, owner_role)"
+				  " VALUES ($1, $2, $3, $4, $5::pg_catalog.regrole)",
+				  5, types, values, NULL, false, 0, SPI_OK_INSERT);
+		for (int p = 0; p < KS_SECRET_PRIV_COUNT; p++)
+		{
+			Oid			atypes[3] = {TEXTOID, OIDOID, TEXTOID};
+			Datum		avalues[3] = {values[0], ObjectIdGetDatum(caller), CStringGetTextDatum(KsSecretPrivNames[p])};
+
+			KsSpiExec("INSERT INTO keysmith.secret_acl (secret_name, grantee, privilege)"
+					  " VALUES ($1, $2::pg_catalog.regrole, $3)",
+					  3, atypes, avalues, NULL, false, 0, SPI_OK_INSERT);
+		}
+	}
+
+	/* the first value: generated and installed, or given */
+	if (value == NULL)
+	{
+		char		password[KS_PASSWORD_MAX + 1];
+		const char *role = s.opt.strategy == KS_STRATEGY_ROLE ? s.opt.role : s.opt.roles[0];
+
+		KsRandomString(password, s.opt.password_length, KsAlnumMixed);
+		password[s.opt.password_length] = '\0';
+		PG_TRY();
+		{
+			(void) KsRoleInstallPassword(caller, role, password);
+			if (KsCredentialBuild(role, password, &value, &err) != KS_OK)
+				KsReportError(&err);
+		}
+		PG_FINALLY();
+		{
+			explicit_bzero(password, sizeof(password));
+		}
+		PG_END_TRY();
+		username = pstrdup(role);
+		generated = true;
+	}
+	else if (s.opt.strategy != KS_STRATEGY_NONE)
+		username = InstallGivenCredential(&s, value, caller);
+
+	KsNewUuid(version);
+	ct = KsSecretSeal(caller, &s, version, value, strlen(value));
+	explicit_bzero(value, strlen(value));
+	if (generated)
+		free(value);
+	KsSecretInsertVersion(&s, version, ct, "current", username);
+	KsSecretEvent(s.name, NULL, version, "created",
+				  psprintf("strategy %s, key %s%s", KsStrategyName(s.opt.strategy), s.key_name,
+						   generated ? ", credential generated and installed" : ""));
+	KsOwnerSpiEnd(&spi);
+	PG_RETURN_DATUM(UuidDatum(version));
+}
+
+/* keysmith.put_secret_value(name, value) RETURNS uuid */
+Datum
+keysmith_put_secret_value(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	text	   *value = PG_GETARG_TEXT_PP(1);
+	char	   *plain;
+	KsSecret	s;
+	KsOwnerSpi	spi;
+	char		version[KS_UUID_LEN];
+	char	   *username = NULL;
+	bytea	   *ct;
+
+	RequirePrimary("store a secret value");
+	KsRequireSecretCatalog();
+	KsOwnerSpiBegin(&spi);
+	KsSecretLoadForCaller(name, KS_SECRET_ROTATE, caller, &s, true);
+	if (s.opt.strategy != KS_STRATEGY_NONE && !KsSecretHasPrivilege(s.name, KS_SECRET_ADMIN, caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for secret \"%s\"", s.name),
+				 errdetail("Storing a value by hand in a secret of strategy %s is an override and needs the admin privilege.",
+						   KsStrategyName(s.opt.strategy)),
+				 errhint("Use keysmith.rotate_secret to rotate it.")));
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(s.name)};
+
+		KsSpiExec("SELECT token::pg_catalog.text FROM keysmith.rotation"
+				  " WHERE secret_name OPERATOR(pg_catalog.=) $1"
+				  "   AND state OPERATOR(pg_catalog.=) ANY (ARRAY['create', 'set', 'test', 'finish'])",
+				  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_KS_ROTATION_IN_FLIGHT),
+					 errmsg("a rotation of secret \"%s\" is in flight", s.name),
+					 errdetail("Its token is %s.", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+					 errhint("Wait for it, or run keysmith.cancel_rotation first.")));
+	}
+	plain = text_to_cstring(value);
+	if (s.opt.strategy != KS_STRATEGY_NONE)
+		username = InstallGivenCredential(&s, plain, caller);
+	KsNewUuid(version);
+	ct = KsSecretSeal(caller, &s, version, plain, strlen(plain));
+	explicit_bzero(plain, strlen(plain));
+	KsSecretInsertVersion(&s, version, ct, NULL, username);
+	KsSecretPromote(&s, version);
+	KsSecretEvent(s.name, NULL, version, "put", NULL);
+	KsOwnerSpiEnd(&spi);
+	PG_RETURN_DATUM(UuidDatum(version));
+}
+
+/* The value of a version found by stage or id; NULL when none. */
+static Datum
+GetValue(FunctionCallInfo fcinfo, const char *name, const char *stage, const char *version_id)
+{
+	Oid			caller = GetUserId();
+	KsSecret	s;
+	KsOwnerSpi	spi;
+	char		version[KS_UUID_LEN];
+	bytea	   *ct;
+	char	   *plain;
+	text	   *result;
+	bool		found;
+
+	KsRequireSecretCatalog();
+	KsOwnerSpiBegin(&spi);
+	KsSecretLoadForCaller(name, KS_SECRET_READ, caller, &s, false);
+	if (version_id)
+		strlcpy(version, version_id, sizeof(version));
+	found = KsSecretFindVersion(s.name, stage, version, &ct, NULL);
+	if (!found)
+	{
+		KsOwnerSpiEnd(&spi);
+		if (version_id)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("secret \"%s\" has no version %s", s.name, version_id),
+					 errhint("Versions beyond keep_versions are erased; keysmith.secret_versions lists those kept.")));
+		PG_RETURN_NULL();
+	}
+	plain = KsSecretOpen(caller, &s, version, ct);
+	KsOwnerSpiEnd(&spi);
+	result = cstring_to_text(plain);
+	explicit_bzero(plain, strlen(plain));
+	PG_RETURN_TEXT_P(result);
+}
+
+/* keysmith.get_secret(name, stage DEFAULT 'current') RETURNS text */
+Datum
+keysmith_get_secret(PG_FUNCTION_ARGS)
+{
+	char	   *stage = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	if (strcmp(stage, "current") != 0 && strcmp(stage, "pending") != 0 && strcmp(stage, "previous") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown stage \"%s\"", stage),
+				 errhint("Stages are current, pending and previous.")));
+	return GetValue(fcinfo, text_to_cstring(PG_GETARG_TEXT_PP(0)), stage, NULL);
+}
+
+/* keysmith.get_secret_version(name, version_id) RETURNS text */
+Datum
+keysmith_get_secret_version(PG_FUNCTION_ARGS)
+{
+	char	   *version = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(1)));
+
+	return GetValue(fcinfo, text_to_cstring(PG_GETARG_TEXT_PP(0)), NULL, version);
+}
+
+/*
+ * keysmith.drop_secret(name): every version is erased with the secret; the
+ * audit trail keeps a 'dropped' event.
+ */
+Datum
+keysmith_drop_secret(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	KsSecret	s;
+	KsOwnerSpi	spi;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	uint64		versions;
+
+	RequirePrimary("drop a secret");
+	KsRequireSecretCatalog();
+	KsOwnerSpiBegin(&spi);
+	KsSecretLoadForCaller(name, KS_SECRET_ADMIN, GetUserId(), &s, true);
+	values[0] = CStringGetTextDatum(s.name);
+	KsSpiExec("SELECT token::pg_catalog.text FROM keysmith.rotation"
+			  " WHERE secret_name OPERATOR(pg_catalog.=) $1"
+			  "   AND state OPERATOR(pg_catalog.=) ANY (ARRAY['create', 'set', 'test', 'finish'])",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_ROTATION_IN_FLIGHT),
+				 errmsg("a rotation of secret \"%s\" is in flight", s.name),
+				 errhint("Run keysmith.cancel_rotation first.")));
+	KsSpiExec("DELETE FROM keysmith.secret_version WHERE secret_name OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
+	versions = SPI_processed;
+	KsSpiExec("DELETE FROM keysmith.secret WHERE name OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
+	KsSecretEvent(s.name, NULL, NULL, "dropped",
+				  psprintf("%llu version(s) erased", (unsigned long long) versions));
+	KsOwnerSpiEnd(&spi);
+	PG_RETURN_VOID();
+}
+
+static void
+GrantOrRevoke(FunctionCallInfo fcinfo, bool grant)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *role = NameStr(*PG_GETARG_NAME(1));
+	char	   *priv = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	KsSecret	s;
+	KsOwnerSpi	spi;
+	Oid			roleid;
+	int			p;
+	Oid			types[3] = {TEXTOID, OIDOID, TEXTOID};
+	Datum		values[3];
+
+	RequirePrimary(grant ? "grant a secret privilege" : "revoke a secret privilege");
+	KsRequireSecretCatalog();
+	for (p = 0; p < KS_SECRET_PRIV_COUNT; p++)
+		if (strcmp(priv, KsSecretPrivNames[p]) == 0)
+			break;
+	if (p == KS_SECRET_PRIV_COUNT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown secret privilege \"%s\"", priv),
+				 errhint("Secret privileges are read, rotate and admin.")));
+	roleid = get_role_oid(role, false);
+	KsOwnerSpiBegin(&spi);
+	KsSecretLoadForCaller(name, KS_SECRET_ADMIN, GetUserId(), &s, true);
+	values[0] = CStringGetTextDatum(s.name);
+	values[1] = ObjectIdGetDatum(roleid);
+	values[2] = CStringGetTextDatum(KsSecretPrivNames[p]);
+	if (grant)
+		KsSpiExec("INSERT INTO keysmith.secret_acl (secret_name, grantee, privilege)"
+				  " VALUES ($1, $2::pg_catalog.regrole, $3) ON CONFLICT DO NOTHING",
+				  3, types, values, NULL, false, 0, SPI_OK_INSERT);
+	else
+		KsSpiExec("DELETE FROM keysmith.secret_acl WHERE secret_name OPERATOR(pg_catalog.=) $1"
+				  " AND grantee::pg_catalog.oid OPERATOR(pg_catalog.=) $2 AND privilege OPERATOR(pg_catalog.=) $3",
+				  3, types, values, NULL, false, 0, SPI_OK_DELETE);
+	KsSecretEvent(s.name, NULL, NULL, grant ? "granted" : "revoked",
+				  psprintf("%s %s %s", KsSecretPrivNames[p], grant ? "to" : "from", role));
+	KsOwnerSpiEnd(&spi);
+}
+
+Datum
+keysmith_grant_secret(PG_FUNCTION_ARGS)
+{
+	GrantOrRevoke(fcinfo, true);
+	PG_RETURN_VOID();
+}
+
+Datum
+keysmith_revoke_secret(PG_FUNCTION_ARGS)
+{
+	GrantOrRevoke(fcinfo, false);
+	PG_RETURN_VOID();
+}
+
+/* keysmith.rotate_secret(name, token DEFAULT NULL) RETURNS uuid */
+Datum
+keysmith_rotate_secret(PG_FUNCTION_ARGS)
+{
+	KsSecret	s;
+	KsOwnerSpi	spi;
+	char		token[KS_UUID_LEN] = "";
+	bool		given = !PG_ARGISNULL(1);
+
+	RequireArg(fcinfo, 0, "name");
+	RequirePrimary("rotate a secret");
+	KsRequireSecretCatalog();
+	if (given)
+		strlcpy(token, DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(1))), sizeof(token));
+	KsOwnerSpiBegin(&spi);
+	KsSecretLoadForCaller(text_to_cstring(PG_GETARG_TEXT_PP(0)), KS_SECRET_ROTATE, GetUserId(), &s, true);
+	KsRotationStart(&s, token, given);
+	KsOwnerSpiEnd(&spi);
+	PG_RETURN_DATUM(UuidDatum(token));
+}
+
+/* keysmith.cancel_rotation(name) */
+Datum
+keysmith_cancel_rotation(PG_FUNCTION_ARGS)
+{
+	KsSecret	s;
+	KsOwnerSpi	spi;
+
+	RequirePrimary("cancel a rotation");
+	KsRequireSecretCatalog();
+	KsOwnerSpiBegin(&spi);
+	KsSecretLoadForCaller(text_to_cstring(PG_GETARG_TEXT_PP(0)), KS_SECRET_ROTATE, GetUserId(), &s, true);
+	KsRotationCancel(&s);
+	KsOwnerSpiEnd(&spi);
+	PG_RETURN_VOID();
+}
+
+/*
+ * keysmith._secret_visible(name): may the querying role see this secret in
+ * the views?  keysmith admins see all, others what they hold a privilege on.
+ */
+Datum
+keysmith_secret_visible(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			caller = GetUserId();
+	Oid			admin = get_role_oid("keysmith_admin", true);
+	KsOwnerSpi	spi;
+	bool		visible = false;
+
+	if (superuser_arg(caller) || (OidIsValid(admin) && has_privs_of_role(caller, admin)))
+		PG_RETURN_BOOL(true);
+	KsOwnerSpiBegin(&spi);
+	for (int p = 0; p < KS_SECRET_PRIV_COUNT && !visible; p++)
+		visible = KsSecretHasPrivilege(name, (KsSecretPriv) p, caller);
+	KsOwnerSpiEnd(&spi);
+	PG_RETURN_BOOL(visible);
+}

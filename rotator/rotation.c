@@ -1,0 +1,714 @@
+/*
+ * rotator/rotation.c
+ *
+ * The credential-rotation engine.  A rotation is a row of keysmith.rotation
+ * whose state names the step to run next:
+ *
+ *   create   generate the pending credential; store it as the pending
+ *            version (sealed under the secret's key as the secret's owner)
+ *            and remember its SCRAM verifier                  -> set
+ *   set      install the verifier on the target role, unless the role
+ *            already carries it                               -> test
+ *   test     record the outcome of a real login with the pending
+ *            password, made outside any transaction           -> finish
+ *   finish   pending becomes current, current previous, old unlabelled
+ *            versions are erased, NOTIFY keysmith_rotation    -> finished
+ *
+ * Advance() is the one place a rotation moves: a switch over the state
+ * that runs the step and writes the next state in the same transaction as
+ * the step's effect.  The state is committed before every step and after
+ * it, so a crash anywhere resumes from the table and runs each step to
+ * completion exactly once in effect; every step first checks whether its
+ * effect is already there.  The test login is the one effect outside a
+ * transaction: a crash after it just logs in again.
+ *
+ * A failing step rolls back alone (a subtransaction per rotation, as the
+ * reaper does per lease), is counted, and retried with backoff; after
+ * keysmith.rotation_max_attempts the rotation ends 'failed'.  A rotation
+ * that ends without finishing (failed, or cancelled by cancel_rotation)
+ * erases its pending version and, if set had already changed the target
+ * role, gives the role back the credential of the version it had, so
+ * current keeps working.
+ *
+ * The worker (rotator/worker.c) runs rounds: up to ROTATION_BATCH due
+ * rotations, each phase (create, set, the logins, test, finish) for the
+ * whole batch in one transaction, so a round of many rotations costs a
+ * handful of commits.  Everything done for a secret is done with its
+ * owner's privileges: the key privileges through SetUserId, the role
+ * checks in rotator/role_strategy.c at every step.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "libpq/scram.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "../extension/roles.h"
+#include "role_strategy.h"
+#include "rotation.h"
+#include "worker.h"
+
+#define ROTATION_BATCH 500
+
+const char *const KsRotationStateNames[KS_ROT_STATE_COUNT] = {
+	"create", "set", "test", "finish", "finished", "failed", "cancelled"
+};
+
+#define IN_FLIGHT_SQL "ARRAY['create', 'set', 'test', 'finish']"
+
+typedef struct RotationJob
+{
+	char		token[KS_UUID_LEN];
+	KsRotationState state;
+	int			attempts;
+	KsSecret	secret;
+	char		target[NAMEDATALEN];	/* "" until create ran */
+	char		pending[KS_UUID_LEN];	/* "" until create ran */
+	char	   *verifier;		/* the pending SCRAM verifier, or NULL */
+	char	   *password;		/* the pending password, for the test login */
+	bool		tested;
+	char	   *test_error;		/* why the test login failed, or NULL */
+	bool		skip;			/* gone, locked by another, or failed this round */
+} RotationJob;
+
+/* Where job strings live: the round's context (the worker) or the caller's. */
+static MemoryContext JobCxt = NULL;
+
+static KsRotationState
+StateFromName(const char *name)
+{
+	for (int i = 0; i < KS_ROT_STATE_COUNT; i++)
+		if (strcmp(name, KsRotationStateNames[i]) == 0)
+			return (KsRotationState) i;
+	elog(ERROR, "keysmith: unknown rotation state \"%s\"", name);
+	pg_unreachable();
+}
+
+static bool
+IsTerminal(KsRotationState s)
+{
+	return s == KS_ROT_FINISHED || s == KS_ROT_FAILED || s == KS_ROT_CANCELLED;
+}
+
+static void
+WipeAndFree(char *s)
+{
+	if (s)
+	{
+		explicit_bzero(s, strlen(s));
+		pfree(s);
+	}
+}
+
+/*
+ * Read a rotation's row and its secret, locking the row (waiting, or
+ * skipping it when skip_locked).  False if it is gone or locked.
+ */
+static bool
+LoadJob(RotationJob *job, bool skip_locked)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {DirectFunctionCall1(uuid_in, CStringGetDatum(job->token))};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	char	   *secret_name;
+	char	   *verifier;
+	bool		isnull;
+
+	KsSpiExec(skip_locked ?
+			  "SELECT secret_name, state, attempts, coalesce(target_role::pg_catalog.text, ''),"
+			  "       coalesce(pending_version::pg_catalog.text, ''), pending_verifier"
+			  "  FROM keysmith.rotation WHERE token OPERATOR(pg_catalog.=) $1 FOR UPDATE SKIP LOCKED" :
+			  "SELECT secret_name, state, attempts, coalesce(target_role::pg_catalog.text, ''),"
+			  "       coalesce(pending_version::pg_catalog.text, ''), pending_verifier"
+			  "  FROM keysmith.rotation WHERE token OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	secret_name = SPI_getvalue(tup, desc, 1);
+	job->state = StateFromName(SPI_getvalue(tup, desc, 2));
+	job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	strlcpy(job->target, SPI_getvalue(tup, desc, 4), sizeof(job->target));
+	strlcpy(job->pending, SPI_getvalue(tup, desc, 5), sizeof(job->pending));
+	verifier = SPI_getvalue(tup, desc, 6);
+	job->verifier = verifier ? MemoryContextStrdup(JobCxt, verifier) : NULL;
+	if (!KsSecretLoad(secret_name, &job->secret, false))
+		return false;
+	return true;
+}
+
+/* Write the rotation's next state, with what the steps so far produced. */
+static void
+SaveState(RotationJob *job, KsRotationState next)
+{
+	Oid			types[5] = {UUIDOID, TEXTOID, NAMEOID, UUIDOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', job->target[0] ? ' ' : 'n', job->pending[0] ? ' ' : 'n',
+	job->verifier && !IsTerminal(next) ? ' ' : 'n'};
+
+	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(job->token));
+	values[1] = CStringGetTextDatum(KsRotationStateNames[next]);
+	values[2] = job->target[0] ? DirectFunctionCall1(namein, CStringGetDatum(job->target)) : (Datum) 0;
+	values[3] = job->pending[0] ? DirectFunctionCall1(uuid_in, CStringGetDatum(job->pending)) : (Datum) 0;
+	values[4] = nulls[4] == ' ' ? CStringGetTextDatum(job->verifier) : (Datum) 0;
+	KsSpiExec("UPDATE keysmith.rotation SET state = $2, target_role = $3, pending_version = $4,"
+			  " pending_verifier = $5,"
+			  " finished_at = CASE WHEN $2 OPERATOR(pg_catalog.=) ANY (" IN_FLIGHT_SQL ") THEN NULL"
+			  "                    ELSE pg_catalog.now() END,"
+			  " last_error = CASE WHEN $2 OPERATOR(pg_catalog.=) 'finished' THEN NULL ELSE last_error END"
+			  " WHERE token OPERATOR(pg_catalog.=) $1",
+			  5, types, values, nulls, false, 0, SPI_OK_UPDATE);
+	job->state = next;
+}
+
+/*
+ * Testing aid (keysmith.rotation_pause_at): stop after a step's effect,
+ * before its state is written, so that a crash drill can kill the server
+ * exactly there.  Only the worker pauses, for at most two minutes.
+ */
+static void
+PauseIfAsked(KsRotationState step)
+{
+	char		point[32];
+
+	if (!IsBackgroundWorker || keysmith_rotation_pause_at == NULL || keysmith_rotation_pause_at[0] == '\0')
+		return;
+	snprintf(point, sizeof(point), "%s:after", KsRotationStateNames[step]);
+	if (strcmp(point, keysmith_rotation_pause_at) != 0)
+		return;
+	ereport(LOG, (errmsg("keysmith rotation worker paused at %s (keysmith.rotation_pause_at)", point)));
+	pgstat_report_activity(STATE_RUNNING, psprintf("keysmith rotation paused at %s", point));
+	for (int i = 0; i < 120; i++)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* The role the next credential is for: the pair's role that is not current. */
+static void
+ChooseTarget(RotationJob *job, char *target)
+{
+	const KsSecretOptions *opt = &job->secret.opt;
+	char		version[KS_UUID_LEN];
+	char		current_user[NAMEDATALEN] = "";
+
+	if (opt->strategy == KS_STRATEGY_ROLE)
+	{
+		strlcpy(target, opt->role, NAMEDATALEN);
+		return;
+	}
+	(void) KsSecretFindVersion(job->secret.name, "current", version, NULL, current_user);
+	strlcpy(target, strcmp(current_user, opt->roles[0]) == 0 ? opt->roles[1] : opt->roles[0], NAMEDATALEN);
+}
+
+static void
+RequireOwner(RotationJob *job)
+{
+	if (GetUserNameFromId(job->secret.owner, true) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the owner of secret \"%s\" (role OID %u) no longer exists",
+						job->secret.name, job->secret.owner)));
+}
+
+static void
+StepCreate(RotationJob *job)
+{
+	const KsSecret *s = &job->secret;
+	char		target[NAMEDATALEN];
+	char		password[KS_PASSWORD_MAX + 1];
+	char	   *value;
+	char	   *verifier;
+	bytea	   *ct;
+	KsError		err;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(s->name)};
+
+	if (job->pending[0] && job->verifier)
+		return;					/* already stored */
+	RequireOwner(job);
+	ChooseTarget(job, target);
+	(void) KsRoleTargetCheck(s->owner, target);
+
+	KsRandomString(password, s->opt.password_length, KsAlnumMixed);
+	password[s->opt.password_length] = '\0';
+	if (KsCredentialBuild(target, password, &value, &err) != KS_OK)
+	{
+		explicit_bzero(password, sizeof(password));
+		KsReportError(&err);
+	}
+	KsNewUuid(job->pending);
+	ct = KsSecretSeal(s->owner, s, job->pending, value, strlen(value));
+	explicit_bzero(value, strlen(value));
+	free(value);
+	verifier = pg_be_scram_build_secret(password);
+	explicit_bzero(password, sizeof(password));
+
+	/* a pending version left by nobody (cancel erases its own) goes first */
+	KsSpiExec("DELETE FROM keysmith.secret_version"
+			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND stage OPERATOR(pg_catalog.=) 'pending'",
+			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
+	KsSecretInsertVersion(s, job->pending, ct, "pending", target);
+	job->verifier = MemoryContextStrdup(JobCxt, verifier);
+	strlcpy(job->target, target, sizeof(job->target));
+	KsSecretEvent(s->name, job->token, job->pending, "created", psprintf("pending credential for role %s", target));
+}
+
+static void
+StepSet(RotationJob *job)
+{
+	Oid			roleid;
+
+	RequireOwner(job);
+	roleid = KsRoleTargetCheck(job->secret.owner, job->target);
+	if (job->verifier == NULL)
+		elog(ERROR, "keysmith: rotation %s lost its pending verifier", job->token);
+	if (KsRoleHasVerifier(roleid, job->verifier))
+		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "the role already had the pending credential");
+	else
+	{
+		KsSetRoleVerifier(roleid, job->target, job->verifier, DT_NOBEGIN);
+		KsSecretEvent(job->secret.name, job->token, job->pending, "set", NULL);
+	}
+}
+
+static void
+StepTest(RotationJob *job)
+{
+	if (!job->tested)
+		elog(ERROR, "keysmith: rotation %s reached test without a login", job->token);
+	if (job->test_error)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("%s", job->test_error)));
+	KsSecretEvent(job->secret.name, job->token, job->pending, "tested", "login with the pending credential used the password");
+}
+
+static void
+StepFinish(RotationJob *job)
+{
+	char		version[KS_UUID_LEN];
+
+	if (KsSecretFindVersion(job->secret.name, "current", version, NULL, NULL) &&
+		strcmp(version, job->pending) == 0)
+		return;					/* already current */
+	KsSecretPromote(&job->secret, job->pending);
+	KsSecretEvent(job->secret.name, job->token, job->pending, "finished", NULL);
+}
+
+/*
+ * Run the step the rotation's state names and move it to the next state,
+ * in the caller's (sub)transaction.  The terminal states do nothing.
+ */
+static void
+Advance(RotationJob *job)
+{
+	KsRotationState step = job->state;
+	KsRotationState next;
+
+	switch (step)
+	{
+		case KS_ROT_CREATE:
+			StepCreate(job);
+			next = KS_ROT_SET;
+			break;
+		case KS_ROT_SET:
+			StepSet(job);
+			next = KS_ROT_TEST;
+			break;
+		case KS_ROT_TEST:
+			StepTest(job);
+			next = KS_ROT_FINISH;
+			break;
+		case KS_ROT_FINISH:
+			StepFinish(job);
+			next = KS_ROT_FINISHED;
+			break;
+		case KS_ROT_FINISHED:
+		case KS_ROT_FAILED:
+		case KS_ROT_CANCELLED:
+		default:
+			return;
+	}
+	PauseIfAsked(step);
+	SaveState(job, next);
+}
+
+/*
+ * Give the target role back the credential of the version it had (current,
+ * else previous).  Nothing to give back when it had none from keysmith.
+ */
+static void
+RestoreTarget(RotationJob *job)
+{
+	Oid			types[2] = {TEXTOID, NAMEOID};
+	Datum		values[2];
+	char		version[KS_UUID_LEN];
+	bytea	   *ct;
+	char	   *value;
+	char		username[NAMEDATALEN];
+	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
+	KsError		err;
+	KsStatus	st;
+
+	values[0] = CStringGetTextDatum(job->secret.name);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(job->target));
+	KsSpiExec("SELECT version_id::pg_catalog.text, ciphertext FROM keysmith.secret_version"
+			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND username OPERATOR(pg_catalog.=) $2"
+			  "   AND stage OPERATOR(pg_catalog.=) ANY (ARRAY['current', 'previous'])"
+			  " ORDER BY stage OPERATOR(pg_catalog.=) 'current' DESC LIMIT 1",
+			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return;
+	strlcpy(version, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), sizeof(version));
+	{
+		bool		isnull;
+
+		ct = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	RequireOwner(job);
+	value = KsSecretOpen(job->secret.owner, &job->secret, version, ct);
+	st = KsCredentialParse(value, strlen(value), username, password, &err);
+	WipeAndFree(value);
+	if (st != KS_OK)
+		KsReportError(&err);
+	PG_TRY();
+	{
+		(void) KsRoleInstallPassword(job->secret.owner, job->target, password);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(password, sizeof(password));
+	}
+	PG_END_TRY();
+	KsSecretEvent(job->secret.name, job->token, version, "restored",
+				  psprintf("role %s has the credential of this version again", job->target));
+}
+
+static void
+RestoreItem(void *arg)
+{
+	RestoreTarget((RotationJob *) arg);
+}
+
+/*
+ * End a rotation that did not finish: give the target back its credential
+ * if set had changed it, erase the pending version, and write final.
+ */
+static void
+Abandon(RotationJob *job, KsRotationState final, const char *why)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1];
+	char	   *message = NULL;
+	bool		set_done = job->state == KS_ROT_TEST || job->state == KS_ROT_FINISH;
+
+	if (set_done && job->target[0] && !KsJobTry(RestoreItem, job, &message))
+		why = psprintf("%s; the target role could not get its credential back: %s", why ? why : "", message);
+	if (job->pending[0])
+	{
+		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(job->pending));
+		KsSpiExec("DELETE FROM keysmith.secret_version WHERE version_id OPERATOR(pg_catalog.=) $1"
+				  " AND stage OPERATOR(pg_catalog.=) 'pending'",
+				  1, types, values, NULL, false, 0, SPI_OK_DELETE);
+	}
+	SaveState(job, final);
+	KsSecretEvent(job->secret.name, job->token, NULL, KsRotationStateNames[final], why);
+}
+
+/* ------------------------------------------------------------ SQL side */
+
+void
+KsRotationStart(const KsSecret *s, char *token, bool token_given)
+{
+	Oid			types[3] = {UUIDOID, TEXTOID, NAMEOID};
+	Datum		values[3];
+	char	   *actor = GetUserNameFromId(GetUserId(), false);
+
+	values[1] = CStringGetTextDatum(s->name);
+	if (token_given)
+	{
+		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(token));
+		KsSpiExec("SELECT secret_name FROM keysmith.rotation WHERE token OPERATOR(pg_catalog.=) $1",
+				  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+		if (SPI_processed > 0)
+		{
+			char	   *other = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+			if (strcmp(other, s->name) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("rotation token %s belongs to a rotation of another secret", token)));
+			return;				/* the same rotation: nothing else happens */
+		}
+	}
+	KsSpiExec("SELECT token::pg_catalog.text, state FROM keysmith.rotation"
+			  " WHERE secret_name OPERATOR(pg_catalog.=) $2"
+			  "   AND state OPERATOR(pg_catalog.=) ANY (" IN_FLIGHT_SQL ")",
+			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_ROTATION_IN_FLIGHT),
+				 errmsg("a rotation of secret \"%s\" is already in flight", s->name),
+				 errdetail("Its token is %s; its next step is %s.",
+						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
+				 errhint("Wait for it (keysmith.rotations), call rotate_secret with its token, or keysmith.cancel_rotation.")));
+	switch (s->opt.strategy)
+	{
+		case KS_STRATEGY_NONE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("secret \"%s\" has strategy none and is not rotated by keysmith", s->name),
+					 errhint("Store a new value with keysmith.put_secret_value.")));
+			break;
+		case KS_STRATEGY_ROLE:
+			(void) KsRoleTargetCheck(s->owner, s->opt.role);
+			break;
+		case KS_STRATEGY_ROLE_PAIR:
+			KsRolePairCheck(s->owner, &s->opt);
+			break;
+	}
+	if (!token_given)
+		KsNewUuid(token);
+	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(token));
+	values[2] = DirectFunctionCall1(namein, CStringGetDatum(actor));
+	KsSpiExec("INSERT INTO keysmith.rotation (token, secret_name, requested_by) VALUES ($1, $2, $3)",
+			  3, types, values, NULL, false, 0, SPI_OK_INSERT);
+	KsSecretEvent(s->name, token, NULL, "requested", NULL);
+	KsWorkerWakeAtCommit(KS_WORKER_ROTATION);
+}
+
+void
+KsRotationCancel(const KsSecret *s)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(s->name)};
+	RotationJob job;
+
+	KsSpiExec("SELECT token::pg_catalog.text FROM keysmith.rotation"
+			  " WHERE secret_name OPERATOR(pg_catalog.=) $1"
+			  "   AND state OPERATOR(pg_catalog.=) ANY (" IN_FLIGHT_SQL ")",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no rotation of secret \"%s\" is in flight", s->name)));
+	memset(&job, 0, sizeof(job));
+	strlcpy(job.token, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), sizeof(job.token));
+	JobCxt = CurrentMemoryContext;
+	if (!LoadJob(&job, false) || IsTerminal(job.state))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no rotation of secret \"%s\" is in flight", s->name)));
+	Abandon(&job, KS_ROT_CANCELLED, psprintf("cancelled by %s", GetUserNameFromId(GetUserId(), false)));
+}
+
+/* ------------------------------------------------------------ the worker */
+
+static RotationJob *RoundJobs = NULL;
+static int	RoundCount = 0;
+
+/* Wipe the round's passwords when its memory goes, however the round ends. */
+static void
+WipeRoundPasswords(void *arg)
+{
+	for (int i = 0; i < RoundCount; i++)
+		if (RoundJobs[i].password)
+			explicit_bzero(RoundJobs[i].password, strlen(RoundJobs[i].password));
+	RoundJobs = NULL;
+	RoundCount = 0;
+}
+
+typedef struct PhaseItemArgs
+{
+	RotationJob *job;
+	KsRotationState phase;
+} PhaseItemArgs;
+
+static void
+PhaseItem(void *arg)
+{
+	PhaseItemArgs *a = arg;
+
+	if (!LoadJob(a->job, true))
+	{
+		a->job->skip = true;	/* cancelled meanwhile, or being cancelled */
+		return;
+	}
+	if (a->job->state == a->phase)
+		Advance(a->job);
+}
+
+/* Decrypt the pending credential, as the secret's owner, for the test login. */
+static void
+LoadPasswordItem(void *arg)
+{
+	RotationJob *job = arg;
+	char		version[KS_UUID_LEN];
+	bytea	   *ct;
+	char	   *value;
+	char		username[NAMEDATALEN];
+	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
+	KsError		err;
+	KsStatus	st;
+
+	strlcpy(version, job->pending, sizeof(version));
+	if (!KsSecretFindVersion(job->secret.name, NULL, version, &ct, NULL))
+		elog(ERROR, "keysmith: the pending version of rotation %s is missing", job->token);
+	RequireOwner(job);
+	value = KsSecretOpen(job->secret.owner, &job->secret, version, ct);
+	st = KsCredentialParse(value, strlen(value), username, password, &err);
+	WipeAndFree(value);
+	if (st != KS_OK)
+		KsReportError(&err);
+	job->password = MemoryContextStrdup(JobCxt, password);
+	explicit_bzero(password, sizeof(password));
+}
+
+/* Count a failed step; past the limit, end the rotation 'failed'. */
+static void
+RecordFailure(RotationJob *job, const char *message)
+{
+	Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	int			attempts;
+	bool		isnull;
+
+	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(job->token));
+	values[1] = CStringGetTextDatum(message);
+	values[2] = CStringGetTextDatum(KsRotationStateNames[job->state]);
+	KsSpiExec("UPDATE keysmith.rotation SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2,"
+			  " next_attempt_at = " KS_JOB_BACKOFF_SQL("attempts")
+			  " WHERE token OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) $3"
+			  " RETURNING attempts",
+			  3, types, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed == 0)
+		return;					/* it moved on meanwhile (cancelled) */
+	attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	KsSecretEvent(job->secret.name, job->token, job->pending[0] ? job->pending : NULL, "step_failed",
+				  psprintf("%s (attempt %d of %d): %s", KsRotationStateNames[job->state], attempts,
+						   keysmith_rotation_max_attempts, message));
+	if (attempts < keysmith_rotation_max_attempts)
+	{
+		ereport(LOG,
+				(errmsg("keysmith rotation of secret \"%s\" failed at step %s (attempt %d of %d), will retry: %s",
+						job->secret.name, KsRotationStateNames[job->state], attempts,
+						keysmith_rotation_max_attempts, message)));
+		return;
+	}
+	ereport(LOG,
+			(errmsg("keysmith rotation of secret \"%s\" failed at step %s after %d attempts and is abandoned: %s",
+					job->secret.name, KsRotationStateNames[job->state], attempts, message)));
+	Abandon(job, KS_ROT_FAILED, message);
+}
+
+static void
+RunPhase(RotationJob *jobs, int n, KsRotationState phase)
+{
+	char		activity[64];
+
+	snprintf(activity, sizeof(activity), "keysmith rotation: step %s", KsRotationStateNames[phase]);
+	KsJobBegin(activity, keysmith_rotation_lock_timeout);
+	for (int i = 0; i < n; i++)
+	{
+		PhaseItemArgs a = {&jobs[i], phase};
+		char	   *message = NULL;
+
+		if (jobs[i].skip)
+			continue;
+		if (!KsJobTry(PhaseItem, &a, &message))
+		{
+			jobs[i].skip = true;
+			RecordFailure(&jobs[i], message);
+		}
+	}
+	/* the test logins need the pending passwords, read as each owner */
+	if (phase == KS_ROT_SET)
+		for (int i = 0; i < n; i++)
+		{
+			char	   *message = NULL;
+
+			if (jobs[i].skip || jobs[i].state != KS_ROT_TEST || jobs[i].password)
+				continue;
+			if (!KsJobTry(LoadPasswordItem, &jobs[i], &message))
+			{
+				jobs[i].skip = true;
+				RecordFailure(&jobs[i], message);
+			}
+		}
+	KsJobEnd();
+}
+
+bool
+KsRotationRound(MemoryContext cxt)
+{
+	KsCatalog	cat;
+	char		why[256];
+	KsCatalogStatus st;
+	RotationJob *jobs;
+	int			n;
+	MemoryContextCallback *cb;
+
+	JobCxt = cxt;
+	KsJobBegin("keysmith rotation: looking for due rotations", keysmith_rotation_lock_timeout);
+	st = KsCatalogWithTables(&cat, KsSecretTables, KsSecretTableCount, "credential rotation", why, sizeof(why));
+	if (!KsWorkerCatalogUsable(KS_WORKER_ROTATION, st, &cat, why))
+	{
+		KsJobEnd();
+		return false;
+	}
+	KsSpiExec("SELECT token::pg_catalog.text FROM keysmith.rotation"
+			  " WHERE state OPERATOR(pg_catalog.=) ANY (" IN_FLIGHT_SQL ")"
+			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+			  " ORDER BY started_at LIMIT " CppAsString2(ROTATION_BATCH),
+			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
+	n = (int) SPI_processed;
+	jobs = MemoryContextAllocZero(cxt, sizeof(RotationJob) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		strlcpy(jobs[i].token, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+				sizeof(jobs[i].token));
+	KsJobEnd();
+	if (n == 0)
+		return false;
+
+	RoundJobs = jobs;
+	RoundCount = n;
+	cb = MemoryContextAlloc(cxt, sizeof(*cb));
+	cb->func = WipeRoundPasswords;
+	cb->arg = NULL;
+	MemoryContextRegisterResetCallback(cxt, cb);
+
+	RunPhase(jobs, n, KS_ROT_CREATE);
+	RunPhase(jobs, n, KS_ROT_SET);
+
+	/* the logins, outside any transaction */
+	for (int i = 0; i < n; i++)
+	{
+		char		err[512];
+
+		if (jobs[i].skip || jobs[i].state != KS_ROT_TEST || jobs[i].password == NULL)
+			continue;
+		pgstat_report_activity(STATE_RUNNING, "keysmith rotation: test login");
+		if (!KsRoleTestLogin(jobs[i].target, jobs[i].password, err, sizeof(err)))
+			jobs[i].test_error = MemoryContextStrdup(cxt, err);
+		jobs[i].tested = true;
+		explicit_bzero(jobs[i].password, strlen(jobs[i].password));
+	}
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	RunPhase(jobs, n, KS_ROT_TEST);
+	RunPhase(jobs, n, KS_ROT_FINISH);
+	return n == ROTATION_BATCH;
+}

@@ -1,0 +1,45 @@
+/*
+ * rotator/rotation.h
+ *
+ * The credential-rotation engine (rotator/rotation.c): one state enum and
+ * one function that advances a rotation by a switch, run by the rotation
+ * worker; rotate_secret and cancel_rotation (extension/secrets.c) start and
+ * abandon rotations through it.
+ */
+#ifndef KEYSMITH_ROTATION_H
+#define KEYSMITH_ROTATION_H
+
+#include "postgres.h"
+
+#include "../extension/secret_store.h"
+
+typedef enum KsRotationState
+{
+	KS_ROT_CREATE = 0,			/* next: store a pending version */
+	KS_ROT_SET,					/* next: install it at the target */
+	KS_ROT_TEST,				/* next: prove it by a login */
+	KS_ROT_FINISH,				/* next: move the labels, NOTIFY */
+	KS_ROT_FINISHED,
+	KS_ROT_FAILED,
+	KS_ROT_CANCELLED,
+	KS_ROT_STATE_COUNT
+} KsRotationState;
+
+extern const char *const KsRotationStateNames[KS_ROT_STATE_COUNT];
+
+/*
+ * Start a rotation of secret s (locked FOR UPDATE by the caller), with
+ * token (generated when NULL in *token).  Returns the token in effect: the
+ * same token again is the same rotation, and nothing else happens.
+ */
+extern void KsRotationStart(const KsSecret *s, char *token, bool token_given);
+
+/*
+ * Abandon the rotation in flight for secret s (locked by the caller): the
+ * pending version is erased, and if set had already changed the target,
+ * the target gets back the credential of the version it had.  current is
+ * never touched.
+ */
+extern void KsRotationCancel(const KsSecret *s);
+
+#endif							/* KEYSMITH_ROTATION_H */

@@ -1,0 +1,402 @@
+/*
+ * rotator/worker.c
+ *
+ * The job runner shared by keysmith's background workers.  Two static
+ * workers are registered at preload, both in the database named by
+ * keysmith.database_name and both running KsWorkerMain:
+ *
+ *   keysmith lease reaper      revokes expired leases (rotator/reaper.c)
+ *   keysmith rotation worker   runs credential rotations (rotator/rotation.c)
+ *
+ * They are separate processes so that a slow rotation (each one logs in
+ * over the network) never delays a lease revocation, but they share
+ * everything else here: the loop (wait on the latch or the naptime, reload
+ * the configuration, idle during recovery, one round in a memory context
+ * reset afterwards), the wake-at-commit used by revoke_lease and
+ * rotate_secret, the one-time log lines about an unusable catalog, rounds
+ * as transactions with bounded lock waits, one subtransaction per item,
+ * and helper workers for other databases.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+
+#include "worker.h"
+
+PGDLLEXPORT void KsWorkerMain(Datum arg);
+
+typedef struct KsWorkerSpec
+{
+	const char *name;			/* bgw_name, bgw_type and application_name */
+	const char *job;			/* what it does, for log lines */
+	const char *feature;		/* the tables it needs, for log lines */
+	bool		(*round) (MemoryContext cxt);
+	int		   *naptime_ms;
+} KsWorkerSpec;
+
+static const KsWorkerSpec Specs[KS_WORKER_KINDS] = {
+	{"keysmith lease reaper", "revoking leases", "leased roles", KsReaperRound, &keysmith_reaper_naptime},
+	{"keysmith rotation worker", "rotating secrets", "credential rotation", KsRotationRound, &keysmith_rotation_naptime},
+};
+
+typedef struct KsWorkersShared
+{
+	slock_t		mutex;
+	Latch	   *latch[KS_WORKER_KINDS]; /* NULL while that worker does not run */
+	bool		helper_ok;
+	char		helper_error[512];
+} KsWorkersShared;
+
+static KsWorkersShared *Workers = NULL;
+static bool wake_at_commit[KS_WORKER_KINDS];
+static bool xact_callback_registered = false;
+static KsWorkerKind MyKind;
+
+void
+KsWorkersShmemRequest(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(KsWorkersShared)));
+}
+
+void
+KsWorkersShmemStartup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	Workers = ShmemInitStruct("keysmith workers", sizeof(KsWorkersShared), &found);
+	if (!found)
+	{
+		memset(Workers, 0, sizeof(*Workers));
+		SpinLockInit(&Workers->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+KsWorkersRegister(void)
+{
+	for (int kind = 0; kind < KS_WORKER_KINDS; kind++)
+	{
+		BackgroundWorker worker;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_ConsistentState;
+		worker.bgw_restart_time = 5;
+		worker.bgw_main_arg = Int32GetDatum(kind);
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "keysmith");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "KsWorkerMain");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "%s", Specs[kind].name);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "%s", Specs[kind].name);
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
+static void
+WakeXactCallback(XactEvent event, void *arg)
+{
+	for (int kind = 0; kind < KS_WORKER_KINDS; kind++)
+	{
+		if (event == XACT_EVENT_COMMIT && wake_at_commit[kind] && Workers != NULL)
+		{
+			Latch	   *latch;
+
+			SpinLockAcquire(&Workers->mutex);
+			latch = Workers->latch[kind];
+			SpinLockRelease(&Workers->mutex);
+			if (latch)
+				SetLatch(latch);
+		}
+		if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+			wake_at_commit[kind] = false;
+	}
+}
+
+void
+KsWorkerWakeAtCommit(KsWorkerKind kind)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(WakeXactCallback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit[kind] = true;
+}
+
+/* What a worker last said in the log about its catalog. */
+typedef enum CatalogSaid
+{
+	SAID_NOTHING,
+	SAID_OK,
+	SAID_ABSENT,
+	SAID_OLD,
+	SAID_UNTRUSTED
+} CatalogSaid;
+
+bool
+KsWorkerCatalogUsable(KsWorkerKind kind, KsCatalogStatus st, const KsCatalog *cat, const char *why)
+{
+	static CatalogSaid said = SAID_NOTHING;
+	const KsWorkerSpec *spec = &Specs[kind];
+	CatalogSaid now = st == KS_CATALOG_OK ? SAID_OK :
+		st == KS_CATALOG_UNTRUSTED ? SAID_UNTRUSTED :
+		OidIsValid(cat->extoid) ? SAID_OLD : SAID_ABSENT;
+
+	if (now != said)
+	{
+		if (now == SAID_OK && said != SAID_NOTHING)
+			ereport(LOG,
+					(errmsg("%s found keysmith installed in database \"%s\" and is %s",
+							spec->name, keysmith_database_name, spec->job)));
+		else if (now == SAID_ABSENT)
+			ereport(LOG,
+					(errmsg("%s is idle: extension keysmith is not installed in database \"%s\"",
+							spec->name, keysmith_database_name),
+					 errhint("Run CREATE EXTENSION keysmith in that database, or set keysmith.database_name.")));
+		else if (now == SAID_UNTRUSTED)
+			ereport(WARNING,
+					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
+					 errmsg("%s is idle: it refuses to act on keysmith's catalog in database \"%s\"",
+							spec->name, keysmith_database_name),
+					 errdetail("%s.", why),
+					 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
+		else if (now == SAID_OLD)
+			ereport(LOG,
+					(errmsg("%s is idle: keysmith in database \"%s\" predates %s",
+							spec->name, keysmith_database_name, spec->feature),
+					 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
+		said = now;
+	}
+	return now == SAID_OK;
+}
+
+static void
+SetLockTimeout(int ms)
+{
+	char		buf[32];
+
+	snprintf(buf, sizeof(buf), "%d", ms);
+	SetConfigOption("lock_timeout", buf, PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+void
+KsJobBegin(const char *activity, int lock_timeout_ms)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SetLockTimeout(lock_timeout_ms);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+void
+KsJobEnd(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+bool
+KsJobTry(void (*fn) (void *), void *arg, char **message)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		fn(arg);
+		SPI_finish();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		*message = pstrdup(edata->message);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+bool
+KsRunHelper(Oid dboid, const char *fn, const char *what, const void *extra, size_t len,
+			char *errbuf, size_t errlen)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	bool		ok;
+
+	Assert(len <= KS_HELPER_EXTRA && len + sizeof(Oid) <= BGW_EXTRALEN);
+	SpinLockAcquire(&Workers->mutex);
+	Workers->helper_ok = false;
+	snprintf(Workers->helper_error, sizeof(Workers->helper_error),
+			 "the helper worker for database OID %u exited without reporting; the server log has its error", dboid);
+	SpinLockRelease(&Workers->mutex);
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	worker.bgw_notify_pid = MyProcPid;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "keysmith");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", fn);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", what);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", what);
+	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
+	memcpy(worker.bgw_extra + sizeof(Oid), extra, len);
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		snprintf(errbuf, errlen, "could not start a helper worker for database %u (max_worker_processes reached)", dboid);
+		return false;
+	}
+	if (WaitForBackgroundWorkerShutdown(handle) == BGWH_POSTMASTER_DIED)
+		proc_exit(1);
+
+	SpinLockAcquire(&Workers->mutex);
+	ok = Workers->helper_ok;
+	if (!ok)
+		strlcpy(errbuf, Workers->helper_error, errlen);
+	SpinLockRelease(&Workers->mutex);
+	return ok;
+}
+
+/* In a helper: connect to its database and copy out its argument. */
+void
+KsHelperStart(void *extra, size_t len)
+{
+	Oid			dboid;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	memcpy(extra, MyBgworkerEntry->bgw_extra + sizeof(Oid), len);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+}
+
+void
+KsHelperFailed(const char *message)
+{
+	SpinLockAcquire(&Workers->mutex);
+	snprintf(Workers->helper_error, sizeof(Workers->helper_error), "in database %u: %s",
+			 MyDatabaseId, message);
+	SpinLockRelease(&Workers->mutex);
+}
+
+void
+KsHelperDone(void)
+{
+	SpinLockAcquire(&Workers->mutex);
+	Workers->helper_ok = true;
+	SpinLockRelease(&Workers->mutex);
+}
+
+/* ------------------------------------------------------------ the loop */
+
+static void
+WorkerDetach(int code, Datum arg)
+{
+	SpinLockAcquire(&Workers->mutex);
+	Workers->latch[MyKind] = NULL;
+	SpinLockRelease(&Workers->mutex);
+}
+
+void
+KsWorkerMain(Datum arg)
+{
+	const KsWorkerSpec *spec;
+	MemoryContext round_cxt;
+	bool		idle_logged = false;
+
+	MyKind = (KsWorkerKind) DatumGetInt32(arg);
+	spec = &Specs[MyKind];
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	SpinLockAcquire(&Workers->mutex);
+	Workers->latch[MyKind] = MyLatch;
+	SpinLockRelease(&Workers->mutex);
+	before_shmem_exit(WorkerDetach, (Datum) 0);
+
+	BackgroundWorkerInitializeConnection(keysmith_database_name, NULL, 0);
+	pgstat_report_appname(spec->name);
+	ereport(LOG,
+			(errmsg("%s started in database \"%s\"", spec->name, keysmith_database_name)));
+
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "keysmith worker round", ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		bool		more = false;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (RecoveryInProgress())
+		{
+			if (!idle_logged)
+				ereport(LOG, (errmsg("%s is idle while the server is in recovery", spec->name)));
+			idle_logged = true;
+		}
+		else
+		{
+			MemoryContext old = MemoryContextSwitchTo(round_cxt);
+
+			idle_logged = false;
+			more = spec->round(round_cxt);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(round_cxt);
+		}
+
+		if (!more)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 *spec->naptime_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+}

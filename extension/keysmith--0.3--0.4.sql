@@ -169,7 +169,7 @@ SET search_path = pg_catalog, pg_temp;
 CREATE FUNCTION keysmith._secret_visible(secret_name text)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'keysmith_secret_visible'
-LANGUAGE C STRICT STABLE PARALLEL SAFE
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION keysmith.create_secret(text, text, text, jsonb, text) IS

@@ -44,6 +44,8 @@ static char *redacted_query = NULL;
  */
 static const char *const SecretFunctions[] = {
 	"encrypt_value",
+	"create_secret",
+	"put_secret_value",
 };
 
 static bool

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# test/integration/rotation_crash.sh
+#
+# Rotations across crashes.  For each step (create, set, test, finish) the
+# rotation worker is stopped right after the step's effect and before its
+# state is committed (keysmith.rotation_pause_at), and then every server
+# process is killed with SIGKILL.  After the restart the rotation must end
+# in exactly one finished rotation: each step's event once, a current
+# credential that logs in, the old one refused, nothing pending.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+. "$ROOT/test/lib.sh"
+ks_plan 13
+
+dir=$KS_WORK/extra-rotation-crash
+ks_cluster_init "$dir"
+echo "keysmith.rotation_naptime = '200ms'" >>"$dir/data/postgresql.conf"
+ks_cluster_start "$dir"
+. "$dir/env"
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
+login() { PGPASSWORD=$2 psql -X -q -t -A -h 127.0.0.1 -p "$PGPORT" -U "$1" -d postgres -c 'SELECT 1' >/dev/null 2>&1; }
+field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+q <<'SQL' >/dev/null
+CREATE EXTENSION keysmith;
+SELECT keysmith.create_key('crash');
+SQL
+ks_check $? "setup"
+
+for step in create set test finish; do
+    role=crash_$step
+    q -c "CREATE ROLE $role LOGIN" \
+      -c "SELECT keysmith.create_secret('crash/$step', 'crash', 'postgres_role', '{\"role\": \"$role\"}')" >/dev/null
+    old=$(q -c "SELECT keysmith.get_secret('crash/$step')")
+    q -c "ALTER SYSTEM SET keysmith.rotation_pause_at = '$step:after'" -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.3
+    tok=$(q -c "SELECT keysmith.rotate_secret('crash/$step')")
+    paused=1
+    for _ in $(seq 1 100); do
+        n=$(q -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'keysmith rotation paused at $step:after'")
+        [ "$n" = 1 ] && { paused=0; break; }
+        sleep 0.1
+    done
+    ks_cluster_kill9 "$dir"
+    sed -i '/rotation_pause_at/d' "$dir/data/postgresql.auto.conf"
+    ks_cluster_start "$dir"
+    st=
+    for _ in $(seq 1 150); do
+        st=$(q -c "SELECT state FROM keysmith.rotations WHERE token = '$tok'" 2>/dev/null)
+        [ "$st" = finished ] && break
+        sleep 0.2
+    done
+    ev=$(q -c "SELECT string_agg(event, ',' ORDER BY event_id) FROM keysmith.rotation_event WHERE token = '$tok'")
+    n=$(q -c "SELECT count(*) FROM keysmith.rotation WHERE secret_name = 'crash/$step'")
+    [ $paused = 0 ] && [ "$st" = finished ] && [ "$n" = 1 ] && [ "$ev" = requested,created,set,tested,finished ]
+    ks_check $? "killed after $step's effect: one rotation, finished, each step once ($st; $ev)"
+    cur=$(q -c "SELECT keysmith.get_secret('crash/$step')")
+    login "$role" "$(field "$cur" password)" && ! login "$role" "$(field "$old" password)" && [ "$cur" != "$old" ]
+    ks_check $? "killed after $step: current logs in, the old password does not"
+    s=$(q -c "SELECT string_agg(coalesce(stage, '-'), ',' ORDER BY stage) FROM keysmith.secret_version WHERE secret_name = 'crash/$step'")
+    [ "$s" = current,previous ] && [ "$(q -c "SELECT keysmith.get_secret('crash/$step', 'previous')")" = "$old" ]
+    ks_check $? "killed after $step: versions current and previous, nothing pending ($s)"
+done
+
+ks_cluster_stop "$dir"

@@ -25,6 +25,23 @@
 #include "secret_store.h"
 #include "values.h"
 
+/* Who events and versions are recorded as; InvalidOid: the current user. */
+static Oid	Actor = InvalidOid;
+
+void
+KsSecretSetActor(Oid role)
+{
+	Actor = role;
+}
+
+char *
+KsSecretActorName(void)
+{
+	char	   *name = GetUserNameFromId(OidIsValid(Actor) ? Actor : GetUserId(), true);
+
+	return name ? name : "?";
+}
+
 const char *const KsSecretPrivNames[KS_SECRET_PRIV_COUNT] = {"read", "rotate", "admin"};
 
 const char *const KsSecretTables[] = {"secret", "secret_version", "secret_acl", "rotation", "rotation_event"};
@@ -214,14 +231,14 @@ KsSecretInsertVersion(const KsSecret *s, const char *version_id, bytea *ct, cons
 	Oid			types[6] = {UUIDOID, TEXTOID, BYTEAOID, TEXTOID, NAMEOID, TEXTOID};
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', stage ? ' ' : 'n', username ? ' ' : 'n', ' '};
-	char	   *actor = GetUserNameFromId(GetUserId(), true);
+	char	   *actor = KsSecretActorName();
 
 	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(version_id));
 	values[1] = CStringGetTextDatum(s->name);
 	values[2] = PointerGetDatum(ct);
 	values[3] = stage ? CStringGetTextDatum(stage) : (Datum) 0;
 	values[4] = username ? DirectFunctionCall1(namein, CStringGetDatum(username)) : (Datum) 0;
-	values[5] = CStringGetTextDatum(actor ? actor : "?");
+	values[5] = CStringGetTextDatum(actor);
 	KsSpiExec("INSERT INTO keysmith.secret_version (version_id, secret_name, ciphertext, stage, username, created_by)"
 			  " VALUES ($1, $2, $3, $4, $5, $6)", 6, types, values, nulls, false, 0, SPI_OK_INSERT);
 }
@@ -308,13 +325,13 @@ KsSecretEvent(const char *secret, const char *token, const char *version_id, con
 	Oid			types[6] = {TEXTOID, UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[6];
 	char		nulls[6] = {' ', token ? ' ' : 'n', version_id ? ' ' : 'n', ' ', ' ', detail ? ' ' : 'n'};
-	char	   *actor = GetUserNameFromId(GetUserId(), true);
+	char	   *actor = KsSecretActorName();
 
 	values[0] = CStringGetTextDatum(secret);
 	values[1] = token ? DirectFunctionCall1(uuid_in, CStringGetDatum(token)) : (Datum) 0;
 	values[2] = version_id ? DirectFunctionCall1(uuid_in, CStringGetDatum(version_id)) : (Datum) 0;
 	values[3] = CStringGetTextDatum(event);
-	values[4] = CStringGetTextDatum(actor ? actor : "?");
+	values[4] = CStringGetTextDatum(actor);
 	values[5] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
 	KsSpiExec("INSERT INTO keysmith.rotation_event (secret_name, token, version_id, event, acting_role, detail)"
 			  " VALUES ($1, $2, $3, $4, $5, $6)", 6, types, values, nulls, false, 0, SPI_OK_INSERT);

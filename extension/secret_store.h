@@ -95,6 +95,14 @@ extern bool KsSecretFindVersion(const char *name, const char *stage, char *versi
  */
 extern void KsSecretPromote(const KsSecret *s, const char *version_id);
 
+/*
+ * The role events and versions are recorded as: the SQL functions set
+ * their caller (the tables are written as their owner meanwhile); the
+ * worker sets InvalidOid, meaning itself.
+ */
+extern void KsSecretSetActor(Oid role);
+extern char *KsSecretActorName(void);
+
 /* The audit trail; token and version_id may be NULL. */
 extern void KsSecretEvent(const char *secret, const char *token, const char *version_id,
 						  const char *event, const char *detail);

@@ -174,6 +174,7 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 				 errmsg("a secret of strategy none needs a value"),
 				 errdetail("keysmith generates credentials only for the role strategies.")));
 
+	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	{
 		Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID};
@@ -272,6 +273,7 @@ keysmith_put_secret_value(PG_FUNCTION_ARGS)
 
 	RequirePrimary("store a secret value");
 	KsRequireSecretCatalog();
+	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(name, KS_SECRET_ROTATE, caller, &s, true);
 	if (s.opt.strategy != KS_STRATEGY_NONE && !KsSecretHasPrivilege(s.name, KS_SECRET_ADMIN, caller))
@@ -323,6 +325,7 @@ GetValue(FunctionCallInfo fcinfo, const char *name, const char *stage, const cha
 	bool		found;
 
 	KsRequireSecretCatalog();
+	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(name, KS_SECRET_READ, caller, &s, false);
 	if (version_id)
@@ -375,6 +378,7 @@ keysmith_get_secret_version(PG_FUNCTION_ARGS)
 Datum
 keysmith_drop_secret(PG_FUNCTION_ARGS)
 {
+	Oid			caller = GetUserId();
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	KsSecret	s;
 	KsOwnerSpi	spi;
@@ -384,8 +388,9 @@ keysmith_drop_secret(PG_FUNCTION_ARGS)
 
 	RequirePrimary("drop a secret");
 	KsRequireSecretCatalog();
+	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
-	KsSecretLoadForCaller(name, KS_SECRET_ADMIN, GetUserId(), &s, true);
+	KsSecretLoadForCaller(name, KS_SECRET_ADMIN, caller, &s, true);
 	values[0] = CStringGetTextDatum(s.name);
 	KsSpiExec("SELECT token::pg_catalog.text FROM keysmith.rotation"
 			  " WHERE secret_name OPERATOR(pg_catalog.=) $1"
@@ -410,6 +415,7 @@ keysmith_drop_secret(PG_FUNCTION_ARGS)
 static void
 GrantOrRevoke(FunctionCallInfo fcinfo, bool grant)
 {
+	Oid			caller = GetUserId();
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *role = NameStr(*PG_GETARG_NAME(1));
 	char	   *priv = text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -431,8 +437,9 @@ GrantOrRevoke(FunctionCallInfo fcinfo, bool grant)
 				 errmsg("unknown secret privilege \"%s\"", priv),
 				 errhint("Secret privileges are read, rotate and admin.")));
 	roleid = get_role_oid(role, false);
+	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
-	KsSecretLoadForCaller(name, KS_SECRET_ADMIN, GetUserId(), &s, true);
+	KsSecretLoadForCaller(name, KS_SECRET_ADMIN, caller, &s, true);
 	values[0] = CStringGetTextDatum(s.name);
 	values[1] = ObjectIdGetDatum(roleid);
 	values[2] = CStringGetTextDatum(KsSecretPrivNames[p]);
@@ -467,6 +474,7 @@ keysmith_revoke_secret(PG_FUNCTION_ARGS)
 Datum
 keysmith_rotate_secret(PG_FUNCTION_ARGS)
 {
+	Oid			caller = GetUserId();
 	KsSecret	s;
 	KsOwnerSpi	spi;
 	char		token[KS_UUID_LEN] = "";
@@ -477,8 +485,9 @@ keysmith_rotate_secret(PG_FUNCTION_ARGS)
 	KsRequireSecretCatalog();
 	if (given)
 		strlcpy(token, DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(1))), sizeof(token));
+	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
-	KsSecretLoadForCaller(text_to_cstring(PG_GETARG_TEXT_PP(0)), KS_SECRET_ROTATE, GetUserId(), &s, true);
+	KsSecretLoadForCaller(text_to_cstring(PG_GETARG_TEXT_PP(0)), KS_SECRET_ROTATE, caller, &s, true);
 	KsRotationStart(&s, token, given);
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_DATUM(UuidDatum(token));
@@ -488,13 +497,15 @@ keysmith_rotate_secret(PG_FUNCTION_ARGS)
 Datum
 keysmith_cancel_rotation(PG_FUNCTION_ARGS)
 {
+	Oid			caller = GetUserId();
 	KsSecret	s;
 	KsOwnerSpi	spi;
 
 	RequirePrimary("cancel a rotation");
 	KsRequireSecretCatalog();
+	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
-	KsSecretLoadForCaller(text_to_cstring(PG_GETARG_TEXT_PP(0)), KS_SECRET_ROTATE, GetUserId(), &s, true);
+	KsSecretLoadForCaller(text_to_cstring(PG_GETARG_TEXT_PP(0)), KS_SECRET_ROTATE, caller, &s, true);
 	KsRotationCancel(&s);
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_VOID();
@@ -515,6 +526,7 @@ keysmith_secret_visible(PG_FUNCTION_ARGS)
 
 	if (superuser_arg(caller) || (OidIsValid(admin) && has_privs_of_role(caller, admin)))
 		PG_RETURN_BOOL(true);
+	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	for (int p = 0; p < KS_SECRET_PRIV_COUNT && !visible; p++)
 		visible = KsSecretHasPrivilege(name, (KsSecretPriv) p, caller);

@@ -434,7 +434,7 @@ KsRotationStart(const KsSecret *s, char *token, bool token_given)
 {
 	Oid			types[3] = {UUIDOID, TEXTOID, NAMEOID};
 	Datum		values[3];
-	char	   *actor = GetUserNameFromId(GetUserId(), false);
+	char	   *actor = KsSecretActorName();
 
 	values[1] = CStringGetTextDatum(s->name);
 	if (token_given)
@@ -512,7 +512,7 @@ KsRotationCancel(const KsSecret *s)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("no rotation of secret \"%s\" is in flight", s->name)));
-	Abandon(&job, KS_ROT_CANCELLED, psprintf("cancelled by %s", GetUserNameFromId(GetUserId(), false)));
+	Abandon(&job, KS_ROT_CANCELLED, "cancel_rotation");
 }
 
 /* ------------------------------------------------------------ the worker */
@@ -662,6 +662,7 @@ KsRotationRound(MemoryContext cxt)
 	MemoryContextCallback *cb;
 
 	JobCxt = cxt;
+	KsSecretSetActor(InvalidOid);
 	KsJobBegin("keysmith rotation: looking for due rotations", keysmith_rotation_lock_timeout);
 	st = KsCatalogWithTables(&cat, KsSecretTables, KsSecretTableCount, "credential rotation", why, sizeof(why));
 	if (!KsWorkerCatalogUsable(KS_WORKER_ROTATION, st, &cat, why))

@@ -161,6 +161,9 @@ echo "== pgTAP, leases (in postgres, the reaper's database)"
 psql -X -q -d postgres -c 'CREATE EXTENSION pgtap; CREATE EXTENSION keysmith' >/dev/null
 pgtap_dir postgres "$ROOT/test/pgtap/leases"
 
+echo "== pgTAP, secrets (in postgres, the rotation worker's database)"
+pgtap_dir postgres "$ROOT/test/pgtap/secrets"
+
 echo "== integration"
 for t in "$ROOT"/test/integration/*.sh; do
     name=$(basename "$t" .sh)

@@ -22,6 +22,9 @@ KMS_SRCS = kms/common.c kms/envelope.c kms/local.c kms/options.c kms/secret.c
 KMS_OBJS = kms/common.o kms/envelope.o kms/local.o kms/options.o kms/secret.o
 OBJS = \
 	extension/keysmith.o \
+	extension/owner_spi.o \
+	extension/key_acl.o \
+	extension/key_state.o \
 	extension/dek_cache.o \
 	extension/values.o \
 	extension/keys.o \
@@ -69,7 +72,8 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies: a struct changed in a header and an
 # object not rebuilt smashes the stack (seen here).
-$(OBJS): extension/keysmith.h extension/values.h extension/roles.h extension/secret_store.h \
+$(OBJS): extension/keysmith.h extension/owner_spi.h extension/key_acl.h extension/key_state.h \
+	extension/dek_cache.h extension/values.h extension/roles.h extension/secret_store.h \
 	rotator/worker.h rotator/rotation.h rotator/role_strategy.h \
 	kms/envelope.h kms/kms.h kms/local.h kms/options.h kms/secret.h
 

@@ -2,7 +2,9 @@
  * extension/dek_cache.c
  *
  * The per-backend cache of unwrapped data keys, and the slow path that
- * fills it from the key tables and the KMS.
+ * fills it from the key tables and the KMS.  The key tables are reached
+ * through owner_spi.c, privileges checked by key_acl.c, and the key
+ * states of ciphertext_needs_reencrypt kept by key_state.c.
  *
  * Each cached DEK version is held only as a KsAead (OpenSSL cipher contexts
  * keyed with it); the raw DEK exists briefly in a locked, non-dumpable page
@@ -41,6 +43,10 @@
 #include "catalog/pg_class.h"
 
 #include "keysmith.h"
+#include "dek_cache.h"
+#include "key_acl.h"
+#include "key_state.h"
+#include "owner_spi.h"
 
 typedef struct DekKey
 {
@@ -76,25 +82,10 @@ static int	MemoNameLen = -1;
 static DekEntry *MemoEncrypt = NULL;
 static DekEntry *MemoDecrypt = NULL;
 
-static Oid	KeyTableOid = InvalidOid;
-static Oid	KeyVersionTableOid = InvalidOid;
-static Oid	KeyOwnerOid = InvalidOid;
 
 /* A locked page for raw DEK bytes while a cipher context is keyed. */
 static uint8 *SecretPage = NULL;
 
-static void FlushKeyStates(void);
-
-/*
- * Lookups run read-write (a fresh snapshot that sees this transaction's own
- * key changes, such as a rollover a moment ago) except in parallel mode,
- * where only the query's own snapshot may be used.
- */
-static inline bool
-SpiReadOnly(void)
-{
-	return IsInParallelMode();
-}
 
 static inline uint64
 MonotonicMs(void)
@@ -132,7 +123,7 @@ KsDekCacheFlush(void)
 	int			n = 0;
 
 	ForgetMemos();
-	FlushKeyStates();
+	KsKeyStatesFlush();
 	if (DekTable != NULL)
 	{
 		hash_seq_init(&status, DekTable);
@@ -173,27 +164,8 @@ SweepExpired(void)
 static void
 KsRelcacheCallback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == KeyTableOid || relid == KeyVersionTableOid)
-	{
+	if (relid == InvalidOid || KsIsKeyTable(relid))
 		KsDekCacheFlush();
-		/* the tables may have been dropped: resolve them again */
-		KeyTableOid = InvalidOid;
-		KeyVersionTableOid = InvalidOid;
-		KeyOwnerOid = InvalidOid;
-	}
-}
-
-/*
- * A role's attributes or a schema changed: the extension's owner may have
- * lost superuser, or keysmith's schema been renamed or granted away, so the
- * key tables are looked up and checked again (KsKeyTableOid) at next use.
- */
-static void
-KsCatalogTrustCallback(Datum arg, int cacheid, uint32 hashvalue)
-{
-	KeyTableOid = InvalidOid;
-	KeyVersionTableOid = InvalidOid;
-	KeyOwnerOid = InvalidOid;
 }
 
 /* Role memberships or attributes changed: forget every privilege memo. */
@@ -252,8 +224,6 @@ EnsureCache(void)
 		CacheRegisterRelcacheCallback(KsRelcacheCallback, (Datum) 0);
 		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, KsRoleCallback, (Datum) 0);
 		CacheRegisterSyscacheCallback(AUTHOID, KsRoleCallback, (Datum) 0);
-		CacheRegisterSyscacheCallback(AUTHOID, KsCatalogTrustCallback, (Datum) 0);
-		CacheRegisterSyscacheCallback(NAMESPACEOID, KsCatalogTrustCallback, (Datum) 0);
 		RegisterXactCallback(KsXactCallback, NULL);
 		RegisterSubXactCallback(KsSubXactCallback, NULL);
 		CallbacksRegistered = true;
@@ -292,68 +262,6 @@ EnsureCache(void)
 #endif
 		SecretPage = p;
 	}
-}
-
-/*
- * The key tables, found through the extension's own schema OID and checked
- * to be members of the extension (extension/catalog.c), never by a name
- * that another role could create.
- */
-Oid
-KsKeyTableOid(void)
-{
-	if (!OidIsValid(KeyTableOid))
-	{
-		KsCatalog	cat;
-		Oid			key,
-					key_version;
-		HeapTuple	tup;
-
-		KsCatalogRequire(&cat);
-		key = KsCatalogRequireRelation(&cat, "key");
-		key_version = KsCatalogRequireRelation(&cat, "key_version");
-		tup = SearchSysCache1(RELOID, ObjectIdGetDatum(key));
-		if (!HeapTupleIsValid(tup))
-			elog(ERROR, "cache lookup failed for relation %u", key);
-		KeyOwnerOid = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-		ReleaseSysCache(tup);
-		KeyVersionTableOid = key_version;
-		KeyTableOid = key;
-	}
-	return KeyTableOid;
-}
-
-/*
- * The key tables are readable only by their owner.  SQL-callable functions
- * that need them switch to that owner for the duration of a query, the way a
- * SECURITY DEFINER function would, without the per-call cost of one.  An
- * error in between is safe: (sub)transaction abort restores the user.
- */
-void
-KsOwnerSpiBegin(KsOwnerSpi *spi)
-{
-	KsKeyTableOid();
-	GetUserIdAndSecContext(&spi->save_userid, &spi->save_sec);
-	SetUserIdAndSecContext(KeyOwnerOid, spi->save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-}
-
-void
-KsOwnerSpiEnd(KsOwnerSpi *spi)
-{
-	SPI_finish();
-	SetUserIdAndSecContext(spi->save_userid, spi->save_sec);
-}
-
-void
-KsSpiExec(const char *sql, int nargs, Oid *types, Datum *values,
-			   const char *nulls, bool read_only, long count, int expect)
-{
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, count);
-
-	if (rc != expect)
-		elog(ERROR, "keysmith: SPI statement failed (%s)", SPI_result_code_string(rc));
 }
 
 void
@@ -416,7 +324,7 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
 								   "   AND v.version OPERATOR(pg_catalog.=) k.current_version"
 								   " WHERE k.name OPERATOR(pg_catalog.=) $1",
-					   1, types, values, NULL, SpiReadOnly(), 1, SPI_OK_SELECT);
+					   1, types, values, NULL, KsSpiReadOnly(), 1, SPI_OK_SELECT);
 	}
 	else
 	{
@@ -429,7 +337,7 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
 								   "   AND v.version OPERATOR(pg_catalog.=) $2"
 								   " WHERE k.key_id OPERATOR(pg_catalog.=) $1",
-					   2, types, values, NULL, SpiReadOnly(), 1, SPI_OK_SELECT);
+					   2, types, values, NULL, KsSpiReadOnly(), 1, SPI_OK_SELECT);
 	}
 
 	if (SPI_processed > 0)
@@ -682,169 +590,6 @@ KsKeyNameById(uint32 key_id)
 
 	FetchKeyRow(NULL, key_id, 0, &row);
 	return row.found_key ? row.name : NULL;
-}
-
-const char *const KsPrivilegeNames[KS_PRIV_COUNT] = {"encrypt", "decrypt", "admin"};
-
-bool
-KsHasKeyPrivilege(int32 key_id, KsPrivilege priv, Oid role)
-{
-	KsOwnerSpi	spi;
-	Oid			types[3] = {INT4OID, TEXTOID, OIDOID};
-	Datum		values[3];
-	bool		result;
-	bool		isnull;
-
-	if (superuser_arg(role))
-		return true;
-	values[0] = Int32GetDatum(key_id);
-	values[1] = CStringGetTextDatum(KsPrivilegeNames[priv]);
-	values[2] = ObjectIdGetDatum(role);
-	KsOwnerSpiBegin(&spi);
-	KsSpiExec("SELECT EXISTS (SELECT 1 FROM keysmith.key_acl a"
-				   " WHERE a.key_id OPERATOR(pg_catalog.=) $1"
-				   "   AND a.privilege OPERATOR(pg_catalog.=) $2"
-				   "   AND pg_catalog.pg_has_role($3, a.grantee::pg_catalog.oid, 'USAGE'))",
-				   3, types, values, NULL, SpiReadOnly(), 1, SPI_OK_SELECT);
-	result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	KsOwnerSpiEnd(&spi);
-	return result;
-}
-
-/*
- * ERROR unless the current user holds priv on the key.  This reads key_acl,
- * which may process invalidations and flush the cache: callers must not
- * hold a KsDek pointer across it (see values.c for the memo that keeps the
- * per-row cost flat).
- */
-void
-KsRequirePrivilege(int32 key_id, const char *key_name, KsPrivilege priv)
-{
-	char		name[KS_KEY_NAME_MAX + 1];
-
-	strlcpy(name, key_name, sizeof(name));
-	if (!KsHasKeyPrivilege(key_id, priv, GetUserId()))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to %s with key \"%s\"", KsPrivilegeNames[priv], name),
-				 errhint("A key administrator can run keysmith.grant_key('%s', <role>, '%s').",
-						 name, KsPrivilegeNames[priv])));
-}
-
-/*
- * Key states for keysmith.ciphertext_needs_reencrypt: per key id, the
- * current version and which versions are destroyed.  Flushed with the DEK
- * cache, so a rotation is seen by the next transaction.
- */
-typedef struct KeyStateEntry
-{
-	int32		key_id;			/* hash key */
-	bool		exists;
-	bool		destroyed;
-	int32		current_version;
-	int			ndestroyed;
-	int32	   *destroyed_versions;
-} KeyStateEntry;
-
-static HTAB *KeyStateTable = NULL;
-
-static void
-FlushKeyStates(void)
-{
-	HASH_SEQ_STATUS status;
-	KeyStateEntry *e;
-
-	if (KeyStateTable == NULL)
-		return;
-	hash_seq_init(&status, KeyStateTable);
-	while ((e = hash_seq_search(&status)) != NULL)
-	{
-		if (e->destroyed_versions)
-			pfree(e->destroyed_versions);
-		hash_search(KeyStateTable, &e->key_id, HASH_REMOVE, NULL);
-	}
-}
-
-static KeyStateEntry *
-LoadKeyState(int32 key_id)
-{
-	KsOwnerSpi	spi;
-	Oid			types[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(key_id)};
-	KeyStateEntry *e;
-	bool		found;
-	bool		isnull;
-
-	if (KeyStateTable == NULL)
-	{
-		HASHCTL		ctl;
-
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(int32);
-		ctl.entrysize = sizeof(KeyStateEntry);
-		ctl.hcxt = TopMemoryContext;
-		KeyStateTable = hash_create("keysmith key states", 64, &ctl,
-									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
-
-	KsOwnerSpiBegin(&spi);
-	KsSpiExec("SELECT k.current_version, k.state OPERATOR(pg_catalog.=) 'destroyed',"
-							  "       (SELECT pg_catalog.array_agg(v.version) FROM keysmith.key_version v"
-							  "         WHERE v.key_id OPERATOR(pg_catalog.=) k.key_id"
-							  "           AND v.state OPERATOR(pg_catalog.=) 'destroyed')"
-							  "  FROM keysmith.key k WHERE k.key_id OPERATOR(pg_catalog.=) $1",
-				   1, types, values, NULL, SpiReadOnly(), 1, SPI_OK_SELECT);
-
-	/* the query may have flushed the table: enter afterwards */
-	e = hash_search(KeyStateTable, &key_id, HASH_ENTER, &found);
-	e->exists = SPI_processed > 0;
-	e->destroyed = false;
-	e->current_version = 0;
-	e->ndestroyed = 0;
-	e->destroyed_versions = NULL;
-	if (e->exists)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		Datum		arr;
-
-		e->current_version = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		e->destroyed = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
-		arr = SPI_getbinval(tup, desc, 3, &isnull);
-		if (!isnull)
-		{
-			Datum	   *elems;
-			int			n;
-
-			deconstruct_array(DatumGetArrayTypeP(arr), INT4OID, sizeof(int32), true,
-							  TYPALIGN_INT, &elems, NULL, &n);
-			e->destroyed_versions = MemoryContextAlloc(TopMemoryContext, sizeof(int32) * Max(n, 1));
-			for (int i = 0; i < n; i++)
-				e->destroyed_versions[i] = DatumGetInt32(elems[i]);
-			e->ndestroyed = n;
-		}
-	}
-	KsOwnerSpiEnd(&spi);
-	return e;
-}
-
-bool
-KsVersionNeedsReencrypt(uint32 key_id, uint32 version)
-{
-	KeyStateEntry *e = NULL;
-	int32		id = (int32) key_id;
-
-	EnsureCache();
-	if (KeyStateTable != NULL)
-		e = hash_search(KeyStateTable, &id, HASH_FIND, NULL);
-	if (e == NULL)
-		e = LoadKeyState(id);
-	if (!e->exists || e->destroyed || (int32) version == e->current_version)
-		return false;
-	for (int i = 0; i < e->ndestroyed; i++)
-		if (e->destroyed_versions[i] == (int32) version)
-			return false;
-	return true;
 }
 
 /*

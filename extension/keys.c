@@ -26,6 +26,9 @@
 
 #include "../kms/local.h"
 #include "keysmith.h"
+#include "dek_cache.h"
+#include "key_acl.h"
+#include "owner_spi.h"
 
 PG_FUNCTION_INFO_V1(keysmith_create_key);
 PG_FUNCTION_INFO_V1(keysmith_rotate_dek);

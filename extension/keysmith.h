@@ -1,9 +1,13 @@
 /*
  * extension/keysmith.h
  *
- * Declarations shared by the PostgreSQL glue of keysmith: the GUC
- * variables, keysmith's own SQLSTATEs, the DEK cache, and the helper that
- * turns a kms/ status into an ereport.  Nothing in kms/ includes this file.
+ * Declarations shared by all of keysmith's PostgreSQL glue: the GUC
+ * variables, keysmith's own SQLSTATEs, finding its trusted catalog, the
+ * encryption counters, and the helper that turns a kms/ status into an
+ * ereport.  Each module has its own header besides (owner_spi.h,
+ * key_acl.h, key_state.h, dek_cache.h, values.h, roles.h, secret_store.h,
+ * rotator/worker.h, ...), so that dependencies run one way.  Nothing in
+ * kms/ includes this file.
  */
 #ifndef KEYSMITH_EXTENSION_H
 #define KEYSMITH_EXTENSION_H
@@ -96,78 +100,6 @@ extern void KsCountersShmemStartup(void);
 extern KsCounterSlot *KsCounterFind(int32 key_id, int32 version, bool create);
 extern bool KsCounterTake(KsCounterSlot *slot);
 extern uint64 KsCounterValue(int32 key_id, int32 version);
-
-/* Per-key privileges. */
-typedef enum KsPrivilege
-{
-	KS_PRIV_NONE = -1,			/* lookups that check nothing themselves */
-	KS_PRIV_ENCRYPT = 0,
-	KS_PRIV_DECRYPT,
-	KS_PRIV_ADMIN,
-	KS_PRIV_COUNT
-} KsPrivilege;
-
-extern const char *const KsPrivilegeNames[KS_PRIV_COUNT];
-
-/* A usable DEK version, as held by the cache. */
-typedef struct KsDek
-{
-	uint32		key_id;
-	uint32		version;
-	KsAead	   *aead;
-	bool		retired;		/* decrypt refuses; rewrap still works */
-	char		name[KS_KEY_NAME_MAX + 1];
-	KsCounterSlot *counter;		/* set on first encryption */
-	Oid			allowed[KS_PRIV_COUNT]; /* user last found to hold each */
-} KsDek;
-
-/*
- * Cache lookups; each falls back to the key tables and the KMS on a miss,
- * and ERRORs (42501) unless the current user holds priv on the key.
- */
-extern KsDek *KsDekForEncrypt(const char *name, int name_len, KsPrivilege priv);
-extern KsDek *KsDekForDecrypt(uint32 key_id, uint32 version, KsPrivilege priv);
-
-/* ERROR (42501) unless the current user holds priv on the key. */
-extern void KsRequirePrivilege(int32 key_id, const char *key_name, KsPrivilege priv);
-
-/* Does role hold priv on key_id?  Reads keysmith.key_acl. */
-extern bool KsHasKeyPrivilege(int32 key_id, KsPrivilege priv, Oid role);
-
-/* Is this version off its key's current one, and still re-encryptable? */
-extern bool KsVersionNeedsReencrypt(uint32 key_id, uint32 version);
-
-/* Move a key to a new DEK version when the current one hits its limit. */
-extern void KsRollover(int32 key_id, int32 full_version);
-
-/* Drop every cached DEK in this backend; returns how many were dropped. */
-extern int	KsDekCacheFlush(void);
-
-/* Key name of a key id, or NULL if there is no such key (palloc'd). */
-extern char *KsKeyNameById(uint32 key_id);
-
-/* OID of keysmith.key, resolving it on first use in this backend. */
-extern Oid	KsKeyTableOid(void);
-
-/*
- * SPI on the key tables as their owner.  Begin switches user and connects;
- * End finishes and switches back.  KsSpiExec runs one statement and raises
- * an internal error unless SPI returns `expect`; the lease code and the
- * reaper use it too.
- */
-typedef struct KsOwnerSpi
-{
-	Oid			save_userid;
-	int			save_sec;
-} KsOwnerSpi;
-
-extern void KsOwnerSpiBegin(KsOwnerSpi *spi);
-extern void KsOwnerSpiEnd(KsOwnerSpi *spi);
-extern void KsSpiExec(const char *sql, int nargs, Oid *types, Datum *values,
-					  const char *nulls, bool read_only, long count, int expect);
-
-/* Check a key name's shape; ERROR with 22023 if it is unusable. */
-extern void KsCheckKeyName(const char *name);
 
 /*
  * Leased roles (extension/leases.c).  The revocation steps are shared by

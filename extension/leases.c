@@ -54,6 +54,7 @@
 
 #include "../kms/options.h"
 #include "keysmith.h"
+#include "owner_spi.h"
 #include "roles.h"
 #include "../rotator/worker.h"
 

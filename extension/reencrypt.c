@@ -21,6 +21,7 @@
 #include "utils/lsyscache.h"
 
 #include "keysmith.h"
+#include "owner_spi.h"
 
 PG_FUNCTION_INFO_V1(keysmith_reencrypt_job_get);
 PG_FUNCTION_INFO_V1(keysmith_reencrypt_job_put);

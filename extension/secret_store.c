@@ -22,6 +22,7 @@
 #include "utils/uuid.h"
 
 #include "keysmith.h"
+#include "owner_spi.h"
 #include "secret_store.h"
 #include "values.h"
 

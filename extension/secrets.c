@@ -22,6 +22,8 @@
 #include "utils/uuid.h"
 
 #include "keysmith.h"
+#include "dek_cache.h"
+#include "owner_spi.h"
 #include "roles.h"
 #include "secret_store.h"
 #include "../rotator/role_strategy.h"

@@ -19,6 +19,9 @@
 #include "utils/inval.h"
 
 #include "keysmith.h"
+#include "dek_cache.h"
+#include "key_acl.h"
+#include "key_state.h"
 #include "values.h"
 
 PG_FUNCTION_INFO_V1(keysmith_encrypt_value);

@@ -9,7 +9,7 @@
 #ifndef KEYSMITH_VALUES_H
 #define KEYSMITH_VALUES_H
 
-#include "keysmith.h"
+#include "dek_cache.h"
 
 extern bytea *KsEncryptBytes(const char *name, int name_len, const uint8 *pt, size_t pt_len,
 							 const KsContext *context);

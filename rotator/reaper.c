@@ -55,6 +55,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "../extension/owner_spi.h"
 #include "worker.h"
 
 PGDLLEXPORT void KsOwnedHelperMain(Datum arg);

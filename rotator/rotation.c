@@ -53,6 +53,7 @@
 #include "../extension/roles.h"
 #include "role_strategy.h"
 #include "rotation.h"
+#include "../extension/owner_spi.h"
 #include "worker.h"
 
 #define ROTATION_BATCH 500

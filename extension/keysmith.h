@@ -102,20 +102,11 @@ extern bool KsCounterTake(KsCounterSlot *slot);
 extern uint64 KsCounterValue(int32 key_id, int32 version);
 
 /*
- * Leased roles (extension/leases.c).  The revocation steps are shared by
- * revoke_lease and the reaper; each expects SPI to be connected and runs
- * as a superuser (the extension owner or the reaper).
+ * Leased roles (extension/leases.c; revocation in rotator/lease_revoke.c).
+ * The lease tables of this database, found by OID and trusted.
  */
 #define KS_SECLABEL_PROVIDER "keysmith"
 
-extern void KsLeaseSetNologin(Oid roleid);
-extern void KsLeaseTerminateSessions(const Oid *roles, int n);
-extern void KsLeaseDropOwnedHere(Oid roleid, Oid owner);
-extern List *KsLeaseDatabases(Oid roleid, bool *here);
-extern bool KsLeaseDropRole(Oid roleid);
-extern void KsLeaseEvent(Datum lease_id, const char *event, const char *detail);
-extern void KsLeaseRecordFailure(Datum lease_id, const char *message);
-extern void KsLeaseFinish(Datum lease_id, Oid role_oid, Oid owner, const char *by);
 extern KsCatalogStatus KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen);
 
 /* Log redaction (extension/redact.c). */

@@ -56,6 +56,7 @@
 #include "keysmith.h"
 #include "owner_spi.h"
 #include "roles.h"
+#include "../rotator/lease_revoke.h"
 #include "../rotator/worker.h"
 
 PG_FUNCTION_INFO_V1(keysmith_create_role_template);
@@ -71,8 +72,6 @@ PG_FUNCTION_INFO_V1(keysmith_revoke_lease);
 static const char AlnumLower[] = "abcdefghijklmnopqrstuvwxyz0123456789";
 
 /* ---------------------------------------------------------------- helpers */
-
-static bool OwnerRoleIsSafe(Oid owner);
 
 /* Is caller a keysmith admin: a superuser or a member of keysmith_admin? */
 static bool
@@ -176,125 +175,6 @@ RoleNameOrError(Oid roleid, const char *what)
 	return name;
 }
 
-void
-KsLeaseEvent(Datum lease_id, const char *event, const char *detail)
-{
-	Oid			types[4] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', detail ? ' ' : 'n'};
-	char	   *actor = GetUserNameFromId(GetOuterUserId(), true);
-
-	values[0] = lease_id;
-	values[1] = CStringGetTextDatum(event);
-	values[2] = CStringGetTextDatum(actor ? actor : "?");
-	values[3] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
-	KsSpiExec("INSERT INTO keysmith.lease_event (lease_id, event, acting_role, detail)"
-		" VALUES ($1, $2, $3, $4)", 4, types, values, nulls, false, 0, SPI_OK_INSERT);
-}
-
-/* ------------------------------------------------------- revocation steps */
-
-/*
- * Step 1: the role can no longer log in.  VALID UNTIL moves to now as
- * well, so the authentication hook refuses it whatever the method.
- */
-void
-KsLeaseSetNologin(Oid roleid)
-{
-	char	   *name = GetUserNameFromId(roleid, true);
-	char	   *sql;
-
-	if (name == NULL)
-		return;
-	sql = psprintf("ALTER ROLE %s NOLOGIN VALID UNTIL %s", quote_identifier(name),
-				   quote_literal_cstr(TimestampText(GetCurrentTransactionStartTimestamp())));
-	KsSpiExec(sql, 0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
-}
-
-/* Step 2: terminate the sessions of these n roles, in every database. */
-void
-KsLeaseTerminateSessions(const Oid *roles, int n)
-{
-	Oid			types[1] = {OIDARRAYOID};
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
-	Datum		values[1];
-
-	if (n == 0)
-		return;
-	for (int i = 0; i < n; i++)
-		elems[i] = ObjectIdGetDatum(roles[i]);
-	values[0] = PointerGetDatum(construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
-	KsSpiExec("SELECT pg_catalog.pg_terminate_backend(a.pid)"
-			  "  FROM pg_catalog.pg_stat_activity a"
-			  " WHERE a.usesysid OPERATOR(pg_catalog.=) ANY ($1)"
-			  "   AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()",
-			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
-}
-
-/*
- * Where the role owns or holds something (pg_shdepend): *here is set when
- * that includes this database or cluster-wide objects; the result lists
- * the other databases.
- */
-List *
-KsLeaseDatabases(Oid roleid, bool *here)
-{
-	Oid			types[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(roleid)};
-	List	   *others = NIL;
-	bool		isnull;
-
-	KsSpiExec("SELECT DISTINCT d.dbid FROM pg_catalog.pg_shdepend d"
-			  " WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass"
-			  "   AND d.refobjid OPERATOR(pg_catalog.=) $1",
-			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
-	*here = false;
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		Oid			dbid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-														  SPI_tuptable->tupdesc, 1, &isnull));
-
-		if (dbid == MyDatabaseId || dbid == InvalidOid)
-			*here = true;
-		else
-			others = lappend_oid(others, dbid);
-	}
-	return others;
-}
-
-/*
- * Step 3, in this database: objects go to the template's owner_role, or
- * are dropped when it has none; privileges granted to the role go.
- */
-void
-KsLeaseDropOwnedHere(Oid roleid, Oid owner)
-{
-	char	   *name = GetUserNameFromId(roleid, true);
-
-	if (name == NULL)
-		return;
-	if (OidIsValid(owner) && OwnerRoleIsSafe(owner))
-	{
-		char	   *owner_name = RoleNameOrError(owner, "owner_role of the lease");
-
-		KsSpiExec(psprintf("REASSIGN OWNED BY %s TO %s", quote_identifier(name), quote_identifier(owner_name)),
-			0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
-	}
-	KsSpiExec(psprintf("DROP OWNED BY %s", quote_identifier(name)), 0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
-}
-
-/* Step 4: drop the role.  False if it was already gone. */
-bool
-KsLeaseDropRole(Oid roleid)
-{
-	char	   *name = GetUserNameFromId(roleid, true);
-
-	if (name == NULL)
-		return false;
-	KsSpiExec(psprintf("DROP ROLE %s", quote_identifier(name)), 0, NULL, NULL, NULL, false, 0, SPI_OK_UTILITY);
-	return true;
-}
-
 /* ------------------------------------------------- what a lease may hold */
 
 /* Is this one of PostgreSQL's predefined roles (pg_read_server_files, ...)? */
@@ -374,21 +254,6 @@ CheckLeaseMembership(Oid roleid, const char *via, bool allow_attributes)
 		ReleaseSysCacheList(members);
 	}
 	list_free(seen);
-}
-
-/*
- * May revocation give a lease's objects to owner?  Only to a role the
- * lease could already act as: one of its template's member_of roles, and
- * never a superuser, a predefined role or a keysmith role.  A template made
- * before 0.3 may name another; revocation then drops the objects instead.
- */
-static bool
-OwnerRoleIsSafe(Oid owner)
-{
-	char	   *name = GetUserNameFromId(owner, true);
-
-	return name != NULL && !superuser_arg(owner) && !KsIsPredefinedRole(owner, name) &&
-		!KsIsKeysmithRole(name);
 }
 
 /* -------------------------------------------------------------- templates */
@@ -999,67 +864,15 @@ keysmith_renew_lease(PG_FUNCTION_ARGS)
 	PG_RETURN_TIMESTAMPTZ(l.expires);
 }
 
-/*
- * Record a failed revocation step of a lease: count it, keep the message
- * for keysmith.leases, and back off (1 s doubling to 5 min) before the
- * reaper tries again.  Expects SPI.
- */
-void
-KsLeaseRecordFailure(Datum lease_id, const char *message)
-{
-	Oid			types[2] = {UUIDOID, TEXTOID};
-	Datum		values[2] = {lease_id, CStringGetTextDatum(message)};
-
-	KsSpiExec("UPDATE keysmith.lease SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2,"
-			  " last_attempt_at = pg_catalog.now(),"
-			  " next_attempt_at = " KS_JOB_BACKOFF_SQL("attempts")
-			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
-}
-
-/*
- * The last revocation step, shared by revoke_lease and the reaper: the
- * role's objects here, DROP ROLE, and the lease marked 'revoked' with its
- * event, in one transaction so no lease is revoked twice.  revoke_reason
- * keeps what the lockout set ('expired' or 'revoked') unless the role was
- * already gone.  Expects SPI; objects in other databases are cleared first.
- */
-void
-KsLeaseFinish(Datum lease_id, Oid role_oid, Oid owner, const char *by)
-{
-	Oid			types[2] = {UUIDOID, TEXTOID};
-	Datum		values[2] = {lease_id, CStringGetTextDatum("role_missing")};
-	bool		here;
-	bool		existed;
-
-	(void) KsLeaseDatabases(role_oid, &here);
-	if (here)
-		KsLeaseDropOwnedHere(role_oid, owner);
-	existed = KsLeaseDropRole(role_oid);
-	KsSpiExec("UPDATE keysmith.lease SET state = 'revoked', revoked_at = pg_catalog.now(),"
-			  " revoke_reason = COALESCE($2, revoke_reason, 'expired'), last_error = NULL"
-			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			  2, types, values, existed ? " n" : "  ", false, 0, SPI_OK_UPDATE);
-	KsLeaseEvent(lease_id, "revoked", existed ? by : psprintf("%s; the role was already gone", by));
-}
-
-typedef struct RevokeCleanup
-{
-	Datum		lease_id;
-	Oid			role_oid;
-	Oid			owner;
-} RevokeCleanup;
-
 static void
-RevokeCleanupStep(void *arg)
+AdvanceStep(void *arg)
 {
-	RevokeCleanup *c = arg;
-
-	KsLeaseFinish(c->lease_id, c->role_oid, c->owner, "revoke_lease");
+	KsLeaseAdvance((KsLeaseJob *) arg);
 }
 
 /*
- * Revoke now, in the caller's transaction.  The lockout comes first and
+ * Revoke now, in the caller's transaction, through the same state machine
+ * as the reaper (rotator/lease_revoke.c).  The lockout comes first and
  * cannot be undone by what follows: NOLOGIN, VALID UNTIL now, sessions
  * terminated, state 'revoking'.  The cleanup (objects, DROP ROLE) then runs
  * in a subtransaction; if it fails (another role's view depends on a
@@ -1073,11 +886,9 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 {
 	Datum		lease_id = PG_GETARG_DATUM(0);
 	Lease		l;
-	Oid			types[1] = {UUIDOID};
-	Datum		values[1] = {lease_id};
 	List	   *others;
 	bool		here;
-	RevokeCleanup cleanup;
+	KsLeaseJob	job;
 	char	   *message = NULL;
 
 	RequireLeaseDatabase();
@@ -1085,45 +896,39 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	LoadLeaseForCaller(lease_id, &l, "revoke");
 
-	if (strcmp(l.state, "revoked") == 0)
+	memset(&job, 0, sizeof(job));
+	job.lease_id = lease_id;
+	job.role_oid = l.role_oid;
+	job.owner = l.owner;
+	job.state = KsLeaseStateFromName(l.state);
+	job.reason = "revoked";
+	job.by = "revoke_lease";
+	if (job.state == KS_LEASE_REVOKED)
 	{
 		SPI_finish();
 		PG_RETURN_VOID();
 	}
 
-	/* 1: the lockout */
-	KsLeaseSetNologin(l.role_oid);
-	KsLeaseTerminateSessions(&l.role_oid, 1);
-	KsSpiExec("UPDATE keysmith.lease SET state = 'revoking',"
-			  " revoke_reason = COALESCE(revoke_reason, 'revoked'), next_attempt_at = '-infinity'"
-			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			  1, types, values, NULL, false, 0, SPI_OK_UPDATE);
-
-	/* 2: the cleanup, here if it can be done here */
 	others = KsLeaseDatabases(l.role_oid, &here);
+	if (others != NIL)
+		job.lockout_note = "objects in other databases left to the reaper";
+	if (job.state == KS_LEASE_ACTIVE)
+		KsLeaseAdvance(&job);	/* the lockout: now 'revoking' */
+
 	/*
 	 * The reaper is woken at commit in any case: a login that slipped in
 	 * between the termination above and this commit is ended by its next
 	 * round (TerminateOrphanSessions in rotator/reaper.c).
 	 */
 	KsWorkerWakeAtCommit(KS_WORKER_REAPER);
-	if (others != NIL)
-		KsLeaseEvent(lease_id, "nologin", "revoke_lease; objects in other databases left to the reaper");
-	else
+	if (others == NIL && !KsJobTry(AdvanceStep, &job, &message))
 	{
-		KsLeaseEvent(lease_id, "nologin", "revoke_lease");
-		cleanup.lease_id = lease_id;
-		cleanup.role_oid = l.role_oid;
-		cleanup.owner = l.owner;
-		if (!KsJobTry(RevokeCleanupStep, &cleanup, &message))
-		{
-			KsLeaseRecordFailure(lease_id, message);
-			ereport(WARNING,
-					(errmsg("lease %s is locked out, but its role could not be dropped yet",
-							DatumGetCString(DirectFunctionCall1(uuid_out, lease_id))),
-					 errdetail("%s", message),
-					 errhint("The lease stays in state revoking; the reaper retries, and keysmith.leases shows the error.")));
-		}
+		KsLeaseRecordFailure(lease_id, message);
+		ereport(WARNING,
+				(errmsg("lease %s is locked out, but its role could not be dropped yet",
+						DatumGetCString(DirectFunctionCall1(uuid_out, lease_id))),
+				 errdetail("%s", message),
+				 errhint("The lease stays in state revoking; the reaper retries, and keysmith.leases shows the error.")));
 	}
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -7,7 +7,8 @@
  * when revoke_lease asks), and works only on a primary: during recovery it
  * waits, and after promotion the same loop starts revoking.
  *
- * A lease moves active -> revoking -> revoked; each move is committed with
+ * A lease moves active -> revoking -> revoked (rotator/lease_revoke.c, the
+ * state machine shared with revoke_lease); each move is committed with
  * the side effect that causes it, so a crash anywhere resumes from the
  * table:
  *
@@ -56,6 +57,7 @@
 #include "utils/syscache.h"
 
 #include "../extension/owner_spi.h"
+#include "lease_revoke.h"
 #include "worker.h"
 
 PGDLLEXPORT void KsOwnedHelperMain(Datum arg);
@@ -147,6 +149,7 @@ typedef struct DueLease
 	char		lease_id[LEASE_ID_LEN];
 	Oid			role_oid;
 	Oid			owner;
+	KsLeaseState state;
 	char	   *helper_error;	/* set when another database failed */
 } DueLease;
 
@@ -183,36 +186,28 @@ InSubtransaction(void (*step) (void *), DueLease *lease)
 	return false;
 }
 
+/* One step of a lease's revocation (rotator/lease_revoke.c). */
 static void
-StepNologin(void *arg)
+StepAdvance(void *arg)
 {
 	DueLease   *lease = arg;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(lease->lease_id)};
+	KsLeaseJob	job;
 
-	KsLeaseSetNologin(lease->role_oid);
-	KsSpiExec("UPDATE keysmith.lease SET state = 'revoking',"
-			  " revoke_reason = COALESCE(revoke_reason, 'expired')"
-			  " WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid",
-			  1, types, values, NULL, false, 0, SPI_OK_UPDATE);
-	KsLeaseEvent(DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id)), "nologin", "expired");
-}
-
-static void
-StepFinish(void *arg)
-{
-	DueLease   *lease = arg;
-
-	if (lease->helper_error)
-		ereport(ERROR,
-				(errmsg("could not clear the role's objects in another database: %s", lease->helper_error)));
-	KsLeaseFinish(DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id)), lease->role_oid,
-				  lease->owner, "reaper");
+	memset(&job, 0, sizeof(job));
+	job.lease_id = DirectFunctionCall1(uuid_in, CStringGetDatum(lease->lease_id));
+	job.role_oid = lease->role_oid;
+	job.owner = lease->owner;
+	job.state = lease->state;
+	job.reason = "expired";
+	job.by = "reaper";
+	job.helper_error = lease->helper_error;
+	KsLeaseAdvance(&job);
+	lease->state = job.state;
 }
 
 /* Copy the (lease_id, role_oid, owner) rows of the last SPI query. */
 static DueLease *
-FetchLeases(int *n, MemoryContext cxt)
+FetchLeases(int *n, MemoryContext cxt, KsLeaseState state)
 {
 	DueLease   *leases;
 	bool		isnull;
@@ -226,6 +221,7 @@ FetchLeases(int *n, MemoryContext cxt)
 
 		strlcpy(leases[i].lease_id, SPI_getvalue(tup, desc, 1), sizeof(leases[i].lease_id));
 		leases[i].role_oid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		leases[i].state = state;
 		leases[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
 		if (isnull)
 			leases[i].owner = InvalidOid;
@@ -283,9 +279,9 @@ KsReaperRound(MemoryContext cxt)
 			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  " ORDER BY expires_at LIMIT " CppAsString2(REAPER_BATCH) " FOR UPDATE SKIP LOCKED",
 			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
-	leases = FetchLeases(&n_nologin, cxt);
+	leases = FetchLeases(&n_nologin, cxt, KS_LEASE_ACTIVE);
 	for (int i = 0; i < n_nologin; i++)
-		InSubtransaction(StepNologin, &leases[i]);
+		InSubtransaction(StepAdvance, &leases[i]);
 	KsJobEnd();
 
 	/* revoking -> revoked */
@@ -296,7 +292,7 @@ KsReaperRound(MemoryContext cxt)
 			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  " ORDER BY expires_at LIMIT " CppAsString2(REAPER_BATCH),
 			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
-	leases = FetchLeases(&n, cxt);
+	leases = FetchLeases(&n, cxt, KS_LEASE_REVOKING);
 	/* the sessions of the whole batch, with one scan of the backends */
 	{
 		Oid		   *roles = palloc(sizeof(Oid) * Max(n, 1));
@@ -364,7 +360,7 @@ KsReaperRound(MemoryContext cxt)
 				  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			continue;
-		InSubtransaction(StepFinish, &leases[i]);
+		InSubtransaction(StepAdvance, &leases[i]);
 	}
 	KsJobEnd();
 

@@ -44,3 +44,29 @@ SELECT * FROM keysmith.issue_role('reporting', '2 hours');
 SELECT pg_sleep(3.5);
 SELECT template, state, revoke_reason, revoked_at - expires AS lag FROM keysmith.leases;
 SELECT count(*) AS leased_roles_left FROM pg_roles WHERE rolname LIKE 'ks\_reporting\_%';
+
+\echo '--- credential rotation: keysmith keeps demo_app''s password and rotates it'
+CREATE ROLE demo_app LOGIN;
+GRANT SELECT ON customer TO demo_app;
+SELECT keysmith.create_key('creds');
+SELECT keysmith.create_secret('db/demo_app', 'creds', 'postgres_role', '{"role": "demo_app"}') AS first_version;
+SELECT keysmith.get_secret('db/demo_app')::jsonb->>'password' AS old_password \gset
+SELECT name, strategy, state FROM keysmith.secrets;
+
+\echo '--- rotate it: create, set, test (a login over TCP that used the new password), finish'
+SELECT keysmith.rotate_secret('db/demo_app') AS token \gset
+SELECT pg_sleep(1);
+SELECT secret, state, attempts, last_error FROM keysmith.rotations WHERE token = :'token';
+SELECT event, detail FROM keysmith.rotation_event WHERE token = :'token' ORDER BY event_id;
+
+\echo '--- the old credential is now previous, the new one current'
+SELECT s.stage, keysmith.get_secret('db/demo_app', s.stage)::jsonb->>'username' AS username,
+       keysmith.get_secret('db/demo_app', s.stage)::jsonb->>'password' AS password
+  FROM unnest(ARRAY['previous', 'current']) AS s(stage);
+SELECT keysmith.get_secret('db/demo_app', 'previous')::jsonb->>'password' = :'old_password' AS previous_is_the_old_one;
+
+\echo '--- refused: a rotation with another token while one is in flight, shown with a held transaction'
+BEGIN;
+SELECT keysmith.rotate_secret('db/demo_app', '11111111-1111-4111-8111-111111111111') IS NOT NULL AS started;
+SELECT keysmith.rotate_secret('db/demo_app');
+ROLLBACK;

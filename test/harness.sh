@@ -51,10 +51,11 @@ demo)
     } >"$ROOT/demo.env"
     . "$DEMO_DIR/env"
     psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE demo'
-    # the reaper retries its connection every 5 s until database demo exists
+    # the workers retry their connections every 5 s until database demo exists
     for _ in $(seq 1 40); do
         [ "$(psql -X -t -A -d postgres -c "SELECT count(*) FROM pg_stat_activity
-              WHERE backend_type = 'keysmith lease reaper' AND datname = 'demo'")" = 1 ] && break
+              WHERE backend_type IN ('keysmith lease reaper', 'keysmith rotation worker')
+                AND datname = 'demo'")" = 2 ] && break
         sleep 0.25
     done
     psql -X -v ON_ERROR_STOP=0 -d demo -f "$ROOT/test/demo.sql"

@@ -19,12 +19,12 @@ while [ $# -gt 0 ]; do
     *) break ;;
     esac
 done
-TARGETS=${*:-ciphertext keyfile options wrapped}
+TARGETS=${*:-ciphertext keyfile options secret wrapped}
 OUT=${FUZZ_OUT:-$(mktemp -d /tmp/keysmith-fuzz.XXXXXX)}
 BIN=$OUT/bin
 mkdir -p "$BIN"
 CC=${FUZZ_CC:-clang}
-KMS="$ROOT/kms/common.c $ROOT/kms/envelope.c $ROOT/kms/local.c $ROOT/kms/options.c"
+KMS="$ROOT/kms/common.c $ROOT/kms/envelope.c $ROOT/kms/local.c $ROOT/kms/options.c $ROOT/kms/secret.c"
 
 n=$(wc -w <<<"$TARGETS")
 echo "1..$n"

@@ -18,9 +18,10 @@
 #include "envelope.h"
 #include "local.h"
 #include "options.h"
+#include "secret.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 76
+#define TESTS_PLANNED 92
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -536,6 +537,64 @@ test_template_options(void)
 #undef OPT
 }
 
+static void
+test_secret_options(void)
+{
+	KsSecretOptions o;
+	KsError		err;
+	KsStrategy	st;
+	char		user[KS_ROLE_NAME_MAX];
+	char		pw[KS_CREDENTIAL_PASSWORD_MAX + 1];
+	char	   *json = NULL;
+
+#define SOPT(s, text) KsSecretOptionsParse(s, text, strlen(text), &o, &err)
+	check(KsStrategyFromName("postgres_role_pair", &st, &err) == KS_OK && st == KS_STRATEGY_ROLE_PAIR &&
+		  KsStrategyFromName("vault", &st, &err) == KS_ERR_INVALID_ARGUMENT, "secret: strategy names");
+	check(SOPT(KS_STRATEGY_NONE, "{}") == KS_OK && o.keep_versions == 5 && o.password_length == 32,
+		  "secret: defaults");
+	check(SOPT(KS_STRATEGY_ROLE, "{\"role\": \"App User\", \"password_length\": 40, \"keep_versions\": 2}") == KS_OK &&
+		  strcmp(o.role, "App User") == 0 && o.password_length == 40 && o.keep_versions == 2,
+		  "secret: postgres_role options parse");
+	check(SOPT(KS_STRATEGY_ROLE, "{}") == KS_ERR_INVALID_ARGUMENT && o.hint != NULL &&
+		  strcmp(err.message, "strategy postgres_role needs option role") == 0, "secret: role is required");
+	check(SOPT(KS_STRATEGY_NONE, "{\"role\": \"x\"}") == KS_ERR_INVALID_ARGUMENT &&
+		  strcmp(err.message, "unknown option \"role\" for strategy none") == 0,
+		  "secret: an option of another strategy is unknown");
+	check(SOPT(KS_STRATEGY_ROLE, "{\"role\": \"x\", \"password_length\": 15}") == KS_ERR_INVALID_ARGUMENT &&
+		  SOPT(KS_STRATEGY_ROLE, "{\"role\": \"x\", \"password_length\": 129}") == KS_ERR_INVALID_ARGUMENT &&
+		  SOPT(KS_STRATEGY_ROLE, "{\"role\": \"x\", \"password_length\": 20.5}") == KS_ERR_INVALID_ARGUMENT,
+		  "secret: password_length is a whole number from 16 to 128");
+	check(SOPT(KS_STRATEGY_NONE, "{\"keep_versions\": 0}") == KS_ERR_INVALID_ARGUMENT &&
+		  SOPT(KS_STRATEGY_NONE, "{\"keep_versions\": 101}") == KS_ERR_INVALID_ARGUMENT,
+		  "secret: keep_versions from 1 to 100");
+	check(SOPT(KS_STRATEGY_ROLE_PAIR, "{\"roles\": [\"a\", \"b\"], \"owner_role\": \"o\"}") == KS_OK &&
+		  strcmp(o.roles[1], "b") == 0 && strcmp(o.owner_role, "o") == 0, "secret: pair options parse");
+	check(SOPT(KS_STRATEGY_ROLE_PAIR, "{\"roles\": [\"a\"], \"owner_role\": \"o\"}") == KS_ERR_INVALID_ARGUMENT &&
+		  SOPT(KS_STRATEGY_ROLE_PAIR, "{\"roles\": [\"a\", \"b\", \"c\"], \"owner_role\": \"o\"}") == KS_ERR_INVALID_ARGUMENT,
+		  "secret: a pair is exactly two roles");
+	check(SOPT(KS_STRATEGY_ROLE_PAIR, "{\"roles\": [\"a\", \"a\"], \"owner_role\": \"o\"}") == KS_ERR_INVALID_ARGUMENT &&
+		  SOPT(KS_STRATEGY_ROLE_PAIR, "{\"roles\": [\"a\", \"b\"], \"owner_role\": \"a\"}") == KS_ERR_INVALID_ARGUMENT,
+		  "secret: two different roles, and a third as owner");
+	check(SOPT(KS_STRATEGY_ROLE_PAIR, "{\"roles\": [\"a\", \"b\"]}") == KS_ERR_INVALID_ARGUMENT,
+		  "secret: a pair needs its owner role");
+	check(SOPT(KS_STRATEGY_ROLE, "{\"role\": \"a\\u0000b\"}") == KS_ERR_INVALID_ARGUMENT &&
+		  SOPT(KS_STRATEGY_NONE, "not json") == KS_ERR_INVALID_ARGUMENT, "secret: NUL in a name, and bad JSON");
+#undef SOPT
+	check(KsCredentialBuild("app\"x", "p\\w\n\x01" "d", &json, &err) == KS_OK &&
+		  strcmp(json, "{\"username\": \"app\\\"x\", \"password\": \"p\\\\w\\u000a\\u0001d\"}") == 0,
+		  "credential: built with quotes, backslashes and control characters escaped");
+	check(KsCredentialParse(json, strlen(json), user, pw, &err) == KS_OK &&
+		  strcmp(user, "app\"x") == 0 && strcmp(pw, "p\\w\n\x01" "d") == 0, "credential: what is built parses back");
+	free(json);
+	check(KsCredentialParse("{\"username\": \"a\"}", 16, user, pw, &err) == KS_ERR_INVALID_ARGUMENT &&
+		  KsCredentialParse("{\"username\": \"a\", \"password\": \"p\", \"x\": 1}", 39, user, pw, &err) == KS_ERR_INVALID_ARGUMENT &&
+		  KsCredentialParse("{\"username\": \"a\", \"password\": \"\"}", 33, user, pw, &err) == KS_ERR_INVALID_ARGUMENT,
+		  "credential: exactly username and a non-empty password");
+	check(KsCredentialParse("{\"username\": \"a\", \"password\": \"p\\u0000q\"}", 41, user, pw, &err) == KS_ERR_INVALID_ARGUMENT &&
+		  KsCredentialParse("[1]", 3, user, pw, &err) == KS_ERR_INVALID_ARGUMENT,
+		  "credential: no NUL in the password; an object only");
+}
+
 int
 main(void)
 {
@@ -557,6 +616,7 @@ main(void)
 	test_nonces();
 	test_keyfile_parse();
 	test_template_options();
+	test_secret_options();
 	if (mkdtemp(dir) == NULL)
 	{
 		perror("mkdtemp");

@@ -1,0 +1,60 @@
+/*
+ * rotator/lease_revoke.h
+ *
+ * Revoking a lease (rotator/lease_revoke.c): one state enum and one
+ * function that advances a lease by a switch, shared by revoke_lease
+ * (extension/leases.c) and the reaper (rotator/reaper.c), and the steps
+ * they are made of.  Everything here expects SPI and runs as a superuser.
+ */
+#ifndef KEYSMITH_LEASE_REVOKE_H
+#define KEYSMITH_LEASE_REVOKE_H
+
+#include "postgres.h"
+
+#include "nodes/pg_list.h"
+
+typedef enum KsLeaseState
+{
+	KS_LEASE_ACTIVE = 0,		/* next: lock out (NOLOGIN, sessions ended) */
+	KS_LEASE_REVOKING,			/* next: objects, DROP ROLE */
+	KS_LEASE_REVOKED,
+	KS_LEASE_STATE_COUNT
+} KsLeaseState;
+
+extern const char *const KsLeaseStateNames[KS_LEASE_STATE_COUNT];
+extern KsLeaseState KsLeaseStateFromName(const char *name);
+
+typedef struct KsLeaseJob
+{
+	Datum		lease_id;		/* uuid */
+	Oid			role_oid;
+	Oid			owner;			/* the template's owner_role, or InvalidOid */
+	KsLeaseState state;
+	const char *reason;			/* revoke_reason the lockout sets: expired, revoked */
+	const char *by;				/* who acts, for the events: reaper, revoke_lease */
+	const char *lockout_note;	/* appended to the lockout event, or NULL */
+	char	   *helper_error;	/* another database could not be cleared */
+} KsLeaseJob;
+
+/*
+ * Run the step the lease's state names and move it to the next state, in
+ * the caller's (sub)transaction:
+ *   active    NOLOGIN and VALID UNTIL now, sessions terminated, 'revoking'
+ *   revoking  objects reassigned or dropped here, DROP ROLE, 'revoked'
+ * Objects in other databases must be cleared first (the reaper's helpers);
+ * job->helper_error makes the revoking step fail with it.
+ */
+extern void KsLeaseAdvance(KsLeaseJob *job);
+
+/* A failed step: counted, kept in last_error, retried after backoff. */
+extern void KsLeaseRecordFailure(Datum lease_id, const char *message);
+
+extern void KsLeaseEvent(Datum lease_id, const char *event, const char *detail);
+extern void KsLeaseTerminateSessions(const Oid *roles, int n);
+extern List *KsLeaseDatabases(Oid roleid, bool *here);
+extern void KsLeaseDropOwnedHere(Oid roleid, Oid owner);
+
+/* May revocation give a lease's objects to owner? */
+extern bool KsLeaseOwnerIsSafe(Oid owner);
+
+#endif							/* KEYSMITH_LEASE_REVOKE_H */

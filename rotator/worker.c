@@ -360,6 +360,13 @@ KsWorkerMain(Datum arg)
 
 	BackgroundWorkerInitializeConnection(keysmith_database_name, NULL, 0);
 	pgstat_report_appname(spec->name);
+
+	/*
+	 * A step's record must be durable before the next step's effect (a
+	 * login, a NOTIFY an application acts on, a role dropped), whatever
+	 * the server's default for synchronous_commit.
+	 */
+	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
 	ereport(LOG,
 			(errmsg("%s started in database \"%s\"", spec->name, keysmith_database_name)));
 

@@ -13,7 +13,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 28
+ks_plan 29
 
 dir=$KS_WORK/extra-rotation
 ks_cluster_init "$dir"
@@ -121,6 +121,8 @@ touch "$stop_flag"; wait $client
 fails=$(grep -c FAIL "$client_log"); logins=$(grep -c ok "$client_log")
 [ "$rot_ok" = 50 ]; ks_check $? "50 pair rotations finished ($rot_ok)"
 [ "$fails" = 0 ] && [ "$logins" -gt 50 ]; ks_check $? "the client logged in $logins times with current, 0 failed ($fails)"
+v=$(q -c "SELECT count(*) FILTER (WHERE stage IS NULL) || ',' || count(*) FROM keysmith.secret_version WHERE secret_name = 'db/pair'")
+[ "$v" = "5,7" ]; ks_check $? "unlabelled versions beyond keep_versions (5) were erased: current, previous and 5 kept ($v)"
 cu=$(field "$(cred db/pair)" username); pu=$(field "$(cred db/pair previous)" username)
 login "$pu" "$(field "$(cred db/pair previous)" password)" && [ "$cu" != "$pu" ]
 ks_check $? "previous (role $pu) still logs in beside current (role $cu)"

@@ -14,7 +14,12 @@ ks_plan 13
 
 dir=$KS_WORK/extra-rotation-crash
 ks_cluster_init "$dir"
-echo "keysmith.rotation_naptime = '200ms'" >>"$dir/data/postgresql.conf"
+# the test clusters commit asynchronously; here a commit must survive the
+# kill that follows it (the workers always commit synchronously)
+{
+    echo "keysmith.rotation_naptime = '200ms'"
+    echo "synchronous_commit = on"
+} >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }

@@ -4,7 +4,9 @@
 # The attacks of docs/security.md that need a cluster of their own or more
 # than one session, each performed first, then shown refused or harmless:
 #   1  a database owner plants look-alike keysmith.lease tables where the
-#      reaper works, naming a superuser and another role;
+#      reaper works, naming a superuser and another role, and look-alike
+#      secret and rotation tables that would have the rotation worker set
+#      the superuser's password;
 #   2  CREATE EXTENSION into a schema another role owns, or where another
 #      role may create objects;
 #   6  revoke_lease whose cleanup fails: the lockout must stand;
@@ -14,7 +16,7 @@ set -uo pipefail
 shopt -s extglob
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 29
+ks_plan 31
 
 dir=$KS_WORK/extra-trust
 ks_cluster_init "$dir"
@@ -61,8 +63,20 @@ CREATE TABLE keysmith.lease_event (lease_id uuid, event text, acting_role name, 
 INSERT INTO keysmith.lease (lease_id, role_oid, owner_role, state, expires_at)
 SELECT gen_random_uuid(), oid, (SELECT oid FROM pg_roles WHERE rolname = 'dbowner'), 'active', now() - interval '1 hour'
   FROM pg_roles WHERE rolname IN ('victim', 'postgres');
+CREATE TABLE keysmith.secret (name text, key_name text, strategy text, options jsonb, owner_role oid);
+CREATE TABLE keysmith.secret_version (version_id uuid, secret_name text, ciphertext bytea, stage text, username name);
+CREATE TABLE keysmith.secret_acl (secret_name text, grantee oid, privilege text);
+CREATE TABLE keysmith.rotation_event (secret_name text, token uuid, event text, acting_role name, detail text);
+CREATE TABLE keysmith.rotation (token uuid, secret_name text, state text, target_role name, pending_version uuid,
+    pending_verifier text, attempts int DEFAULT 0, last_error text, next_attempt_at timestamptz DEFAULT '-infinity',
+    started_at timestamptz DEFAULT now(), finished_at timestamptz);
+INSERT INTO keysmith.secret VALUES ('pg', 'k', 'postgres_role', '{"role": "postgres"}', 10);
+INSERT INTO keysmith.rotation (token, secret_name, state, target_role, pending_version, pending_verifier)
+VALUES (gen_random_uuid(), 'pg', 'set', 'postgres', gen_random_uuid(),
+        'SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0$c3RvcmVka2V5c3RvcmVka2V5c3RvcmVka2V5c3Q=:c2VydmVya2V5c2VydmVya2V5c2VydmVya2V5c2U=');
 SQL
-ks_check $? "attack: dbowner plants keysmith.lease rows naming postgres and victim, expired an hour ago"
+ks_check $? "attack: dbowner plants keysmith.lease rows naming postgres and victim, expired an hour ago, and a rotation of postgres's password at step set"
+pw_before=$(q postgres -c "SELECT md5(coalesce(rolpassword, '')) FROM pg_authid WHERE rolname = 'postgres'")
 sleep 3    # fifteen reaper rounds at 200 ms
 r=$(q postgres -c "SELECT string_agg(rolname || ':' || rolcanlogin, ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN ('victim', 'postgres')")
 [ "$r" = "postgres:true,victim:true" ]; ks_check $? "both roles still exist and log in ($r)"
@@ -73,6 +87,12 @@ a=$(q postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'k
 [ "$n" = 1 ] && [ "$a" = 1 ]; ks_check $? "the reaper, running there all along ($a), says once that it idles ($n times in the log)"
 n=$(q victimdb -c "SELECT count(*) FROM keysmith.lease_event")
 [ "$n" = 0 ]; ks_check $? "and wrote nothing into the look-alike tables"
+pw_after=$(q postgres -c "SELECT md5(coalesce(rolpassword, '')) FROM pg_authid WHERE rolname = 'postgres'")
+r=$(q victimdb -c "SELECT state || ',' || attempts FROM keysmith.rotation")
+[ "$pw_before" = "$pw_after" ] && [ "$r" = "set,0" ]
+ks_check $? "the rotation worker left postgres's password alone and did not touch the planted rotation ($r)"
+n=$(grep -c 'keysmith rotation worker is idle: extension keysmith is not installed in database "victimdb"' "$dir/server.log")
+[ "$n" = 1 ]; ks_check $? "the rotation worker says once that it idles ($n times in the log)"
 
 # --- finding 2: installing into a schema someone else owns ---------------------
 out=$(q victimdb -c "CREATE EXTENSION keysmith" 2>&1)

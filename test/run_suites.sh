@@ -167,8 +167,11 @@ pgtap_dir postgres "$ROOT/test/pgtap/secrets"
 echo "== integration"
 for t in "$ROOT"/test/integration/*.sh; do
     name=$(basename "$t" .sh)
+    t0=$SECONDS
     timeout -k 10 600 bash "$t" >"$WORK/integration-$name.log" 2>&1
-    tap_count "integration/$name" "$WORK/integration-$name.log" $?
+    rc=$?
+    echo "# integration/$name took $((SECONDS - t0)) s" >>"$WORK/integration-$name.log"
+    tap_count "integration/$name ($((SECONDS - t0)) s)" "$WORK/integration-$name.log" $rc
 done
 
 if [ "$SAN" = 1 ]; then

@@ -203,7 +203,7 @@ echo MARK-none-1 >>"$passwords"; echo MARK-none-2 >>"$passwords"
 # 7. a standby: reads work, writes are refused, the worker idles
 sb=$KS_WORK/extra-rotation-standby
 mkdir -p "$sb"; chown "$PG_OSUSER": "$sb"; chmod 700 "$sb"
-ks_as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PGPORT" -U postgres -D "$sb/data" -R -X stream >/dev/null 2>&1
+ks_as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PGPORT" -U postgres -D "$sb/data" -R -X stream -c fast >/dev/null 2>&1
 sbport=$(ks_free_port)
 {
     echo "port = $sbport"

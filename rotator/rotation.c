@@ -56,7 +56,7 @@
 #include "../extension/owner_spi.h"
 #include "worker.h"
 
-#define ROTATION_BATCH 500
+#define ROTATION_BATCH 50
 
 const char *const KsRotationStateNames[KS_ROT_STATE_COUNT] = {
 	"create", "set", "test", "finish", "finished", "failed", "cancelled"

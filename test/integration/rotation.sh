@@ -13,13 +13,14 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 29
+ks_plan 33
 
 dir=$KS_WORK/extra-rotation
 ks_cluster_init "$dir"
 {
     echo "keysmith.rotation_naptime = '200ms'"
     echo "keysmith.rotation_max_attempts = 2"
+    echo "keysmith.rotation_lock_timeout = '300ms'"
     echo "log_statement = 'all'"
     echo "log_min_error_statement = error"
     echo "log_parameter_max_length = -1"
@@ -167,6 +168,40 @@ q -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
 ks_check $? "after the failure current is untouched, nothing is pending, and current logs in again"
 n=$(q -c "SELECT count(*) FROM keysmith.rotation_event WHERE token = '$tok' AND event IN ('step_failed', 'restored', 'failed')")
 [ "$n" = 4 ]; ks_check $? "the trail shows two failed attempts, the restore and the end ($n events)"
+
+# 3b. cancel_rotation after set changed the role: the role gets current back
+q -c "ALTER SYSTEM SET keysmith.rotation_max_attempts = 10" -c "SELECT pg_reload_conf()" >/dev/null
+{ echo "host all app 127.0.0.1/32 trust"; cat "$KS_WORK/rotation-hba.saved"; } >"$dir/data/pg_hba.conf"
+q -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+c_before=$(cred db/app)
+tok=$(q -c "SELECT keysmith.rotate_secret('db/app')")
+for _ in $(seq 1 100); do
+    [ "$(q -c "SELECT state || attempts FROM keysmith.rotation WHERE token = '$tok'")" = test1 ] && break
+    sleep 0.05
+done
+q -c "SELECT keysmith.cancel_rotation('db/app')" >/dev/null
+st=$(q -c "SELECT state FROM keysmith.rotation WHERE token = '$tok'")
+cp "$KS_WORK/rotation-hba.saved" "$dir/data/pg_hba.conf"
+q -c "ALTER SYSTEM RESET keysmith.rotation_max_attempts" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+[ "$st" = cancelled ] && [ -z "$(cred db/app pending)" ] && [ "$(cred db/app)" = "$c_before" ] &&
+    login app "$(field "$c_before" password)"
+ks_check $? "cancel_rotation after set: cancelled, pending erased, and the role logs in with current again ($st)"
+n=$(q -c "SELECT string_agg(event, ',' ORDER BY event_id) FROM keysmith.rotation_event WHERE token = '$tok'")
+[[ $n == *restored,cancelled ]]; ks_check $? "the trail ends restored, cancelled ($n)"
+
+# 3c. bounded lock waits: a session holds app's pg_authid row; the set step
+# gives up after keysmith.rotation_lock_timeout and succeeds on its retry
+psql -X -q -d postgres -c "BEGIN" -c "ALTER ROLE app CONNECTION LIMIT 50" -c "SELECT pg_sleep(0.8)" -c "COMMIT" >/dev/null 2>&1 &
+blocker=$!
+sleep 0.2
+tok=$(q -c "SELECT keysmith.rotate_secret('db/app')")
+st=$(wait_done "$tok"); wait $blocker
+r=$(q -c "SELECT attempts || ':' || coalesce(last_error, '') FROM keysmith.rotations WHERE token = '$tok'")
+e=$(q -c "SELECT detail FROM keysmith.rotation_event WHERE token = '$tok' AND event = 'step_failed'")
+[ "$st" = finished ] && [ "$r" = "1:" ] && [[ $e == "set (attempt 1 of 2): canceling statement due to lock timeout"* ]]
+ks_check $? "a set step blocked by another session's lock fails after the lock timeout and finishes on retry ($st, $e)"
+remember "$(cred db/app)"
+login app "$(field "$(cred db/app)" password)"; ks_check $? "and the rotated password logs in"
 
 # 4. the target role dropped mid-rotation
 q -c "SELECT keysmith.create_secret('db/fragile', 'creds', 'postgres_role', '{\"role\": \"fragile\"}')" >/dev/null

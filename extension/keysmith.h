@@ -4,10 +4,21 @@
  * Declarations shared by all of keysmith's PostgreSQL glue: the GUC
  * variables, keysmith's own SQLSTATEs, finding its trusted catalog, the
  * encryption counters, and the helper that turns a kms/ status into an
- * ereport.  Each module has its own header besides (owner_spi.h,
- * key_acl.h, key_state.h, dek_cache.h, values.h, roles.h, secret_store.h,
- * rotator/worker.h, ...), so that dependencies run one way.  Nothing in
- * kms/ includes this file.
+ * ereport.  Each module has its own header besides, so that dependencies
+ * run one way:
+ *
+ *   SQL-callable functions   values.c keys.c leases.c secrets.c reencrypt.c
+ *        |
+ *   engines (rotator/)       worker.c (the job runner), lease_revoke.c,
+ *        |                   reaper.c, rotation.c, role_strategy.c
+ *        |
+ *   stores and helpers       secret_store.c, values.h (one value sealed),
+ *                            dek_cache.c, key_acl.c, key_state.c,
+ *                            owner_spi.c, roles.c, catalog.c, counters.c
+ *        |
+ *   kms/                     no PostgreSQL headers; includes none of these
+ *
+ * keysmith.c (_PG_init, the GUCs) sits above them all.
  */
 #ifndef KEYSMITH_EXTENSION_H
 #define KEYSMITH_EXTENSION_H
@@ -101,13 +112,8 @@ extern KsCounterSlot *KsCounterFind(int32 key_id, int32 version, bool create);
 extern bool KsCounterTake(KsCounterSlot *slot);
 extern uint64 KsCounterValue(int32 key_id, int32 version);
 
-/*
- * Leased roles (extension/leases.c; revocation in rotator/lease_revoke.c).
- * The lease tables of this database, found by OID and trusted.
- */
+/* The security-label provider of leased roles (extension/auth.c). */
 #define KS_SECLABEL_PROVIDER "keysmith"
-
-extern KsCatalogStatus KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen);
 
 /* Log redaction (extension/redact.c). */
 extern void KsRedactInit(void);

@@ -94,25 +94,11 @@ RequireNotNull(FunctionCallInfo fcinfo, int argno, const char *what)
 				 errmsg("%s must not be null", what)));
 }
 
-/*
- * keysmith's lease tables in this database, found by OID and trusted
- * (extension/catalog.c): KS_CATALOG_ABSENT with cat->extoid set means an
- * extension that predates leased roles.  The reaper and the SQL functions
- * below both ask this before they touch a lease table as a superuser.
- */
-static const char *const LeaseTables[] = {"lease", "lease_event", "role_template"};
-
-KsCatalogStatus
-KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen)
-{
-	return KsCatalogWithTables(cat, LeaseTables, lengthof(LeaseTables), "leased roles", why, whylen);
-}
-
 /* Leases live in the database the reaper works in (KsRequireWorkerCatalog). */
 static void
 RequireLeaseCatalog(int major, int minor)
 {
-	KsRequireWorkerCatalog(LeaseTables, lengthof(LeaseTables), "leased roles", major, minor);
+	KsRequireWorkerCatalog(KsLeaseTables, KsLeaseTableCount, "leased roles", major, minor);
 }
 
 /* The lease database and trusted lease tables, at any version. */

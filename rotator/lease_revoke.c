@@ -29,6 +29,21 @@
 
 const char *const KsLeaseStateNames[KS_LEASE_STATE_COUNT] = {"active", "revoking", "revoked"};
 
+const char *const KsLeaseTables[] = {"lease", "lease_event", "role_template"};
+const int	KsLeaseTableCount = lengthof(KsLeaseTables);
+
+/*
+ * keysmith's lease tables in this database, found by OID and trusted
+ * (extension/catalog.c): KS_CATALOG_ABSENT with cat->extoid set means an
+ * extension that predates leased roles.  The reaper and the SQL functions
+ * both ask this before they touch a lease table as a superuser.
+ */
+KsCatalogStatus
+KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen)
+{
+	return KsCatalogWithTables(cat, KsLeaseTables, KsLeaseTableCount, "leased roles", why, whylen);
+}
+
 KsLeaseState
 KsLeaseStateFromName(const char *name)
 {

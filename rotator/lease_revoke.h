@@ -13,6 +13,13 @@
 
 #include "nodes/pg_list.h"
 
+#include "../extension/keysmith.h"
+
+/* The lease tables, and keysmith's catalog with them, found by OID. */
+extern const char *const KsLeaseTables[];
+extern const int KsLeaseTableCount;
+extern KsCatalogStatus KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen);
+
 typedef enum KsLeaseState
 {
 	KS_LEASE_ACTIVE = 0,		/* next: lock out (NOLOGIN, sessions ended) */

@@ -300,6 +300,17 @@ KsRunHelper(Oid dboid, const char *fn, const char *what, const void *extra, size
 	return ok;
 }
 
+/*
+ * Every name in keysmith's SQL is schema-qualified; the workers pin
+ * search_path anyway, since a database owner may ALTER DATABASE ... SET
+ * search_path for every session there, a superuser worker's included.
+ */
+static void
+PinSearchPath(void)
+{
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 /* In a helper: connect to its database and copy out its argument. */
 void
 KsHelperStart(void *extra, size_t len)
@@ -311,6 +322,7 @@ KsHelperStart(void *extra, size_t len)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	PinSearchPath();
 }
 
 void
@@ -367,6 +379,7 @@ KsWorkerMain(Datum arg)
 	 * the server's default for synchronous_commit.
 	 */
 	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	PinSearchPath();
 	ereport(LOG,
 			(errmsg("%s started in database \"%s\"", spec->name, keysmith_database_name)));
 

@@ -51,6 +51,8 @@
 
 #define KS_SCHEMA_NAME "keysmith"
 
+static void ReportUntrusted(const char *why) pg_attribute_noreturn();
+
 /*
  * Find extension keysmith in pg_extension, one index scan by name: its
  * OID, owner, schema and version.  False if it is not installed.
@@ -88,6 +90,16 @@ ReadExtension(KsCatalog *cat)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return found;
+}
+
+static void
+ReportUntrusted(const char *why)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
+			 errmsg("keysmith refuses to use its catalog in this database"),
+			 errdetail("%s.", why),
+			 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
 }
 
 /*
@@ -202,11 +214,7 @@ KsCatalogRequire(KsCatalog *cat)
 					 errhint("Run CREATE EXTENSION keysmith.")));
 			break;
 		case KS_CATALOG_UNTRUSTED:
-			ereport(ERROR,
-					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
-					 errmsg("keysmith refuses to use its catalog in this database"),
-					 errdetail("%s.", why),
-					 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
+			ReportUntrusted(why);
 			break;
 	}
 }
@@ -374,11 +382,7 @@ KsRequireWorkerCatalog(const char *const *tables, int ntables, const char *featu
 					 errhint("Run ALTER EXTENSION keysmith UPDATE.")));
 			break;
 		case KS_CATALOG_UNTRUSTED:
-			ereport(ERROR,
-					(errcode(ERRCODE_KS_UNTRUSTED_CATALOG),
-					 errmsg("keysmith refuses to use its catalog in this database"),
-					 errdetail("%s.", why),
-					 errhint("See \"Installing safely\" in keysmith's docs/security.md.")));
+			ReportUntrusted(why);
 			break;
 	}
 	KsCatalogRequireVersion(&cat, major, minor);

@@ -90,11 +90,9 @@ KsSecretLoad(const char *name, KsSecret *s, bool for_update)
 	bool		isnull;
 	KsError		err;
 
-	KsSpiExec(for_update ?
-			  "SELECT key_name, strategy, options::pg_catalog.text, owner_role::pg_catalog.oid"
-			  "  FROM keysmith.secret WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE" :
-			  "SELECT key_name, strategy, options::pg_catalog.text, owner_role::pg_catalog.oid"
-			  "  FROM keysmith.secret WHERE name OPERATOR(pg_catalog.=) $1",
+#define SECRET_BY_NAME "SELECT key_name, strategy, options::pg_catalog.text, owner_role::pg_catalog.oid" \
+	"  FROM keysmith.secret WHERE name OPERATOR(pg_catalog.=) $1"
+	KsSpiExec(for_update ? SECRET_BY_NAME " FOR UPDATE" : SECRET_BY_NAME,
 			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return false;
@@ -254,13 +252,9 @@ KsSecretFindVersion(const char *name, const char *stage, char *version_id, bytea
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = stage ? CStringGetTextDatum(stage) : DirectFunctionCall1(uuid_in, CStringGetDatum(version_id));
-	KsSpiExec(stage ?
-			  "SELECT version_id::pg_catalog.text, ciphertext, coalesce(username::pg_catalog.text, '')"
-			  "  FROM keysmith.secret_version"
-			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND stage OPERATOR(pg_catalog.=) $2" :
-			  "SELECT version_id::pg_catalog.text, ciphertext, coalesce(username::pg_catalog.text, '')"
-			  "  FROM keysmith.secret_version"
-			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND version_id OPERATOR(pg_catalog.=) $2",
+#define VERSION_BY "SELECT version_id::pg_catalog.text, ciphertext, coalesce(username::pg_catalog.text, '')" \
+	"  FROM keysmith.secret_version WHERE secret_name OPERATOR(pg_catalog.=) $1 AND "
+	KsSpiExec(stage ? VERSION_BY "stage OPERATOR(pg_catalog.=) $2" : VERSION_BY "version_id OPERATOR(pg_catalog.=) $2",
 			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return false;
@@ -336,6 +330,23 @@ KsSecretEvent(const char *secret, const char *token, const char *version_id, con
 	values[5] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
 	KsSpiExec("INSERT INTO keysmith.rotation_event (secret_name, token, version_id, event, acting_role, detail)"
 			  " VALUES ($1, $2, $3, $4, $5, $6)", 6, types, values, nulls, false, 0, SPI_OK_INSERT);
+}
+
+char *
+KsSecretRotationInFlight(const char *name, char **state)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+
+	KsSpiExec("SELECT token::pg_catalog.text, state FROM keysmith.rotation"
+			  " WHERE secret_name OPERATOR(pg_catalog.=) $1"
+			  "   AND state OPERATOR(pg_catalog.=) ANY (ARRAY['create', 'set', 'test', 'finish'])",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return NULL;
+	if (state)
+		*state = pstrdup(GetText(2));
+	return pstrdup(GetText(1));
 }
 
 char *

@@ -107,6 +107,9 @@ extern char *KsSecretActorName(void);
 extern void KsSecretEvent(const char *secret, const char *token, const char *version_id,
 						  const char *event, const char *detail);
 
+/* The token (and next step) of the secret's rotation in flight, or NULL. */
+extern char *KsSecretRotationInFlight(const char *name, char **state);
+
 /* The name of the secret (other than except) that targets role, or NULL. */
 extern char *KsSecretTargetingRole(const char *role, const char *except);
 

@@ -66,6 +66,20 @@ UuidDatum(const char *text)
 	return DirectFunctionCall1(uuid_in, CStringGetDatum(text));
 }
 
+/* Values and labels change only between rotations. */
+static void
+RequireNoRotationInFlight(const KsSecret *s)
+{
+	char	   *token = KsSecretRotationInFlight(s->name, NULL);
+
+	if (token)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_ROTATION_IN_FLIGHT),
+				 errmsg("a rotation of secret \"%s\" is in flight", s->name),
+				 errdetail("Its token is %s.", token),
+				 errhint("Wait for it, or run keysmith.cancel_rotation first.")));
+}
+
 /* Refuse a second target for one role: two secrets would fight over it. */
 static void
 RequireUnmanagedRole(const char *role, const char *secret)
@@ -285,21 +299,7 @@ keysmith_put_secret_value(PG_FUNCTION_ARGS)
 				 errdetail("Storing a value by hand in a secret of strategy %s is an override and needs the admin privilege.",
 						   KsStrategyName(s.opt.strategy)),
 				 errhint("Use keysmith.rotate_secret to rotate it.")));
-	{
-		Oid			types[1] = {TEXTOID};
-		Datum		values[1] = {CStringGetTextDatum(s.name)};
-
-		KsSpiExec("SELECT token::pg_catalog.text FROM keysmith.rotation"
-				  " WHERE secret_name OPERATOR(pg_catalog.=) $1"
-				  "   AND state OPERATOR(pg_catalog.=) ANY (ARRAY['create', 'set', 'test', 'finish'])",
-				  1, types, values, NULL, false, 0, SPI_OK_SELECT);
-		if (SPI_processed > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_KS_ROTATION_IN_FLIGHT),
-					 errmsg("a rotation of secret \"%s\" is in flight", s.name),
-					 errdetail("Its token is %s.", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
-					 errhint("Wait for it, or run keysmith.cancel_rotation first.")));
-	}
+	RequireNoRotationInFlight(&s);
 	plain = text_to_cstring(value);
 	if (s.opt.strategy != KS_STRATEGY_NONE)
 		username = InstallGivenCredential(&s, plain, caller);
@@ -393,16 +393,8 @@ keysmith_drop_secret(PG_FUNCTION_ARGS)
 	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(name, KS_SECRET_ADMIN, caller, &s, true);
+	RequireNoRotationInFlight(&s);
 	values[0] = CStringGetTextDatum(s.name);
-	KsSpiExec("SELECT token::pg_catalog.text FROM keysmith.rotation"
-			  " WHERE secret_name OPERATOR(pg_catalog.=) $1"
-			  "   AND state OPERATOR(pg_catalog.=) ANY (ARRAY['create', 'set', 'test', 'finish'])",
-			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
-	if (SPI_processed > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_KS_ROTATION_IN_FLIGHT),
-				 errmsg("a rotation of secret \"%s\" is in flight", s.name),
-				 errhint("Run keysmith.cancel_rotation first.")));
 	KsSpiExec("DELETE FROM keysmith.secret_version WHERE secret_name OPERATOR(pg_catalog.=) $1",
 			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
 	versions = SPI_processed;

@@ -33,9 +33,10 @@ IsSafeIdentifier(const char *s, size_t len, size_t max)
 }
 
 /* A role name: 1 to 63 bytes, no NUL.  Copied into out. */
-static int
-CopyRoleName(json_t *v, char *out)
+int
+KsJsonRoleName(void *jv, char *out)
 {
+	json_t	   *v = jv;
 	size_t		len;
 
 	if (!json_is_string(v))
@@ -49,9 +50,10 @@ CopyRoleName(json_t *v, char *out)
 }
 
 /* A whole number in [lo, hi]; numbers arrive as reals (see the flags). */
-static int
-WholeInRange(json_t *v, long lo, long hi, long *out)
+int
+KsJsonWholeInRange(void *jv, long lo, long hi, long *out)
 {
+	json_t	   *v = jv;
 	double		d;
 
 	if (!json_is_number(v))
@@ -93,21 +95,21 @@ ParseOption(const char *key, json_t *value, KsTemplateOptions *opt, KsError *err
 	}
 	else if (strcmp(key, "max_leases") == 0)
 	{
-		if (!WholeInRange(value, 1, 1000000, &n))
+		if (!KsJsonWholeInRange(value, 1, 1000000, &n))
 			return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "invalid max_leases",
 						  "max_leases is a whole number from 1 to 1000000.", NULL);
 		opt->max_leases = (int) n;
 	}
 	else if (strcmp(key, "connection_limit") == 0)
 	{
-		if (!WholeInRange(value, -1, 1000000, &n))
+		if (!KsJsonWholeInRange(value, -1, 1000000, &n))
 			return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "invalid connection_limit",
 						  "connection_limit is a whole number from -1 (no limit) to 1000000.", NULL);
 		opt->connection_limit = (int) n;
 	}
 	else if (strcmp(key, "owner_role") == 0)
 	{
-		if (!CopyRoleName(value, opt->owner_role))
+		if (!KsJsonRoleName(value, opt->owner_role))
 			return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "owner_role must be a role name", NULL, NULL);
 		opt->has_owner = 1;
 	}
@@ -123,7 +125,7 @@ ParseOption(const char *key, json_t *value, KsTemplateOptions *opt, KsError *err
 						  "A template lists at most 64 issuer roles; grant one role to many instead.", NULL);
 		json_array_foreach(value, i, elem)
 		{
-			if (!CopyRoleName(elem, opt->issuers[i]))
+			if (!KsJsonRoleName(elem, opt->issuers[i]))
 				return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, "issuers must be an array of role names", NULL, NULL);
 			opt->n_issuers = (int) i + 1;
 		}

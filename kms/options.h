@@ -36,4 +36,13 @@ typedef struct KsTemplateOptions
 extern KsStatus KsTemplateOptionsParse(const char *text, size_t len, KsTemplateOptions *opt,
 									   KsError *err);
 
+/*
+ * Shared by the JSON parsers of kms/ (options.c, secret.c); v is a json_t
+ * (jansson), declared void here so that this header needs no jansson.
+ * A role name of 1 to 63 bytes without NUL, copied into out; a whole
+ * number in [lo, hi].  Each returns 1 if v is one.
+ */
+extern int	KsJsonRoleName(void *v, char *out);
+extern int	KsJsonWholeInRange(void *v, long lo, long hi, long *out);
+
 #endif							/* KEYSMITH_OPTIONS_H */

@@ -41,35 +41,6 @@ KsStrategyFromName(const char *name, KsStrategy *out, KsError *err)
 	return KsFail(err, KS_ERR_INVALID_ARGUMENT, "unknown rotation strategy");
 }
 
-static int
-CopyRoleName(json_t *v, char *out)
-{
-	size_t		len;
-
-	if (!json_is_string(v))
-		return 0;
-	len = json_string_length(v);
-	if (len == 0 || len >= KS_ROLE_NAME_MAX || memchr(json_string_value(v), '\0', len) != NULL)
-		return 0;
-	memcpy(out, json_string_value(v), len);
-	out[len] = '\0';
-	return 1;
-}
-
-static int
-WholeInRange(json_t *v, long lo, long hi, long *out)
-{
-	double		d;
-
-	if (!json_is_number(v))
-		return 0;
-	d = json_number_value(v);
-	if (!isfinite(d) || d != floor(d) || d < (double) lo || d > (double) hi)
-		return 0;
-	*out = (long) d;
-	return 1;
-}
-
 static KsStatus
 Refuse(KsSecretOptions *opt, KsError *err, const char *message, const char *detail, const char *hint)
 {
@@ -100,7 +71,7 @@ ParseOption(const char *key, json_t *value, KsSecretOptions *opt, KsError *err, 
 
 	if (strcmp(key, "keep_versions") == 0)
 	{
-		if (!WholeInRange(value, 1, KS_KEEP_VERSIONS_MAX, &n))
+		if (!KsJsonWholeInRange(value, 1, KS_KEEP_VERSIONS_MAX, &n))
 			return Refuse(opt, err, "invalid keep_versions",
 						  "keep_versions is a whole number from 1 to 100: how many unlabelled versions are kept.", NULL);
 		opt->keep_versions = (int) n;
@@ -108,7 +79,7 @@ ParseOption(const char *key, json_t *value, KsSecretOptions *opt, KsError *err, 
 	}
 	if (strcmp(key, "password_length") == 0 && s != KS_STRATEGY_NONE)
 	{
-		if (!WholeInRange(value, KS_PASSWORD_MIN, KS_PASSWORD_MAX, &n))
+		if (!KsJsonWholeInRange(value, KS_PASSWORD_MIN, KS_PASSWORD_MAX, &n))
 			return Refuse(opt, err, "invalid password_length",
 						  "password_length is a whole number from 16 to 128.", NULL);
 		opt->password_length = (int) n;
@@ -116,7 +87,7 @@ ParseOption(const char *key, json_t *value, KsSecretOptions *opt, KsError *err, 
 	}
 	if (strcmp(key, "role") == 0 && s == KS_STRATEGY_ROLE)
 	{
-		if (!CopyRoleName(value, opt->role))
+		if (!KsJsonRoleName(value, opt->role))
 			return Refuse(opt, err, "option role must be a role name", NULL, NULL);
 		*seen |= 1;
 		return KS_OK;
@@ -124,8 +95,8 @@ ParseOption(const char *key, json_t *value, KsSecretOptions *opt, KsError *err, 
 	if (strcmp(key, "roles") == 0 && s == KS_STRATEGY_ROLE_PAIR)
 	{
 		if (!json_is_array(value) || json_array_size(value) != 2 ||
-			!CopyRoleName(json_array_get(value, 0), opt->roles[0]) ||
-			!CopyRoleName(json_array_get(value, 1), opt->roles[1]))
+			!KsJsonRoleName(json_array_get(value, 0), opt->roles[0]) ||
+			!KsJsonRoleName(json_array_get(value, 1), opt->roles[1]))
 			return Refuse(opt, err, "option roles must be an array of two role names", NULL, NULL);
 		if (strcmp(opt->roles[0], opt->roles[1]) == 0)
 			return Refuse(opt, err, "option roles must name two different roles", NULL, NULL);
@@ -134,7 +105,7 @@ ParseOption(const char *key, json_t *value, KsSecretOptions *opt, KsError *err, 
 	}
 	if (strcmp(key, "owner_role") == 0 && s == KS_STRATEGY_ROLE_PAIR)
 	{
-		if (!CopyRoleName(value, opt->owner_role))
+		if (!KsJsonRoleName(value, opt->owner_role))
 			return Refuse(opt, err, "option owner_role must be a role name", NULL, NULL);
 		*seen |= 2;
 		return KS_OK;
@@ -216,7 +187,7 @@ KsCredentialParse(const char *text, size_t len, char *username, char *password, 
 			 (p = json_object_get(root, "password")) == NULL)
 		st = KsFail(err, KS_ERR_INVALID_ARGUMENT,
 					"a role credential has exactly the members username and password");
-	else if (!CopyRoleName(u, username))
+	else if (!KsJsonRoleName(u, username))
 		st = KsFail(err, KS_ERR_INVALID_ARGUMENT, "the credential's username must be a role name");
 	else if (!json_is_string(p) || (plen = json_string_length(p)) == 0 ||
 			 plen > KS_CREDENTIAL_PASSWORD_MAX || memchr(json_string_value(p), '\0', plen) != NULL)

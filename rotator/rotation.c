@@ -123,13 +123,10 @@ LoadJob(RotationJob *job, bool skip_locked)
 	char	   *verifier;
 	bool		isnull;
 
-	KsSpiExec(skip_locked ?
-			  "SELECT secret_name, state, attempts, coalesce(target_role::pg_catalog.text, ''),"
-			  "       coalesce(pending_version::pg_catalog.text, ''), pending_verifier"
-			  "  FROM keysmith.rotation WHERE token OPERATOR(pg_catalog.=) $1 FOR UPDATE SKIP LOCKED" :
-			  "SELECT secret_name, state, attempts, coalesce(target_role::pg_catalog.text, ''),"
-			  "       coalesce(pending_version::pg_catalog.text, ''), pending_verifier"
-			  "  FROM keysmith.rotation WHERE token OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+#define ROTATION_BY_TOKEN "SELECT secret_name, state, attempts, coalesce(target_role::pg_catalog.text, '')," \
+	" coalesce(pending_version::pg_catalog.text, ''), pending_verifier" \
+	" FROM keysmith.rotation WHERE token OPERATOR(pg_catalog.=) $1 FOR UPDATE"
+	KsSpiExec(skip_locked ? ROTATION_BY_TOKEN " SKIP LOCKED" : ROTATION_BY_TOKEN,
 			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return false;
@@ -347,6 +344,26 @@ Advance(RotationJob *job)
 }
 
 /*
+ * The password of a role credential version, opened as the secret's owner,
+ * into password (KS_CREDENTIAL_PASSWORD_MAX + 1 bytes, wiped by the caller).
+ */
+static void
+OpenCredential(RotationJob *job, const char *version, bytea *ct, char *password)
+{
+	char	   *value;
+	char		username[NAMEDATALEN];
+	KsError		err;
+	KsStatus	st;
+
+	RequireOwner(job);
+	value = KsSecretOpen(job->secret.owner, &job->secret, version, ct);
+	st = KsCredentialParse(value, strlen(value), username, password, &err);
+	WipeAndFree(value);
+	if (st != KS_OK)
+		KsReportError(&err);
+}
+
+/*
  * Give the target role back the credential of the version it had (current,
  * else previous).  Nothing to give back when it had none from keysmith.
  */
@@ -357,11 +374,7 @@ RestoreTarget(RotationJob *job)
 	Datum		values[2];
 	char		version[KS_UUID_LEN];
 	bytea	   *ct;
-	char	   *value;
-	char		username[NAMEDATALEN];
 	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
-	KsError		err;
-	KsStatus	st;
 
 	values[0] = CStringGetTextDatum(job->secret.name);
 	values[1] = DirectFunctionCall1(namein, CStringGetDatum(job->target));
@@ -378,12 +391,7 @@ RestoreTarget(RotationJob *job)
 
 		ct = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	}
-	RequireOwner(job);
-	value = KsSecretOpen(job->secret.owner, &job->secret, version, ct);
-	st = KsCredentialParse(value, strlen(value), username, password, &err);
-	WipeAndFree(value);
-	if (st != KS_OK)
-		KsReportError(&err);
+	OpenCredential(job, version, ct, password);
 	PG_TRY();
 	{
 		(void) KsRoleInstallPassword(job->secret.owner, job->target, password);
@@ -454,18 +462,17 @@ KsRotationStart(const KsSecret *s, char *token, bool token_given)
 			return;				/* the same rotation: nothing else happens */
 		}
 	}
-	KsSpiExec("SELECT token::pg_catalog.text, state FROM keysmith.rotation"
-			  " WHERE secret_name OPERATOR(pg_catalog.=) $2"
-			  "   AND state OPERATOR(pg_catalog.=) ANY (" IN_FLIGHT_SQL ")",
-			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
-	if (SPI_processed > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_KS_ROTATION_IN_FLIGHT),
-				 errmsg("a rotation of secret \"%s\" is already in flight", s->name),
-				 errdetail("Its token is %s; its next step is %s.",
-						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
-						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
-				 errhint("Wait for it (keysmith.rotations), call rotate_secret with its token, or keysmith.cancel_rotation.")));
+	{
+		char	   *state;
+		char	   *other = KsSecretRotationInFlight(s->name, &state);
+
+		if (other)
+			ereport(ERROR,
+					(errcode(ERRCODE_KS_ROTATION_IN_FLIGHT),
+					 errmsg("a rotation of secret \"%s\" is already in flight", s->name),
+					 errdetail("Its token is %s; its next step is %s.", other, state),
+					 errhint("Wait for it (keysmith.rotations), call rotate_secret with its token, or keysmith.cancel_rotation.")));
+	}
 	switch (s->opt.strategy)
 	{
 		case KS_STRATEGY_NONE:
@@ -494,20 +501,15 @@ KsRotationStart(const KsSecret *s, char *token, bool token_given)
 void
 KsRotationCancel(const KsSecret *s)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(s->name)};
 	RotationJob job;
+	char	   *token = KsSecretRotationInFlight(s->name, NULL);
 
-	KsSpiExec("SELECT token::pg_catalog.text FROM keysmith.rotation"
-			  " WHERE secret_name OPERATOR(pg_catalog.=) $1"
-			  "   AND state OPERATOR(pg_catalog.=) ANY (" IN_FLIGHT_SQL ")",
-			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
-	if (SPI_processed == 0)
+	if (token == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("no rotation of secret \"%s\" is in flight", s->name)));
 	memset(&job, 0, sizeof(job));
-	strlcpy(job.token, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), sizeof(job.token));
+	strlcpy(job.token, token, sizeof(job.token));
 	JobCxt = CurrentMemoryContext;
 	if (!LoadJob(&job, false) || IsTerminal(job.state))
 		ereport(ERROR,
@@ -559,21 +561,12 @@ LoadPasswordItem(void *arg)
 	RotationJob *job = arg;
 	char		version[KS_UUID_LEN];
 	bytea	   *ct;
-	char	   *value;
-	char		username[NAMEDATALEN];
 	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
-	KsError		err;
-	KsStatus	st;
 
 	strlcpy(version, job->pending, sizeof(version));
 	if (!KsSecretFindVersion(job->secret.name, NULL, version, &ct, NULL))
 		elog(ERROR, "keysmith: the pending version of rotation %s is missing", job->token);
-	RequireOwner(job);
-	value = KsSecretOpen(job->secret.owner, &job->secret, version, ct);
-	st = KsCredentialParse(value, strlen(value), username, password, &err);
-	WipeAndFree(value);
-	if (st != KS_OK)
-		KsReportError(&err);
+	OpenCredential(job, version, ct, password);
 	job->password = MemoryContextStrdup(JobCxt, password);
 	explicit_bzero(password, sizeof(password));
 }

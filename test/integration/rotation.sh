@@ -53,6 +53,13 @@ wait_done() {
     echo "${st:-missing}"
 }
 remember() { field "$1" password >>"$passwords"; }
+# put_hba: stdin becomes pg_hba.conf, renamed into place whole, so that a
+# reload in progress never reads a half-written file
+put_hba() {
+    cat >"$dir/data/pg_hba.conf.new"
+    chown "$PG_OSUSER": "$dir/data/pg_hba.conf.new"
+    mv "$dir/data/pg_hba.conf.new" "$dir/data/pg_hba.conf"
+}
 
 q <<'SQL' >/dev/null
 CREATE EXTENSION keysmith;
@@ -155,14 +162,14 @@ ks_check $? "DDL after SET ROLE app_owner gives objects the owner role, whicheve
 # 3. a trust line: the test login proves nothing, the rotation fails, current still works
 c_before=$(cred db/app)
 cp "$dir/data/pg_hba.conf" "$KS_WORK/rotation-hba.saved"
-{ echo "host all app 127.0.0.1/32 trust"; cat "$KS_WORK/rotation-hba.saved"; } >"$dir/data/pg_hba.conf"
+{ echo "host all app 127.0.0.1/32 trust"; cat "$KS_WORK/rotation-hba.saved"; } | put_hba
 q -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
 tok=$(q -c "SELECT keysmith.rotate_secret('db/app')")
 st=$(wait_done "$tok")
 err=$(q -c "SELECT last_error FROM keysmith.rotations WHERE token = '$tok'")
 [ "$st" = failed ] && [[ $err == *"without using the password"* ]]
 ks_check $? "with a trust line the test step fails and the rotation ends failed ($st: $err)"
-cp "$KS_WORK/rotation-hba.saved" "$dir/data/pg_hba.conf"
+put_hba <"$KS_WORK/rotation-hba.saved"
 q -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
 [ "$(cred db/app)" = "$c_before" ] && [ -z "$(cred db/app pending)" ] && login app "$(field "$c_before" password)"
 ks_check $? "after the failure current is untouched, nothing is pending, and current logs in again"
@@ -171,7 +178,7 @@ n=$(q -c "SELECT count(*) FROM keysmith.rotation_event WHERE token = '$tok' AND 
 
 # 3b. cancel_rotation after set changed the role: the role gets current back
 q -c "ALTER SYSTEM SET keysmith.rotation_max_attempts = 10" -c "SELECT pg_reload_conf()" >/dev/null
-{ echo "host all app 127.0.0.1/32 trust"; cat "$KS_WORK/rotation-hba.saved"; } >"$dir/data/pg_hba.conf"
+{ echo "host all app 127.0.0.1/32 trust"; cat "$KS_WORK/rotation-hba.saved"; } | put_hba
 q -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
 c_before=$(cred db/app)
 tok=$(q -c "SELECT keysmith.rotate_secret('db/app')")
@@ -181,7 +188,7 @@ for _ in $(seq 1 100); do
 done
 q -c "SELECT keysmith.cancel_rotation('db/app')" >/dev/null
 st=$(q -c "SELECT state FROM keysmith.rotation WHERE token = '$tok'")
-cp "$KS_WORK/rotation-hba.saved" "$dir/data/pg_hba.conf"
+put_hba <"$KS_WORK/rotation-hba.saved"
 q -c "ALTER SYSTEM RESET keysmith.rotation_max_attempts" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
 [ "$st" = cancelled ] && [ -z "$(cred db/app pending)" ] && [ "$(cred db/app)" = "$c_before" ] &&
     login app "$(field "$c_before" password)"

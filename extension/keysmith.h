@@ -98,6 +98,15 @@ extern KsCatalogStatus KsCatalogWithTables(KsCatalog *cat, const char *const *ta
 extern void KsRequireWorkerCatalog(const char *const *tables, int ntables, const char *feature,
 								   int major, int minor);
 
+/* ERROR (22004) "<what> must not be null" if argument argno is NULL. */
+#define KsRequireArg(fcinfo, argno, what) \
+	do { \
+		if (PG_ARGISNULL(argno)) \
+			ereport(ERROR, \
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), \
+					 errmsg("%s must not be null", (what)))); \
+	} while (0)
+
 /* Report a kms/ failure as an ERROR with the matching SQLSTATE. */
 extern void KsReportError(const KsError *err) pg_attribute_noreturn();
 

@@ -85,15 +85,6 @@ CallerIsAdmin(Oid caller)
 	return OidIsValid(admin) && has_privs_of_role(caller, admin);
 }
 
-static void
-RequireNotNull(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-}
-
 /* Leases live in the database the reaper works in (KsRequireWorkerCatalog). */
 static void
 RequireLeaseCatalog(int major, int minor)
@@ -331,11 +322,11 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	TemplateOptions opt = {0};
 
-	RequireNotNull(fcinfo, 0, "template name");
-	RequireNotNull(fcinfo, 1, "member_of");
-	RequireNotNull(fcinfo, 2, "default_ttl");
-	RequireNotNull(fcinfo, 3, "max_ttl");
-	RequireNotNull(fcinfo, 4, "options");
+	KsRequireArg(fcinfo, 0, "template name");
+	KsRequireArg(fcinfo, 1, "member_of");
+	KsRequireArg(fcinfo, 2, "default_ttl");
+	KsRequireArg(fcinfo, 3, "max_ttl");
+	KsRequireArg(fcinfo, 4, "options");
 	RequireLeaseCatalog(0, 3);	/* role_template.allow_role_attributes */
 
 	if (!CallerIsAdmin(caller))
@@ -613,7 +604,7 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 	bool		outn[4] = {false, false, false, false};
 	ObjectAddress addr;
 
-	RequireNotNull(fcinfo, 0, "template");
+	KsRequireArg(fcinfo, 0, "template");
 	RequireLeaseCatalog(0, 3);	/* role_template.allow_role_attributes */
 	tname = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	InitMaterializedSRF(fcinfo, 0);
@@ -804,7 +795,7 @@ keysmith_renew_lease(PG_FUNCTION_ARGS)
 	TimestampTz wanted;
 	char	   *name;
 
-	RequireNotNull(fcinfo, 0, "lease_id");
+	KsRequireArg(fcinfo, 0, "lease_id");
 	RequireLeaseDatabase();
 	lease_id = PG_GETARG_DATUM(0);
 	if (SPI_connect() != SPI_OK_CONNECT)

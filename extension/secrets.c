@@ -40,15 +40,6 @@ PG_FUNCTION_INFO_V1(keysmith_rotate_secret);
 PG_FUNCTION_INFO_V1(keysmith_cancel_rotation);
 PG_FUNCTION_INFO_V1(keysmith_secret_visible);
 
-static void
-RequireArg(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-}
-
 /* Writers are refused on a standby, with a hint, before anything else. */
 static void
 RequirePrimary(const char *what)
@@ -149,10 +140,10 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 	bool		generated = false;
 	bytea	   *ct;
 
-	RequireArg(fcinfo, 0, "name");
-	RequireArg(fcinfo, 1, "key_name");
-	RequireArg(fcinfo, 2, "strategy");
-	RequireArg(fcinfo, 3, "options");
+	KsRequireArg(fcinfo, 0, "name");
+	KsRequireArg(fcinfo, 1, "key_name");
+	KsRequireArg(fcinfo, 2, "strategy");
+	KsRequireArg(fcinfo, 3, "options");
 	RequirePrimary("create a secret");
 	KsRequireSecretCatalog();
 
@@ -474,7 +465,7 @@ keysmith_rotate_secret(PG_FUNCTION_ARGS)
 	char		token[KS_UUID_LEN] = "";
 	bool		given = !PG_ARGISNULL(1);
 
-	RequireArg(fcinfo, 0, "name");
+	KsRequireArg(fcinfo, 0, "name");
 	RequirePrimary("rotate a secret");
 	KsRequireSecretCatalog();
 	if (given)

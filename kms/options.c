@@ -49,6 +49,24 @@ KsJsonRoleName(void *jv, char *out)
 	return 1;
 }
 
+/*
+ * How many bytes of an unknown key a message shows: the key is the
+ * caller's, so at most 63 bytes, not cutting a UTF-8 character.
+ */
+int
+KsJsonKeyShown(const char *key)
+{
+	size_t		klen = strlen(key);
+
+	if (klen > KS_ROLE_NAME_MAX - 1)
+	{
+		klen = KS_ROLE_NAME_MAX - 1;
+		while (klen > 0 && ((unsigned char) key[klen] & 0xC0) == 0x80)
+			klen--;
+	}
+	return (int) klen;
+}
+
 /* A whole number in [lo, hi]; numbers arrive as reals (see the flags). */
 int
 KsJsonWholeInRange(void *jv, long lo, long hi, long *out)
@@ -139,16 +157,8 @@ ParseOption(const char *key, json_t *value, KsTemplateOptions *opt, KsError *err
 	else
 	{
 		char		message[KS_ERRMSG_LEN];
-		size_t		klen = strlen(key);
 
-		/* the key is the caller's: show at most 63 bytes, not cutting a UTF-8 character */
-		if (klen > KS_ROLE_NAME_MAX - 1)
-		{
-			klen = KS_ROLE_NAME_MAX - 1;
-			while (klen > 0 && ((unsigned char) key[klen] & 0xC0) == 0x80)
-				klen--;
-		}
-		snprintf(message, sizeof(message), "unknown template option \"%.*s\"", (int) klen, key);
+		snprintf(message, sizeof(message), "unknown template option \"%.*s\"", KsJsonKeyShown(key), key);
 		return Refuse(opt, err, KS_ERR_INVALID_ARGUMENT, message, NULL,
 					  "Valid options are username_prefix, max_leases, connection_limit, owner_role, issuers and allow_role_attributes.");
 	}

@@ -44,5 +44,7 @@ extern KsStatus KsTemplateOptionsParse(const char *text, size_t len, KsTemplateO
  */
 extern int	KsJsonRoleName(void *v, char *out);
 extern int	KsJsonWholeInRange(void *v, long lo, long hi, long *out);
+/* How many bytes of a caller's unknown key a message may show. */
+extern int	KsJsonKeyShown(const char *key);
 
 #endif							/* KEYSMITH_OPTIONS_H */

@@ -113,17 +113,9 @@ ParseOption(const char *key, json_t *value, KsSecretOptions *opt, KsError *err, 
 
 	{
 		char		message[KS_ERRMSG_LEN];
-		size_t		klen = strlen(key);
 
-		/* the key is the caller's: show at most 63 bytes, not cutting a UTF-8 character */
-		if (klen > KS_ROLE_NAME_MAX - 1)
-		{
-			klen = KS_ROLE_NAME_MAX - 1;
-			while (klen > 0 && ((unsigned char) key[klen] & 0xC0) == 0x80)
-				klen--;
-		}
 		snprintf(message, sizeof(message), "unknown option \"%.*s\" for strategy %s",
-				 (int) klen, key, KsStrategyName(s));
+				 KsJsonKeyShown(key), key, KsStrategyName(s));
 		return Refuse(opt, err, message, NULL, ValidOptionsHint(s));
 	}
 }

@@ -3,18 +3,18 @@
 #
 # The upgrade chain with data in place: a database created at 0.1, with a
 # key and encrypted rows, is updated to 0.2, given a template, a lease and
-# a finished reencrypt job there, then updated to 0.3 and to 0.4.  Its
+# a finished reencrypt job there, then updated to 0.3, 0.4 and 0.5.  Its
 # extension objects must be exactly those of test/integration/catalog-0.3.txt
-# at 0.3 and of catalog-0.4.txt at 0.4, reviewed descriptions checked in
-# beside this script (a fresh install must match 0.4 too: comparing the two
-# builds with each other would prove nothing, they come from the same SQL).
-# The 0.1 data, the 0.2 lease and the 0.2 job must work under 0.4, and a
-# secret rotates there.  And an install that 0.2 allowed into a schema
+# at 0.3, catalog-0.4.txt at 0.4 and catalog-0.5.txt at 0.5, reviewed
+# descriptions checked in beside this script (a fresh install must match
+# 0.5 too: comparing the two builds with each other would prove nothing,
+# they come from the same SQL).  The 0.1 data, the 0.2 lease and the 0.2
+# job must work under 0.5, and a secret rotates there.  And an install that 0.2 allowed into a schema
 # another role owns is refused the update.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 17
+ks_plan 19
 
 dir=$KS_WORK/extra-upgrade
 ks_cluster_init "$dir"
@@ -75,17 +75,25 @@ diff -u "$ROOT/test/integration/catalog-0.3.txt" "$dir/upgraded-0.3.txt" >"$dir/
 ks_check $? "at 0.3 the upgraded extension has exactly the reviewed 0.3 objects ($n lines compared)"
 [ -s "$dir/upgrade-0.3.diff" ] && head -60 "$dir/upgrade-0.3.diff"
 
+v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '0.4'" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
+[ "$v" = 0.4 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '0.4' ($v)"
+q -d postgres -c "$describe" >"$dir/upgraded-0.4.txt"
+n=$(wc -l <"$ROOT/test/integration/catalog-0.4.txt")
+diff -u "$ROOT/test/integration/catalog-0.4.txt" "$dir/upgraded-0.4.txt" >"$dir/upgrade-0.4.diff"
+ks_check $? "at 0.4 the upgraded extension has exactly the reviewed 0.4 objects ($n lines compared)"
+[ -s "$dir/upgrade-0.4.diff" ] && head -60 "$dir/upgrade-0.4.diff"
+
 v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
-[ "$v" = 0.4 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE goes on to the default version ($v)"
+[ "$v" = 0.5 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE goes on to the default version ($v)"
 q -d postgres -c "CREATE DATABASE fresh" && q -d fresh -c "CREATE EXTENSION keysmith"
-ks_check $? "a fresh 0.4 install in another database"
+ks_check $? "a fresh 0.5 install in another database"
 q -d postgres -c "$describe" >"$dir/upgraded.txt"
 q -d fresh -c "$describe" >"$dir/fresh.txt"
-n=$(wc -l <"$ROOT/test/integration/catalog-0.4.txt")
-diff -u "$ROOT/test/integration/catalog-0.4.txt" "$dir/upgraded.txt" >"$dir/upgrade.diff"
-ks_check $? "the upgraded extension has exactly the reviewed 0.4 objects ($n lines compared)"
+n=$(wc -l <"$ROOT/test/integration/catalog-0.5.txt")
+diff -u "$ROOT/test/integration/catalog-0.5.txt" "$dir/upgraded.txt" >"$dir/upgrade.diff"
+ks_check $? "the upgraded extension has exactly the reviewed 0.5 objects ($n lines compared)"
 [ -s "$dir/upgrade.diff" ] && head -60 "$dir/upgrade.diff"
-diff -u "$ROOT/test/integration/catalog-0.4.txt" "$dir/fresh.txt" >"$dir/fresh.diff"
+diff -u "$ROOT/test/integration/catalog-0.5.txt" "$dir/fresh.txt" >"$dir/fresh.diff"
 ks_check $? "and so has a fresh install"
 [ -s "$dir/fresh.diff" ] && head -60 "$dir/fresh.diff"
 c=$(q -d postgres -c "SELECT count(*) FROM pg_constraint WHERE connamespace = 'keysmith'::regnamespace")
@@ -96,13 +104,13 @@ bad=$(q -d postgres -c "SELECT count(*) FROM t WHERE keysmith.decrypt_value(c) <
 r=$(q -d postgres -c "SELECT keysmith.revoke_lease(lease_id) FROM lease02" \
       -c "SELECT l.state || ',' || t.allow_role_attributes FROM keysmith.lease l JOIN lease02 USING (lease_id)
             JOIN keysmith.role_templates t ON t.name = l.template" | tail -1)
-[ "$r" = "revoked,false" ]; ks_check $? "the 0.2 lease revokes under 0.4, its template without the opt-in ($(echo $r))"
+[ "$r" = "revoked,false" ]; ks_check $? "the 0.2 lease revokes under 0.5, its template without the opt-in ($(echo $r))"
 n=$(q -d postgres -c "SELECT count(*) FROM keysmith.issue_role('up')")
-[ "$n" = 1 ]; ks_check $? "the 0.2 template issues under 0.4"
+[ "$n" = 1 ]; ks_check $? "the 0.2 template issues under 0.5"
 r=$(q -d postgres -c "SELECT keysmith.rotate_dek('up')" -c "CALL keysmith.reencrypt('t', 'c', 30)" \
       -c "SELECT state || ',' || rows_done FROM keysmith.reencrypt_job" \
       -c "SELECT count(*) FROM t WHERE keysmith.ciphertext_needs_reencrypt(c)" | tr '\n' ' ')
-[ "$r" = "3 done,100 0 " ]; ks_check $? "reencrypt under 0.4 takes over the 0.2 job row ($r)"
+[ "$r" = "3 done,100 0 " ]; ks_check $? "reencrypt under 0.5 takes over the 0.2 job row ($r)"
 
 q -d postgres -c "CREATE ROLE up_app LOGIN" -c "SELECT keysmith.create_secret('up/app', 'up', 'postgres_role', '{\"role\": \"up_app\"}')" >/dev/null
 t=$(q -d postgres -c "SELECT keysmith.rotate_secret('up/app')")

@@ -44,6 +44,7 @@ OBJS = \
 	rotator/reaper.o \
 	rotator/rotation.o \
 	rotator/role_strategy.o \
+	rotator/sql_strategy.o \
 	$(KMS_OBJS)
 
 REGRESS = setup envelope errors
@@ -77,7 +78,7 @@ include $(PGXS)
 # object not rebuilt smashes the stack (seen here).
 $(OBJS): extension/keysmith.h extension/owner_spi.h extension/key_acl.h extension/key_state.h \
 	extension/dek_cache.h extension/values.h extension/roles.h extension/secret_store.h \
-	rotator/worker.h rotator/lease_revoke.h rotator/rotation.h rotator/role_strategy.h \
+	rotator/worker.h rotator/lease_revoke.h rotator/rotation.h rotator/role_strategy.h rotator/sql_strategy.h \
 	kms/envelope.h kms/kms.h kms/local.h kms/options.h kms/secret.h
 
 extension/keysmith--0.2.sql: extension/keysmith--0.1.sql extension/keysmith--0.1--0.2.sql

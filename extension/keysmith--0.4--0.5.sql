@@ -1,15 +1,26 @@
 -- extension/keysmith--0.4--0.5.sql
 --
--- keysmith 0.5: faster online re-encryption.  keysmith.reencrypt no longer
--- counts the rows to do before it starts (rows_total is an estimate from
--- the table's statistics), and each batch is one UPDATE over a range of
--- blocks, run as a TID range scan, instead of a walk that collects ctids
--- followed by an UPDATE of them.  Resumable and safe alongside writers as
--- before: a pass that changed anything, or started mid-table, is followed
--- by a full pass.  The full 0.5 install script is the 0.4 one followed by
--- this file (the Makefile builds it).
+-- keysmith 0.5:
+--   * strategy 'sql': the secret owner's own function does the target-side
+--     work of each rotation step (docs/credential-rotation.md);
+--   * faster online re-encryption: keysmith.reencrypt no longer counts the
+--     rows to do before it starts (rows_total is an estimate from the
+--     table's statistics), and each batch is one UPDATE over a range of
+--     blocks, run as a TID range scan, instead of a walk that collects
+--     ctids followed by an UPDATE of them.  Resumable and safe alongside
+--     writers as before: a pass that changed anything, or started
+--     mid-table, is followed by a full pass.
+-- The full 0.5 install script is the 0.4 one followed by this file (the
+-- Makefile builds it).
 
 \echo Use "ALTER EXTENSION keysmith UPDATE TO '0.5'" to load this file. \quit
+
+ALTER TABLE keysmith.secret DROP CONSTRAINT secret_strategy_check;
+ALTER TABLE keysmith.secret ADD CONSTRAINT secret_strategy_check
+    CHECK (strategy OPERATOR(pg_catalog.=) ANY (ARRAY['none', 'postgres_role', 'postgres_role_pair', 'sql']));
+
+COMMENT ON FUNCTION keysmith.create_secret(text, text, text, jsonb, text) IS
+    'store a secret under a keysmith key; strategies none, postgres_role, postgres_role_pair, sql; returns the first version id';
 
 -- Checks the arguments, takes the advisory lock, starts or resumes the job.
 -- rows_total is an estimate (pg_class.reltuples), not a count: a count

@@ -28,6 +28,7 @@
 #include "secret_store.h"
 #include "../rotator/role_strategy.h"
 #include "../rotator/rotation.h"
+#include "../rotator/sql_strategy.h"
 
 PG_FUNCTION_INFO_V1(keysmith_create_secret);
 PG_FUNCTION_INFO_V1(keysmith_put_secret_value);
@@ -158,7 +159,7 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown rotation strategy \"%s\"", strategy),
-				 errhint("Strategies are none, postgres_role and postgres_role_pair.")));
+				 errhint("Strategies are none, postgres_role, postgres_role_pair and sql.")));
 	options = JsonbToCString(NULL, &PG_GETARG_JSONB_P(3)->root, VARSIZE(PG_GETARG_JSONB_P(3)));
 	if (KsSecretOptionsParse(s.opt.strategy, options, strlen(options), &s.opt, &err) != KS_OK)
 		ereport(ERROR,
@@ -175,11 +176,13 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 		(void) KsRoleTargetCheck(caller, s.opt.role);
 	else if (s.opt.strategy == KS_STRATEGY_ROLE_PAIR)
 		KsRolePairCheck(caller, &s.opt);
-	else if (value == NULL)
+	else if (s.opt.strategy == KS_STRATEGY_SQL)
+		(void) KsSqlStrategyFunction(s.opt.function, caller);
+	if (value == NULL && (s.opt.strategy == KS_STRATEGY_NONE || s.opt.strategy == KS_STRATEGY_SQL))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("a secret of strategy none needs a value"),
-				 errdetail("keysmith generates credentials only for the role strategies.")));
+				 errmsg("a secret of strategy %s needs a value", KsStrategyName(s.opt.strategy)),
+				 errdetail("keysmith generates a first credential only for the role strategies; give the value the target holds now.")));
 
 	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
@@ -248,7 +251,7 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 		username = pstrdup(role);
 		generated = true;
 	}
-	else if (s.opt.strategy != KS_STRATEGY_NONE)
+	else if (s.opt.strategy == KS_STRATEGY_ROLE || s.opt.strategy == KS_STRATEGY_ROLE_PAIR)
 		username = InstallGivenCredential(&s, value, caller);
 
 	KsNewUuid(version);
@@ -292,7 +295,7 @@ keysmith_put_secret_value(PG_FUNCTION_ARGS)
 				 errhint("Use keysmith.rotate_secret to rotate it.")));
 	RequireNoRotationInFlight(&s);
 	plain = text_to_cstring(value);
-	if (s.opt.strategy != KS_STRATEGY_NONE)
+	if (s.opt.strategy == KS_STRATEGY_ROLE || s.opt.strategy == KS_STRATEGY_ROLE_PAIR)
 		username = InstallGivenCredential(&s, plain, caller);
 	KsNewUuid(version);
 	ct = KsSecretSeal(caller, &s, version, plain, strlen(plain));

@@ -21,7 +21,7 @@
 
 #include "secret.h"
 
-static const char *const StrategyNames[] = {"none", "postgres_role", "postgres_role_pair"};
+static const char *const StrategyNames[] = {"none", "postgres_role", "postgres_role_pair", "sql"};
 
 const char *
 KsStrategyName(KsStrategy s)
@@ -58,6 +58,8 @@ ValidOptionsHint(KsStrategy s)
 			return "Options of strategy postgres_role: role, password_length, keep_versions.";
 		case KS_STRATEGY_ROLE_PAIR:
 			return "Options of strategy postgres_role_pair: roles, owner_role, password_length, keep_versions.";
+		case KS_STRATEGY_SQL:
+			return "Options of strategy sql: function, password_length, keep_versions.";
 		default:
 			return "Options of strategy none: keep_versions.";
 	}
@@ -100,6 +102,22 @@ ParseOption(const char *key, json_t *value, KsSecretOptions *opt, KsError *err, 
 			return Refuse(opt, err, "option roles must be an array of two role names", NULL, NULL);
 		if (strcmp(opt->roles[0], opt->roles[1]) == 0)
 			return Refuse(opt, err, "option roles must name two different roles", NULL, NULL);
+		*seen |= 1;
+		return KS_OK;
+	}
+	if (strcmp(key, "function") == 0 && s == KS_STRATEGY_SQL)
+	{
+		size_t		len = json_is_string(value) ? json_string_length(value) : 0;
+		const char *dot = len ? memchr(json_string_value(value), '.', len) : NULL;
+
+		/* schema-qualified: the worker never resolves a name through a search_path */
+		if (len < 3 || len > KS_FUNCTION_NAME_MAX || dot == NULL || dot == json_string_value(value) ||
+			dot == json_string_value(value) + len - 1 || memchr(json_string_value(value), '\0', len) != NULL)
+			return Refuse(opt, err, "option function must be a schema-qualified function name",
+						  "For example: '{\"function\": \"app.rotate_api_key\"}'; the function takes (step text, secret_name text, token uuid, pending text) and returns void.",
+						  NULL);
+		memcpy(opt->function, json_string_value(value), len);
+		opt->function[len] = '\0';
 		*seen |= 1;
 		return KS_OK;
 	}
@@ -152,6 +170,9 @@ KsSecretOptionsParse(KsStrategy s, const char *text, size_t len, KsSecretOptions
 	if (s == KS_STRATEGY_ROLE && !(seen & 1))
 		return Refuse(opt, err, "strategy postgres_role needs option role", NULL,
 					  "For example: '{\"role\": \"app\"}'.");
+	if (s == KS_STRATEGY_SQL && !(seen & 1))
+		return Refuse(opt, err, "strategy sql needs option function", NULL,
+					  "For example: '{\"function\": \"app.rotate_api_key\"}'.");
 	if (s == KS_STRATEGY_ROLE_PAIR && seen != 3)
 		return Refuse(opt, err, "strategy postgres_role_pair needs options roles and owner_role", NULL,
 					  "For example: '{\"roles\": [\"app_a\", \"app_b\"], \"owner_role\": \"app_owner\"}'.");

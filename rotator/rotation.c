@@ -52,6 +52,7 @@
 
 #include "../extension/roles.h"
 #include "role_strategy.h"
+#include "sql_strategy.h"
 #include "rotation.h"
 #include "../extension/owner_spi.h"
 #include "worker.h"
@@ -206,6 +207,11 @@ ChooseTarget(RotationJob *job, char *target)
 		strlcpy(target, opt->role, NAMEDATALEN);
 		return;
 	}
+	if (opt->strategy == KS_STRATEGY_SQL)
+	{
+		target[0] = '\0';		/* the function knows its target */
+		return;
+	}
 	(void) KsSecretFindVersion(job->secret.name, "current", version, NULL, current_user);
 	strlcpy(target, strcmp(current_user, opt->roles[0]) == 0 ? opt->roles[1] : opt->roles[0], NAMEDATALEN);
 }
@@ -218,6 +224,64 @@ RequireOwner(RotationJob *job)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("the owner of secret \"%s\" (role OID %u) no longer exists",
 						job->secret.name, job->secret.owner)));
+}
+
+/* The pending value, opened as the secret's owner (palloc'd; wipe it). */
+static char *
+OpenPending(RotationJob *job)
+{
+	char		version[KS_UUID_LEN];
+	bytea	   *ct;
+
+	strlcpy(version, job->pending, sizeof(version));
+	if (!KsSecretFindVersion(job->secret.name, NULL, version, &ct, NULL))
+		elog(ERROR, "keysmith: the pending version of rotation %s is missing", job->token);
+	RequireOwner(job);
+	return KsSecretOpen(job->secret.owner, &job->secret, version, ct);
+}
+
+/* Run the sql strategy's function for this step, with the pending value. */
+static void
+CallStepFunction(RotationJob *job, const char *step)
+{
+	char	   *value = OpenPending(job);
+
+	PG_TRY();
+	{
+		KsSqlStrategyCall(job->secret.opt.function, job->secret.owner, step, job->secret.name,
+						  job->token, value);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(value, strlen(value));
+	}
+	PG_END_TRY();
+	pfree(value);
+}
+
+/* create for the sql strategy: a random value, stored, then the function. */
+static void
+StepCreateSql(RotationJob *job)
+{
+	const KsSecret *s = &job->secret;
+	char		value[KS_PASSWORD_MAX + 1];
+	bytea	   *ct;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(s->name)};
+
+	RequireOwner(job);
+	(void) KsSqlStrategyFunction(s->opt.function, s->owner);
+	KsRandomString(value, s->opt.password_length, KsAlnumMixed);
+	value[s->opt.password_length] = '\0';
+	KsNewUuid(job->pending);
+	ct = KsSecretSeal(s->owner, s, job->pending, value, strlen(value));
+	explicit_bzero(value, sizeof(value));
+	KsSpiExec("DELETE FROM keysmith.secret_version"
+			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND stage OPERATOR(pg_catalog.=) 'pending'",
+			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
+	KsSecretInsertVersion(s, job->pending, ct, "pending", NULL);
+	CallStepFunction(job, "create");
+	KsSecretEvent(s->name, job->token, job->pending, "created", "pending value stored; create step function ran");
 }
 
 static void
@@ -233,8 +297,13 @@ StepCreate(RotationJob *job)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(s->name)};
 
-	if (job->pending[0] && job->verifier)
+	if (job->pending[0] && (job->verifier || s->opt.strategy == KS_STRATEGY_SQL))
 		return;					/* already stored */
+	if (s->opt.strategy == KS_STRATEGY_SQL)
+	{
+		StepCreateSql(job);
+		return;
+	}
 	RequireOwner(job);
 	ChooseTarget(job, target);
 	(void) KsRoleTargetCheck(s->owner, target);
@@ -268,6 +337,12 @@ StepSet(RotationJob *job)
 {
 	Oid			roleid;
 
+	if (job->secret.opt.strategy == KS_STRATEGY_SQL)
+	{
+		CallStepFunction(job, "set");
+		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "set step function ran");
+		return;
+	}
 	RequireOwner(job);
 	roleid = KsRoleTargetCheck(job->secret.owner, job->target);
 	if (job->verifier == NULL)
@@ -284,6 +359,12 @@ StepSet(RotationJob *job)
 static void
 StepTest(RotationJob *job)
 {
+	if (job->secret.opt.strategy == KS_STRATEGY_SQL)
+	{
+		CallStepFunction(job, "test");
+		KsSecretEvent(job->secret.name, job->token, job->pending, "tested", "test step function ran");
+		return;
+	}
 	if (!job->tested)
 		elog(ERROR, "keysmith: rotation %s reached test without a login", job->token);
 	if (job->test_error)
@@ -302,6 +383,8 @@ StepFinish(RotationJob *job)
 		strcmp(version, job->pending) == 0)
 		return;					/* already current */
 	KsSecretPromote(&job->secret, job->pending);
+	if (job->secret.opt.strategy == KS_STRATEGY_SQL)
+		CallStepFunction(job, "finish");
 	KsSecretEvent(job->secret.name, job->token, job->pending, "finished", NULL);
 }
 
@@ -421,7 +504,8 @@ Abandon(RotationJob *job, KsRotationState final, const char *why)
 	Oid			types[1] = {UUIDOID};
 	Datum		values[1];
 	char	   *message = NULL;
-	bool		set_done = job->state == KS_ROT_TEST || job->state == KS_ROT_FINISH;
+	bool		set_done = (job->state == KS_ROT_TEST || job->state == KS_ROT_FINISH) &&
+		job->secret.opt.strategy != KS_STRATEGY_SQL;
 
 	if (set_done && job->target[0] && !KsJobTry(RestoreItem, job, &message))
 		why = psprintf("%s; the target role could not get its credential back: %s", why ? why : "", message);
@@ -486,6 +570,9 @@ KsRotationStart(const KsSecret *s, char *token, bool token_given)
 			break;
 		case KS_STRATEGY_ROLE_PAIR:
 			KsRolePairCheck(s->owner, &s->opt);
+			break;
+		case KS_STRATEGY_SQL:
+			(void) KsSqlStrategyFunction(s->opt.function, s->owner);
 			break;
 	}
 	if (!token_given)
@@ -634,7 +721,8 @@ RunPhase(RotationJob *jobs, int n, KsRotationState phase)
 		{
 			char	   *message = NULL;
 
-			if (jobs[i].skip || jobs[i].state != KS_ROT_TEST || jobs[i].password)
+			if (jobs[i].skip || jobs[i].state != KS_ROT_TEST || jobs[i].password ||
+				jobs[i].secret.opt.strategy == KS_STRATEGY_SQL)
 				continue;
 			if (!KsJobTry(LoadPasswordItem, &jobs[i], &message))
 			{

@@ -31,7 +31,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
-	s = (KsStrategy) (data[0] % 3);
+	s = (KsStrategy) (data[0] % 4);
 	if (KsSecretOptionsParse(s, (const char *) data + 1, size - 1, &o, &err) == KS_OK)
 	{
 		if (o.keep_versions < 1 || o.keep_versions > KS_KEEP_VERSIONS_MAX ||
@@ -39,6 +39,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (s == KS_STRATEGY_ROLE)
 			CheckName(o.role);
+		if (s == KS_STRATEGY_SQL && (strchr(o.function, '.') == NULL || strlen(o.function) > KS_FUNCTION_NAME_MAX))
+			abort();
 		if (s == KS_STRATEGY_ROLE_PAIR)
 		{
 			CheckName(o.roles[0]);

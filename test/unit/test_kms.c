@@ -21,7 +21,7 @@
 #include "secret.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 92
+#define TESTS_PLANNED 94
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -579,6 +579,12 @@ test_secret_options(void)
 		  "secret: a pair needs its owner role");
 	check(SOPT(KS_STRATEGY_ROLE, "{\"role\": \"a\\u0000b\"}") == KS_ERR_INVALID_ARGUMENT &&
 		  SOPT(KS_STRATEGY_NONE, "not json") == KS_ERR_INVALID_ARGUMENT, "secret: NUL in a name, and bad JSON");
+	check(SOPT(KS_STRATEGY_SQL, "{\"function\": \"app.rotate_key\", \"password_length\": 64}") == KS_OK &&
+		  strcmp(o.function, "app.rotate_key") == 0 && o.password_length == 64, "secret: sql options parse");
+	check(SOPT(KS_STRATEGY_SQL, "{\"function\": \"rotate_key\"}") == KS_ERR_INVALID_ARGUMENT &&
+		  SOPT(KS_STRATEGY_SQL, "{\"function\": \"app.\"}") == KS_ERR_INVALID_ARGUMENT &&
+		  SOPT(KS_STRATEGY_SQL, "{}") == KS_ERR_INVALID_ARGUMENT,
+		  "secret: the sql function is schema-qualified and required");
 #undef SOPT
 	check(KsCredentialBuild("app\"x", "p\\w\n\x01" "d", &json, &err) == KS_OK &&
 		  strcmp(json, "{\"username\": \"app\\\"x\", \"password\": \"p\\\\w\\u000a\\u0001d\"}") == 0,

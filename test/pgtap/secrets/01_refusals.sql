@@ -5,7 +5,7 @@
 -- workers' database; everything is rolled back, so the rotation worker
 -- never sees these rotations.
 BEGIN;
-SELECT plan(54);
+SELECT plan(60);
 
 SELECT keysmith.create_key('sr_key');
 CREATE ROLE sr_user NOLOGIN IN ROLE keysmith_user;
@@ -80,6 +80,28 @@ SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'postgres_rol
 SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'postgres_role', '{"role": "sr_target"}', '{"username": "sr_other", "password": "p4ssw0rd-long-enough"}')$$,
     '22023', 'the credential''s username "sr_other" is not a role of secret "sr/x"', 'a given credential for another role');
 RESET ROLE;
+
+-- the sql strategy: the function is named with its schema, exists with the
+-- strategy's signature, returns void, and the creator may execute it
+CREATE FUNCTION public.sr_notvoid(step text, secret_name text, token uuid, pending text) RETURNS int
+    LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION public.sr_private(step text, secret_name text, token uuid, pending text) RETURNS void
+    LANGUAGE sql AS '';
+REVOKE ALL ON FUNCTION public.sr_private(text, text, uuid, text) FROM PUBLIC;
+SET ROLE sr_user;
+SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'sql', '{"function": "sr_private"}', 'v')$$,
+    '22023', 'option function must be a schema-qualified function name', 'a function name without its schema');
+SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'sql', '{}', 'v')$$,
+    '22023', 'strategy sql needs option function', 'strategy sql without its function');
+SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'sql', '{"function": "public.sr_nosuch"}', 'v')$$,
+    '42883', 'function public.sr_nosuch(text, text, uuid, text) does not exist', 'a function that does not exist');
+SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'sql', '{"function": "public.sr_notvoid"}', 'v')$$,
+    '42P13', 'function public.sr_notvoid must return void', 'a function that returns something');
+SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'sql', '{"function": "public.sr_private"}', 'v')$$,
+    '42501', 'permission denied for function public.sr_private', 'a function the creator may not execute');
+RESET ROLE;
+SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'sql', '{"function": "public.sr_private"}')$$,
+    '22004', 'a secret of strategy sql needs a value', 'strategy sql without its first value');
 SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'postgres_role', '{"role": "pg_monitor"}')$$,
     '42501', 'keysmith does not rotate the password of role "pg_monitor"', 'a predefined role, even for a superuser');
 SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'postgres_role', '{"role": "keysmith_admin"}')$$,

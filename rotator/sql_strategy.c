@@ -1,0 +1,99 @@
+/*
+ * rotator/sql_strategy.c
+ *
+ * The sql strategy, keysmith's equivalent of a rotation Lambda.  keysmith
+ * generates the pending value, stores it and moves the labels; the
+ * secret owner's function does the target-side work, once per step:
+ *
+ *   fn(step text, secret_name text, token uuid, pending text) RETURNS void
+ *
+ * with step 'create', 'set', 'test' or 'finish'.  It runs as the secret's
+ * owner, never as the worker's superuser, with SECURITY_RESTRICTED_OPERATION
+ * (no SET ROLE, no temporary objects) and with any SET it makes undone
+ * when it returns.  The name is schema-qualified and resolved without a
+ * search_path; EXECUTE is checked again at every call.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "parser/parse_func.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+#include "utils/uuid.h"
+
+#include "sql_strategy.h"
+
+Oid
+KsSqlStrategyFunction(const char *name, Oid actor)
+{
+	static const Oid argtypes[4] = {TEXTOID, TEXTOID, UUIDOID, TEXTOID};
+	List	   *names = stringToQualifiedNameList(name);
+	Oid			fn;
+	HeapTuple	tup;
+	Oid			rettype;
+
+	if (list_length(names) != 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option function must be a schema-qualified function name")));
+	/* qualified, so no search_path is consulted */
+	fn = LookupFuncName(names, 4, argtypes, true);
+	if (!OidIsValid(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function %s(text, text, uuid, text) does not exist", name),
+				 errhint("A sql strategy function takes (step text, secret_name text, token uuid, pending text) and returns void.")));
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	rettype = ((Form_pg_proc) GETSTRUCT(tup))->prorettype;
+	ReleaseSysCache(tup);
+	if (rettype != VOIDOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s must return void", name)));
+	if (pg_proc_aclcheck(fn, actor, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", name),
+				 errdetail("The secret's owner must be able to execute its rotation function.")));
+	return fn;
+}
+
+void
+KsSqlStrategyCall(const char *name, Oid owner, const char *step, const char *secret,
+				  const char *token, const char *pending)
+{
+	Oid			save_user;
+	int			save_sec;
+	int			save_nestlevel;
+	Oid			fn;
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(fcinfo, 4);
+	text	   *pending_text = cstring_to_text(pending);
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	fn = KsSqlStrategyFunction(name, owner);
+	fmgr_info(fn, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 4, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = CStringGetTextDatum(step);
+	fcinfo->args[1].value = CStringGetTextDatum(secret);
+	fcinfo->args[2].value = DirectFunctionCall1(uuid_in, CStringGetDatum(token));
+	fcinfo->args[3].value = PointerGetDatum(pending_text);
+	for (int i = 0; i < 4; i++)
+		fcinfo->args[i].isnull = false;
+	(void) FunctionCallInvoke(fcinfo);	/* void: the result says nothing */
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_user, save_sec);
+	explicit_bzero(VARDATA(pending_text), VARSIZE(pending_text) - VARHDRSZ);
+	pfree(pending_text);
+}

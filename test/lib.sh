@@ -211,6 +211,19 @@ ks_tap_finish() {
     exit $rc
 }
 
+# ks_wait_rotation TOKEN: wait (up to 30 s) until the rotation is no
+# longer in flight, asking database postgres of the cluster in the
+# environment; prints its state ("missing" if there is no such rotation)
+ks_wait_rotation() {
+    local st
+    for _ in $(seq 1 600); do
+        st=$(psql -X -q -t -A -d postgres -c "SELECT state FROM keysmith.rotations WHERE token = '$1'")
+        case $st in finished|failed|cancelled) echo "$st"; return 0 ;; esac
+        sleep 0.05
+    done
+    echo "${st:-missing}"
+}
+
 # ks_sqlstate SQLSTATE MESSAGE-GLOB OUTPUT: does psql's OUTPUT (run with
 # VERBOSITY verbose) hold an error with exactly this SQLSTATE and a
 # message matching the glob?  "Expect an error" checks use it, so a

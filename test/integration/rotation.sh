@@ -42,16 +42,6 @@ cred() { q -c "SELECT keysmith.get_secret('$1', '${2:-current}')"; }
 # (parsed here, not by the server: a SELECT of the JSON would put the
 # password in the very log this test searches)
 field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
-# wait_done TOKEN: until the rotation is no longer in flight; prints its state
-wait_done() {
-    local st
-    for _ in $(seq 1 600); do
-        st=$(q -c "SELECT state FROM keysmith.rotations WHERE token = '$1'")
-        case $st in finished|failed|cancelled) echo "$st"; return 0 ;; esac
-        sleep 0.05
-    done
-    echo "${st:-missing}"
-}
 remember() { field "$1" password >>"$passwords"; }
 # put_hba: stdin becomes pg_hba.conf, renamed into place whole, so that a
 # reload in progress never reads a half-written file
@@ -85,7 +75,7 @@ psql -X -q -d postgres -c "LISTEN keysmith_rotation" -c "SELECT pg_sleep(2)" >"$
 listener=$!
 sleep 0.5
 tok=$(q -c "SELECT keysmith.rotate_secret('db/app')")
-st=$(wait_done "$tok")
+st=$(ks_wait_rotation "$tok")
 [ "$st" = finished ]; ks_check $? "rotate_secret runs create, set, test and finish ($st)"
 c2=$(cred db/app); remember "$c2"
 p2=$(field "$c2" password)
@@ -165,7 +155,7 @@ cp "$dir/data/pg_hba.conf" "$KS_WORK/rotation-hba.saved"
 { echo "host all app 127.0.0.1/32 trust"; cat "$KS_WORK/rotation-hba.saved"; } | put_hba
 q -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
 tok=$(q -c "SELECT keysmith.rotate_secret('db/app')")
-st=$(wait_done "$tok")
+st=$(ks_wait_rotation "$tok")
 err=$(q -c "SELECT last_error FROM keysmith.rotations WHERE token = '$tok'")
 [ "$st" = failed ] && [[ $err == *"without using the password"* ]]
 ks_check $? "with a trust line the test step fails and the rotation ends failed ($st: $err)"
@@ -202,7 +192,7 @@ psql -X -q -d postgres -c "BEGIN" -c "ALTER ROLE app CONNECTION LIMIT 50" -c "SE
 blocker=$!
 sleep 0.2
 tok=$(q -c "SELECT keysmith.rotate_secret('db/app')")
-st=$(wait_done "$tok"); wait $blocker
+st=$(ks_wait_rotation "$tok"); wait $blocker
 r=$(q -c "SELECT attempts || ':' || coalesce(last_error, '') FROM keysmith.rotations WHERE token = '$tok'")
 e=$(q -c "SELECT detail FROM keysmith.rotation_event WHERE token = '$tok' AND event = 'step_failed'")
 [ "$st" = finished ] && [ "$r" = "1:" ] && [[ $e == "set (attempt 1 of 2): canceling statement due to lock timeout"* ]]
@@ -214,7 +204,7 @@ login app "$(field "$(cred db/app)" password)"; ks_check $? "and the rotated pas
 q -c "SELECT keysmith.create_secret('db/fragile', 'creds', 'postgres_role', '{\"role\": \"fragile\"}')" >/dev/null
 c_frag=$(cred db/fragile)
 tok=$(q -c "BEGIN; SELECT keysmith.rotate_secret('db/fragile'); DROP ROLE fragile; COMMIT;" | head -1)
-st=$(wait_done "$tok")
+st=$(ks_wait_rotation "$tok")
 err=$(q -c "SELECT last_error FROM keysmith.rotations WHERE token = '$tok'")
 [ "$st" = failed ] && [ "$err" = 'role "fragile" does not exist' ]
 ks_check $? "a dropped target role fails the rotation clearly ($st: $err)"
@@ -231,7 +221,7 @@ wait $c1p
 tok=$(grep -E '^[0-9a-f-]{36}$' "$out1" | head -1)
 grep -q "ERROR:  KS014: a rotation of secret \"db/app\" is already in flight" "$out2" && grep -q "Its token is $tok" "$out2"
 ks_check $? "the second concurrent caller waited, then was refused with KS014 naming the first token"
-st=$(wait_done "$tok"); remember "$(cred db/app)"
+st=$(ks_wait_rotation "$tok"); remember "$(cred db/app)"
 [ "$st" = finished ] && [ "$(q -c "SELECT count(*) FROM keysmith.rotation WHERE secret_name = 'db/app' AND started_at >= '$since'")" = 1 ]
 ks_check $? "exactly one rotation ran ($st)"
 

@@ -22,15 +22,6 @@ ks_cluster_init "$dir"
 ks_cluster_start "$dir"
 . "$dir/env"
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-wait_done() {
-    local st
-    for _ in $(seq 1 300); do
-        st=$(q -c "SELECT state FROM keysmith.rotations WHERE token = '$1'")
-        case $st in finished|failed|cancelled) echo "$st"; return 0 ;; esac
-        sleep 0.05
-    done
-    echo "${st:-missing}"
-}
 
 q <<'SQL' >/dev/null
 CREATE EXTENSION keysmith;
@@ -81,7 +72,7 @@ SQL
 ks_check $? "setup: a non-superuser owns four sql-strategy secrets and their functions"
 
 tok=$(q -c "SET ROLE sq_owner" -c "SELECT keysmith.rotate_secret('api/main')")
-st=$(wait_done "$tok")
+st=$(ks_wait_rotation "$tok")
 [ "$st" = finished ]; ks_check $? "a rotation by the function runs create, set, test, finish ($st)"
 cur=$(q -c "SET ROLE sq_owner" -c "SELECT keysmith.get_secret('api/main')")
 act=$(q -c "SELECT string_agg(key, ',') FROM app.api_keys WHERE active")
@@ -93,7 +84,7 @@ ev=$(q -c "SELECT string_agg(event, ',' ORDER BY event_id) FROM keysmith.rotatio
 [ "$ev" = requested,created,set,tested,finished ]; ks_check $? "each step once in the trail ($ev)"
 
 tok=$(q -c "SET ROLE sq_owner" -c "SELECT keysmith.rotate_secret('api/failing')")
-st=$(wait_done "$tok")
+st=$(ks_wait_rotation "$tok")
 r=$(q -c "SELECT attempts || ':' || last_error FROM keysmith.rotations WHERE token = '$tok'")
 [ "$st" = failed ] && [ "$r" = "2:the API rejects the new key" ]
 ks_check $? "a function that fails at test: retried, then failed, the error kept ($st, $r)"
@@ -102,7 +93,7 @@ ks_check $? "a function that fails at test: retried, then failed, the error kept
 ks_check $? "current is untouched and nothing is pending"
 
 tok=$(q -c "SET ROLE sq_owner" -c "SELECT keysmith.rotate_secret('api/evil')")
-st=$(wait_done "$tok")
+st=$(ks_wait_rotation "$tok")
 e=$(q -c "SELECT last_error FROM keysmith.rotations WHERE token = '$tok'")
 [ "$st" = failed ] && [ "$e" = "must be superuser to alter superuser roles or change superuser attribute" ]
 ks_check $? "attack: the function's ALTER ROLE ... SUPERUSER runs as the owner and is refused ($e)"
@@ -111,7 +102,7 @@ ks_check $? "the owner is still no superuser"
 [ "$(q -c "SET ROLE sq_owner" -c "SELECT keysmith.get_secret('api/evil')")" = evil-0 ]
 ks_check $? "and its secret is untouched"
 tok=$(q -c "SET ROLE sq_owner" -c "SELECT keysmith.rotate_secret('api/temp')")
-st=$(wait_done "$tok")
+st=$(ks_wait_rotation "$tok")
 e=$(q -c "SELECT last_error FROM keysmith.rotations WHERE token = '$tok'")
 [ "$st" = failed ] && [[ $e == *"cannot create temporary table within security-restricted operation"* ]]
 ks_check $? "attack: a temporary table to keep the value is refused inside the restricted operation ($e)"

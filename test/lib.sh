@@ -17,7 +17,7 @@ clang libclang-rt-14-dev procps"
 ks_install_packages() {
     local missing=() p
     for p in $KEYSMITH_PACKAGES; do
-        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        if ! grep -q 'install ok installed' <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)"; then
             missing+=("$p")
         fi
     done

@@ -59,7 +59,7 @@ vers=$(q -d ks_dump_dst -c "SELECT string_agg(DISTINCT (keysmith.ciphertext_info
 kept=$(q -d ks_dump_dst -c "SELECT count(*) FROM shredded WHERE id > 10 AND keysmith.decrypt_value(c) = 'kept ' || id")
 [ "$kept" = 10 ]; ks_check $? "values under the surviving version of a shredded key decrypt"
 err=$(psql -X -q -t -A -d ks_dump_dst -v VERBOSITY=verbose -c "SELECT keysmith.decrypt_value(c) FROM shredded WHERE id = 1" 2>&1 || true)
-echo "$err" | grep -q 'KS010'; ks_check $? "values under the destroyed version stay unrecoverable after restore"
+grep -q 'KS010' <<<"$err"; ks_check $? "values under the destroyed version stay unrecoverable after restore"
 st=$(q -d ks_dump_dst -c "SELECT string_agg(name || ':' || current_version || ':' || destroyed_versions, ',' ORDER BY name) FROM keysmith.keys")
 [ "$st" = "dump_a:3:0,dump_b:2:0,dump_d:2:1" ]; ks_check $? "key versions and states survive ($st)"
 ev=$(q -d ks_dump_dst -c "SELECT count(*) FROM keysmith.key_event")

@@ -49,7 +49,7 @@ ask "SELECT (keysmith.ciphertext_info(keysmith.encrypt_value('inv', 'x'))).key_v
 
 q -c "SELECT keysmith.retire_key_version('inv', 1)" >/dev/null
 ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
-last | grep -q 'KS009'; ks_check $? "after B retires version 1, A's cached DEK no longer decrypts"
+grep -q 'KS009' <<<"$(last)"; ks_check $? "after B retires version 1, A's cached DEK no longer decrypts"
 
 q -c "SELECT keysmith.restore_key_version('inv', 1)" >/dev/null
 ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
@@ -57,14 +57,14 @@ ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
 
 q -c "SELECT keysmith.revoke_key('inv', 'keysmith_user', 'decrypt')" >/dev/null
 ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
-last | grep -q '42501'; ks_check $? "after B revokes decrypt, A is refused"
+grep -q '42501' <<<"$(last)"; ks_check $? "after B revokes decrypt, A is refused"
 q -c "SELECT keysmith.grant_key('inv', 'keysmith_user', 'decrypt')" >/dev/null
 ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
 [ "$(last)" = first ]; ks_check $? "after B grants it back, A decrypts"
 
 q -c "SELECT keysmith.destroy_key_version('inv', 1)" >/dev/null
 ask "SELECT keysmith.decrypt_value(c) FROM v WHERE name = 'one';"
-last | grep -q 'KS010'; ks_check $? "after B destroys version 1, A's cached copy is gone too"
+grep -q 'KS010' <<<"$(last)"; ks_check $? "after B destroys version 1, A's cached copy is gone too"
 
 exec 3>&-
 wait $a

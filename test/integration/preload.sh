@@ -16,13 +16,13 @@ ks_check $? "a cluster without keysmith preloaded starts"
 out=$(PGHOST=$dir PGPORT=$KS_PORT psql -X -d postgres -U postgres -v VERBOSITY=verbose \
       -c 'CREATE EXTENSION keysmith' -c 'SELECT 42 AS alive' 2>&1)
 echo "$out"
-echo "$out" | grep -q 'ERROR:  55000: keysmith must be loaded via shared_preload_libraries'
+grep -q 'ERROR:  55000: keysmith must be loaded via shared_preload_libraries' <<<"$out"
 ks_check $? "CREATE EXTENSION fails with SQLSTATE 55000 and a clear message"
-echo "$out" | grep -q 'HINT:  Add keysmith to shared_preload_libraries'
+grep -q 'HINT:  Add keysmith to shared_preload_libraries' <<<"$out"
 ks_check $? "the error carries a hint"
-echo "$out" | grep -q '42'
+grep -q '42' <<<"$out"
 ks_check $? "the session survives"
 out=$(PGHOST=$dir PGPORT=$KS_PORT psql -X -d postgres -U postgres -c "LOAD 'keysmith'" 2>&1)
-echo "$out" | grep -q 'keysmith must be loaded via shared_preload_libraries'
+grep -q 'keysmith must be loaded via shared_preload_libraries' <<<"$out"
 ks_check $? "LOAD fails the same way"
 ks_cluster_stop "$dir"

@@ -3,6 +3,9 @@
 -- keysmith 0.5:
 --   * strategy 'sql': the secret owner's own function does the target-side
 --     work of each rotation step (docs/credential-rotation.md);
+--   * strategy 'postgres_remote': a role on another PostgreSQL server, set
+--     with a SCRAM verifier computed here, by an admin login that is itself
+--     a keysmith secret;
 --   * faster online re-encryption: keysmith.reencrypt no longer counts the
 --     rows to do before it starts (rows_total is an estimate from the
 --     table's statistics), and each batch is one UPDATE over a range of
@@ -17,10 +20,11 @@
 
 ALTER TABLE keysmith.secret DROP CONSTRAINT secret_strategy_check;
 ALTER TABLE keysmith.secret ADD CONSTRAINT secret_strategy_check
-    CHECK (strategy OPERATOR(pg_catalog.=) ANY (ARRAY['none', 'postgres_role', 'postgres_role_pair', 'sql']));
+    CHECK (strategy OPERATOR(pg_catalog.=) ANY (ARRAY['none', 'postgres_role', 'postgres_role_pair', 'sql',
+                                                     'postgres_remote']));
 
 COMMENT ON FUNCTION keysmith.create_secret(text, text, text, jsonb, text) IS
-    'store a secret under a keysmith key; strategies none, postgres_role, postgres_role_pair, sql; returns the first version id';
+    'store a secret under a keysmith key; strategies none, postgres_role, postgres_role_pair, sql, postgres_remote; returns the first version id';
 
 -- Checks the arguments, takes the advisory lock, starts or resumes the job.
 -- rows_total is an estimate (pg_class.reltuples), not a count: a count

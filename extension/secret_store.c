@@ -357,6 +357,7 @@ KsSecretTargetingRole(const char *role, const char *except)
 
 	KsSpiExec("SELECT name FROM keysmith.secret"
 			  " WHERE name OPERATOR(pg_catalog.<>) $2"
+			  "   AND strategy OPERATOR(pg_catalog.<>) 'postgres_remote'"
 			  "   AND ((options OPERATOR(pg_catalog.->>) 'role') OPERATOR(pg_catalog.=) $1"
 			  "        OR (options OPERATOR(pg_catalog.->) 'roles') OPERATOR(pg_catalog.?) $1)"
 			  " LIMIT 1",

@@ -112,7 +112,10 @@ InstallGivenCredential(const KsSecret *s, const char *value, Oid caller)
 	}
 	PG_TRY();
 	{
-		(void) KsRoleInstallPassword(caller, username, password);
+		if (s->opt.strategy == KS_STRATEGY_REMOTE)
+			KsRemoteSetPassword(s, caller, password);
+		else
+			(void) KsRoleInstallPassword(caller, username, password);
 	}
 	PG_FINALLY();
 	{
@@ -159,7 +162,7 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown rotation strategy \"%s\"", strategy),
-				 errhint("Strategies are none, postgres_role, postgres_role_pair and sql.")));
+				 errhint("Strategies are none, postgres_role, postgres_role_pair, sql and postgres_remote.")));
 	options = JsonbToCString(NULL, &PG_GETARG_JSONB_P(3)->root, VARSIZE(PG_GETARG_JSONB_P(3)));
 	if (KsSecretOptionsParse(s.opt.strategy, options, strlen(options), &s.opt, &err) != KS_OK)
 		ereport(ERROR,
@@ -204,6 +207,8 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("key \"%s\" does not exist", s.key_name)));
+		if (s.opt.strategy == KS_STRATEGY_REMOTE)
+			KsRemoteCheck(&s, caller);
 		if (s.opt.strategy == KS_STRATEGY_ROLE)
 			RequireUnmanagedRole(s.opt.role, s.name);
 		else if (s.opt.strategy == KS_STRATEGY_ROLE_PAIR)
@@ -233,13 +238,16 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 	if (value == NULL)
 	{
 		char		password[KS_PASSWORD_MAX + 1];
-		const char *role = s.opt.strategy == KS_STRATEGY_ROLE ? s.opt.role : s.opt.roles[0];
+		const char *role = s.opt.strategy == KS_STRATEGY_ROLE_PAIR ? s.opt.roles[0] : s.opt.role;
 
 		KsRandomString(password, s.opt.password_length, KsAlnumMixed);
 		password[s.opt.password_length] = '\0';
 		PG_TRY();
 		{
-			(void) KsRoleInstallPassword(caller, role, password);
+			if (s.opt.strategy == KS_STRATEGY_REMOTE)
+				KsRemoteSetPassword(&s, caller, password);
+			else
+				(void) KsRoleInstallPassword(caller, role, password);
 			if (KsCredentialBuild(role, password, &value, &err) != KS_OK)
 				KsReportError(&err);
 		}
@@ -251,7 +259,7 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 		username = pstrdup(role);
 		generated = true;
 	}
-	else if (s.opt.strategy == KS_STRATEGY_ROLE || s.opt.strategy == KS_STRATEGY_ROLE_PAIR)
+	else if (s.opt.strategy != KS_STRATEGY_NONE && s.opt.strategy != KS_STRATEGY_SQL)
 		username = InstallGivenCredential(&s, value, caller);
 
 	KsNewUuid(version);
@@ -295,7 +303,7 @@ keysmith_put_secret_value(PG_FUNCTION_ARGS)
 				 errhint("Use keysmith.rotate_secret to rotate it.")));
 	RequireNoRotationInFlight(&s);
 	plain = text_to_cstring(value);
-	if (s.opt.strategy == KS_STRATEGY_ROLE || s.opt.strategy == KS_STRATEGY_ROLE_PAIR)
+	if (s.opt.strategy != KS_STRATEGY_NONE && s.opt.strategy != KS_STRATEGY_SQL)
 		username = InstallGivenCredential(&s, plain, caller);
 	KsNewUuid(version);
 	ct = KsSecretSeal(caller, &s, version, plain, strlen(plain));

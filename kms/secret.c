@@ -21,7 +21,7 @@
 
 #include "secret.h"
 
-static const char *const StrategyNames[] = {"none", "postgres_role", "postgres_role_pair", "sql"};
+static const char *const StrategyNames[] = {"none", "postgres_role", "postgres_role_pair", "sql", "postgres_remote"};
 
 const char *
 KsStrategyName(KsStrategy s)
@@ -60,6 +60,8 @@ ValidOptionsHint(KsStrategy s)
 			return "Options of strategy postgres_role_pair: roles, owner_role, password_length, keep_versions.";
 		case KS_STRATEGY_SQL:
 			return "Options of strategy sql: function, password_length, keep_versions.";
+		case KS_STRATEGY_REMOTE:
+			return "Options of strategy postgres_remote: conninfo, role, admin_secret, password_length, keep_versions.";
 		default:
 			return "Options of strategy none: keep_versions.";
 	}
@@ -87,7 +89,29 @@ ParseOption(const char *key, json_t *value, KsSecretOptions *opt, KsError *err, 
 		opt->password_length = (int) n;
 		return KS_OK;
 	}
-	if (strcmp(key, "role") == 0 && s == KS_STRATEGY_ROLE)
+	if (strcmp(key, "conninfo") == 0 && s == KS_STRATEGY_REMOTE)
+	{
+		size_t		len = json_is_string(value) ? json_string_length(value) : 0;
+
+		if (len == 0 || len > KS_CONNINFO_MAX || memchr(json_string_value(value), '\0', len) != NULL)
+			return Refuse(opt, err, "option conninfo must be a connection string of 1 to 1024 bytes", NULL, NULL);
+		memcpy(opt->conninfo, json_string_value(value), len);
+		opt->conninfo[len] = '\0';
+		*seen |= 2;
+		return KS_OK;
+	}
+	if (strcmp(key, "admin_secret") == 0 && s == KS_STRATEGY_REMOTE)
+	{
+		size_t		len = json_is_string(value) ? json_string_length(value) : 0;
+
+		if (len == 0 || len >= sizeof(opt->admin_secret) || memchr(json_string_value(value), '\0', len) != NULL)
+			return Refuse(opt, err, "option admin_secret must be a secret name", NULL, NULL);
+		memcpy(opt->admin_secret, json_string_value(value), len);
+		opt->admin_secret[len] = '\0';
+		*seen |= 4;
+		return KS_OK;
+	}
+	if (strcmp(key, "role") == 0 && (s == KS_STRATEGY_ROLE || s == KS_STRATEGY_REMOTE))
 	{
 		if (!KsJsonRoleName(value, opt->role))
 			return Refuse(opt, err, "option role must be a role name", NULL, NULL);
@@ -170,6 +194,9 @@ KsSecretOptionsParse(KsStrategy s, const char *text, size_t len, KsSecretOptions
 	if (s == KS_STRATEGY_ROLE && !(seen & 1))
 		return Refuse(opt, err, "strategy postgres_role needs option role", NULL,
 					  "For example: '{\"role\": \"app\"}'.");
+	if (s == KS_STRATEGY_REMOTE && seen != 7)
+		return Refuse(opt, err, "strategy postgres_remote needs options conninfo, role and admin_secret", NULL,
+					  "For example: '{\"conninfo\": \"host=db2 dbname=app\", \"role\": \"app\", \"admin_secret\": \"db2/admin\"}'.");
 	if (s == KS_STRATEGY_SQL && !(seen & 1))
 		return Refuse(opt, err, "strategy sql needs option function", NULL,
 					  "For example: '{\"function\": \"app.rotate_api_key\"}'.");

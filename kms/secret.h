@@ -16,8 +16,11 @@ typedef enum KsStrategy
 	KS_STRATEGY_NONE = 0,
 	KS_STRATEGY_ROLE,			/* postgres_role: one login role */
 	KS_STRATEGY_ROLE_PAIR,		/* postgres_role_pair: two roles taking turns */
-	KS_STRATEGY_SQL				/* sql: the owner's own step function */
+	KS_STRATEGY_SQL,			/* sql: the owner's own step function */
+	KS_STRATEGY_REMOTE			/* postgres_remote: a role on another server */
 } KsStrategy;
+
+#define KS_CONNINFO_MAX 1024
 
 #define KS_FUNCTION_NAME_MAX 200	/* "schema.function", quoted as in SQL */
 
@@ -34,6 +37,8 @@ typedef struct KsSecretOptions
 	char		roles[2][KS_ROLE_NAME_MAX]; /* postgres_role_pair */
 	char		owner_role[KS_ROLE_NAME_MAX];	/* postgres_role_pair */
 	char		function[KS_FUNCTION_NAME_MAX + 1];	/* sql */
+	char		conninfo[KS_CONNINFO_MAX + 1];	/* postgres_remote */
+	char		admin_secret[129];	/* postgres_remote: a secret's name */
 	int			password_length;
 	int			keep_versions;
 	/* on failure: an errdetail and an errhint for the glue, or NULL */
@@ -41,7 +46,7 @@ typedef struct KsSecretOptions
 	const char *hint;
 } KsSecretOptions;
 
-/* "none", "postgres_role", "postgres_role_pair", "sql"; KS_ERR_INVALID_ARGUMENT otherwise. */
+/* "none", "postgres_role", "postgres_role_pair", "sql", "postgres_remote"; KS_ERR_INVALID_ARGUMENT otherwise. */
 extern KsStatus KsStrategyFromName(const char *name, KsStrategy *out, KsError *err);
 extern const char *KsStrategyName(KsStrategy s);
 

@@ -36,11 +36,27 @@ extern bool KsRoleIsTarget(const KsSecretOptions *opt, const char *rolename);
 extern char *KsRoleInstallPassword(Oid actor, const char *rolename, const char *password);
 
 /*
- * Log in as rolename with password over libpq (keysmith.rotation_test_conninfo,
- * by default loopback TCP to this server), and require that the server
- * asked for the password.  Called outside any transaction.  False with
+ * Log in as rolename with password over libpq, to conninfo (NULL: by
+ * keysmith.rotation_test_conninfo, by default loopback TCP to this
+ * server), and require that the server asked for the password.  Called
+ * outside any transaction, or inside one with bounded waits.  False with
  * the reason in errbuf on failure.  Interruptible.
  */
-extern bool KsRoleTestLogin(const char *rolename, const char *password, char *errbuf, size_t errlen);
+extern bool KsRoleTestLogin(const char *conninfo, const char *rolename, const char *password,
+							char *errbuf, size_t errlen);
+
+/*
+ * postgres_remote: ERROR unless the secret's conninfo parses and holds no
+ * password, and its admin secret exists and owner may read it.
+ */
+extern void KsRemoteCheck(const KsSecret *s, Oid owner);
+
+/*
+ * postgres_remote: give the remote role password, as a SCRAM verifier
+ * computed here with the remote's iteration count, through the admin
+ * login (opened as owner), unless a login with password already works.
+ * Refuses a remote superuser unless owner is a superuser.
+ */
+extern void KsRemoteSetPassword(const KsSecret *s, Oid owner, const char *password);
 
 #endif							/* KEYSMITH_ROLE_STRATEGY_H */

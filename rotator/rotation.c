@@ -202,7 +202,7 @@ ChooseTarget(RotationJob *job, char *target)
 	char		version[KS_UUID_LEN];
 	char		current_user[NAMEDATALEN] = "";
 
-	if (opt->strategy == KS_STRATEGY_ROLE)
+	if (opt->strategy == KS_STRATEGY_ROLE || opt->strategy == KS_STRATEGY_REMOTE)
 	{
 		strlcpy(target, opt->role, NAMEDATALEN);
 		return;
@@ -297,7 +297,8 @@ StepCreate(RotationJob *job)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(s->name)};
 
-	if (job->pending[0] && (job->verifier || s->opt.strategy == KS_STRATEGY_SQL))
+	if (job->pending[0] && (job->verifier || s->opt.strategy == KS_STRATEGY_SQL ||
+							s->opt.strategy == KS_STRATEGY_REMOTE))
 		return;					/* already stored */
 	if (s->opt.strategy == KS_STRATEGY_SQL)
 	{
@@ -306,7 +307,10 @@ StepCreate(RotationJob *job)
 	}
 	RequireOwner(job);
 	ChooseTarget(job, target);
-	(void) KsRoleTargetCheck(s->owner, target);
+	if (s->opt.strategy == KS_STRATEGY_REMOTE)
+		KsRemoteCheck(s, s->owner);
+	else
+		(void) KsRoleTargetCheck(s->owner, target);
 
 	KsRandomString(password, s->opt.password_length, KsAlnumMixed);
 	password[s->opt.password_length] = '\0';
@@ -319,7 +323,8 @@ StepCreate(RotationJob *job)
 	ct = KsSecretSeal(s->owner, s, job->pending, value, strlen(value));
 	explicit_bzero(value, strlen(value));
 	free(value);
-	verifier = pg_be_scram_build_secret(password);
+	/* a remote's verifier is built at set, with the remote's iteration count */
+	verifier = s->opt.strategy == KS_STRATEGY_REMOTE ? NULL : pg_be_scram_build_secret(password);
 	explicit_bzero(password, sizeof(password));
 
 	/* a pending version left by nobody (cancel erases its own) goes first */
@@ -327,10 +332,13 @@ StepCreate(RotationJob *job)
 			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND stage OPERATOR(pg_catalog.=) 'pending'",
 			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
 	KsSecretInsertVersion(s, job->pending, ct, "pending", target);
-	job->verifier = MemoryContextStrdup(JobCxt, verifier);
+	job->verifier = verifier ? MemoryContextStrdup(JobCxt, verifier) : NULL;
 	strlcpy(job->target, target, sizeof(job->target));
 	KsSecretEvent(s->name, job->token, job->pending, "created", psprintf("pending credential for role %s", target));
 }
+
+/* set for postgres_remote: the pending password, installed on the remote. */
+static void SetRemote(RotationJob *job);
 
 static void
 StepSet(RotationJob *job)
@@ -341,6 +349,12 @@ StepSet(RotationJob *job)
 	{
 		CallStepFunction(job, "set");
 		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "set step function ran");
+		return;
+	}
+	if (job->secret.opt.strategy == KS_STRATEGY_REMOTE)
+	{
+		SetRemote(job);
+		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "on the remote server");
 		return;
 	}
 	RequireOwner(job);
@@ -446,6 +460,28 @@ OpenCredential(RotationJob *job, const char *version, bytea *ct, char *password)
 		KsReportError(&err);
 }
 
+static void
+SetRemote(RotationJob *job)
+{
+	char		version[KS_UUID_LEN];
+	bytea	   *ct;
+	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
+
+	strlcpy(version, job->pending, sizeof(version));
+	if (!KsSecretFindVersion(job->secret.name, NULL, version, &ct, NULL))
+		elog(ERROR, "keysmith: the pending version of rotation %s is missing", job->token);
+	OpenCredential(job, version, ct, password);
+	PG_TRY();
+	{
+		KsRemoteSetPassword(&job->secret, job->secret.owner, password);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(password, sizeof(password));
+	}
+	PG_END_TRY();
+}
+
 /*
  * Give the target role back the credential of the version it had (current,
  * else previous).  Nothing to give back when it had none from keysmith.
@@ -477,7 +513,10 @@ RestoreTarget(RotationJob *job)
 	OpenCredential(job, version, ct, password);
 	PG_TRY();
 	{
-		(void) KsRoleInstallPassword(job->secret.owner, job->target, password);
+		if (job->secret.opt.strategy == KS_STRATEGY_REMOTE)
+			KsRemoteSetPassword(&job->secret, job->secret.owner, password);
+		else
+			(void) KsRoleInstallPassword(job->secret.owner, job->target, password);
 	}
 	PG_FINALLY();
 	{
@@ -573,6 +612,9 @@ KsRotationStart(const KsSecret *s, char *token, bool token_given)
 			break;
 		case KS_STRATEGY_SQL:
 			(void) KsSqlStrategyFunction(s->opt.function, s->owner);
+			break;
+		case KS_STRATEGY_REMOTE:
+			KsRemoteCheck(s, s->owner);
 			break;
 	}
 	if (!token_given)
@@ -784,7 +826,8 @@ KsRotationRound(MemoryContext cxt)
 		if (jobs[i].skip || jobs[i].state != KS_ROT_TEST || jobs[i].password == NULL)
 			continue;
 		pgstat_report_activity(STATE_RUNNING, "keysmith rotation: test login");
-		if (!KsRoleTestLogin(jobs[i].target, jobs[i].password, err, sizeof(err)))
+		if (!KsRoleTestLogin(jobs[i].secret.opt.strategy == KS_STRATEGY_REMOTE ? jobs[i].secret.opt.conninfo : NULL,
+							 jobs[i].target, jobs[i].password, err, sizeof(err)))
 			jobs[i].test_error = MemoryContextStrdup(cxt, err);
 		jobs[i].tested = true;
 		explicit_bzero(jobs[i].password, strlen(jobs[i].password));

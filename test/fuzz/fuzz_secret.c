@@ -31,7 +31,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
-	s = (KsStrategy) (data[0] % 4);
+	s = (KsStrategy) (data[0] % 5);
 	if (KsSecretOptionsParse(s, (const char *) data + 1, size - 1, &o, &err) == KS_OK)
 	{
 		if (o.keep_versions < 1 || o.keep_versions > KS_KEEP_VERSIONS_MAX ||

@@ -21,7 +21,7 @@
 #include "secret.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 94
+#define TESTS_PLANNED 95
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -585,6 +585,10 @@ test_secret_options(void)
 		  SOPT(KS_STRATEGY_SQL, "{\"function\": \"app.\"}") == KS_ERR_INVALID_ARGUMENT &&
 		  SOPT(KS_STRATEGY_SQL, "{}") == KS_ERR_INVALID_ARGUMENT,
 		  "secret: the sql function is schema-qualified and required");
+	check(SOPT(KS_STRATEGY_REMOTE, "{\"conninfo\": \"host=db2\", \"role\": \"app\", \"admin_secret\": \"db2/admin\"}") == KS_OK &&
+		  strcmp(o.conninfo, "host=db2") == 0 && strcmp(o.admin_secret, "db2/admin") == 0 &&
+		  SOPT(KS_STRATEGY_REMOTE, "{\"conninfo\": \"host=db2\", \"role\": \"app\"}") == KS_ERR_INVALID_ARGUMENT,
+		  "secret: postgres_remote options parse, all three required");
 #undef SOPT
 	check(KsCredentialBuild("app\"x", "p\\w\n\x01" "d", &json, &err) == KS_OK &&
 		  strcmp(json, "{\"username\": \"app\\\"x\", \"password\": \"p\\\\w\\u000a\\u0001d\"}") == 0,

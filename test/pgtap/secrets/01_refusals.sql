@@ -5,7 +5,7 @@
 -- workers' database; everything is rolled back, so the rotation worker
 -- never sees these rotations.
 BEGIN;
-SELECT plan(60);
+SELECT plan(63);
 
 SELECT keysmith.create_key('sr_key');
 CREATE ROLE sr_user NOLOGIN IN ROLE keysmith_user;
@@ -102,6 +102,12 @@ SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'sql', '{"fun
 RESET ROLE;
 SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'sql', '{"function": "public.sr_private"}')$$,
     '22004', 'a secret of strategy sql needs a value', 'strategy sql without its first value');
+SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'postgres_remote', '{"role": "app", "admin_secret": "a"}')$$,
+    '22023', 'strategy postgres_remote needs options conninfo, role and admin_secret', 'postgres_remote without its conninfo');
+SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'postgres_remote', '{"conninfo": "host=127.0.0.1 password=pw", "role": "app", "admin_secret": "a"}')$$,
+    '22023', 'option conninfo must not hold a password', 'a conninfo with a password in it');
+SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'postgres_remote', '{"conninfo": "host=127.0.0.1", "role": "app", "admin_secret": "sr/none"}')$$,
+    '42704', 'admin secret "sr/none" does not exist', 'an admin secret that does not exist');
 SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'postgres_role', '{"role": "pg_monitor"}')$$,
     '42501', 'keysmith does not rotate the password of role "pg_monitor"', 'a predefined role, even for a superuser');
 SELECT throws_ok($$SELECT keysmith.create_secret('sr/x', 'sr_key', 'postgres_role', '{"role": "keysmith_admin"}')$$,

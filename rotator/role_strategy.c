@@ -394,7 +394,13 @@ KsRemoteCheck(const KsSecret *s, Oid owner)
 				 errmsg("option conninfo of secret \"%s\" is not a valid connection string", s->name)));
 	}
 	for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
-		if (strcmp(o->keyword, "password") == 0 && o->val != NULL && o->val[0] != '\0')
+	{
+		static const char *const files[] = {"sslcert", "sslkey", "sslrootcert", "sslcrl", "sslcrldir",
+		"passfile", "service"};
+
+		if (o->val == NULL || o->val[0] == '\0')
+			continue;
+		if (strcmp(o->keyword, "password") == 0)
 		{
 			PQconninfoFree(opts);
 			ereport(ERROR,
@@ -402,6 +408,17 @@ KsRemoteCheck(const KsSecret *s, Oid owner)
 					 errmsg("option conninfo must not hold a password"),
 					 errhint("The remote's admin login is the keysmith secret named by admin_secret.")));
 		}
+		/* the server would read its own files on a non-superuser's behalf */
+		for (int i = 0; i < (int) lengthof(files); i++)
+			if (strcmp(o->keyword, files[i]) == 0 && !superuser_arg(owner))
+			{
+				PQconninfoFree(opts);
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("only a superuser's secret may name %s in its conninfo", files[i]),
+						 errdetail("The server would read that file with its own rights.")));
+			}
+	}
 	PQconninfoFree(opts);
 	if (!KsSecretLoad(s->opt.admin_secret, &admin, false))
 		ereport(ERROR,
@@ -467,6 +484,19 @@ KsRemoteSetPassword(const KsSecret *s, Oid owner, const char *password)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not reach the remote server as its admin: %s", errbuf)));
+	/*
+	 * The admin login must have been proven by its password: a trust or
+	 * peer line (this very server over its socket, say) would otherwise
+	 * hand the server's own rights to whoever wrote the secret.
+	 */
+	if (!PQconnectionUsedPassword(conn))
+	{
+		PQfinish(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("the admin login to the remote server did not use its password"),
+				 errdetail("A trust or peer line in the remote's pg_hba.conf let it in; keysmith acts only through a login that proved its password.")));
+	}
 	res = RemoteExec(conn, "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) $1", 1, params);
 	if (PQntuples(res) != 1)
 	{

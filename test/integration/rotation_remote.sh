@@ -13,7 +13,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 11
+ks_plan 14
 
 rdir=$KS_WORK/extra-remote
 ks_cluster_init "$rdir" no
@@ -65,6 +65,21 @@ out=$(qv -c "SET ROLE lowly" -c "SELECT keysmith.create_secret('remote/x', 'remo
         jsonb_build_object('conninfo', '$conninfo', 'role', 'rsuper', 'admin_secret', 'remote/admin'))")
 ks_sqlstate 42501 'role "rsuper" is a superuser on the remote server' "$out"
 ks_check $? "attack: a non-superuser's secret may not rotate a remote superuser (42501)"
+
+# attack: a non-superuser points a secret at this very server's socket,
+# where pg_hba.conf trusts local logins, with an "admin" secret of its own
+q -c "CREATE ROLE victim LOGIN" >/dev/null
+out=$(qv -c "SET ROLE lowly" -c "SELECT keysmith.create_secret('lowly/admin', 'remote', 'none', '{}', '{\"username\": \"postgres\", \"password\": \"guess\"}')" \
+         -c "SELECT keysmith.create_secret('lowly/victim', 'remote', 'postgres_remote',
+               jsonb_build_object('conninfo', 'host=$dir port=$PGPORT dbname=postgres', 'role', 'victim', 'admin_secret', 'lowly/admin'))")
+ks_sqlstate 28000 'the admin login to the remote server did not use its password' "$out"
+ks_check $? "attack: an admin login let in by a trust line (this server's own socket) is refused (28000)"
+[ "$(q -c "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'victim'")" = t ]
+ks_check $? "and the victim role's password was not set"
+out=$(qv -c "SET ROLE lowly" -c "SELECT keysmith.create_secret('lowly/x', 'remote', 'postgres_remote',
+        jsonb_build_object('conninfo', '$conninfo sslkey=/etc/ssl/private/ssl-cert-snakeoil.key', 'role', 'rapp', 'admin_secret', 'remote/admin'))")
+ks_sqlstate 42501 "only a superuser's secret may name sslkey in its conninfo" "$out"
+ks_check $? "attack: a non-superuser's conninfo may not make the server read its own key files (42501)"
 
 tok=$(q -c "SELECT keysmith.rotate_secret('remote/app')")
 st=$(ks_wait_rotation "$tok")

@@ -460,17 +460,25 @@ OpenCredential(RotationJob *job, const char *version, bytea *ct, char *password)
 		KsReportError(&err);
 }
 
+/* The pending credential's password, opened as the secret's owner. */
 static void
-SetRemote(RotationJob *job)
+OpenPendingPassword(RotationJob *job, char *password)
 {
 	char		version[KS_UUID_LEN];
 	bytea	   *ct;
-	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
 
 	strlcpy(version, job->pending, sizeof(version));
 	if (!KsSecretFindVersion(job->secret.name, NULL, version, &ct, NULL))
 		elog(ERROR, "keysmith: the pending version of rotation %s is missing", job->token);
 	OpenCredential(job, version, ct, password);
+}
+
+static void
+SetRemote(RotationJob *job)
+{
+	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
+
+	OpenPendingPassword(job, password);
 	PG_TRY();
 	{
 		KsRemoteSetPassword(&job->secret, job->secret.owner, password);
@@ -688,14 +696,9 @@ static void
 LoadPasswordItem(void *arg)
 {
 	RotationJob *job = arg;
-	char		version[KS_UUID_LEN];
-	bytea	   *ct;
 	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
 
-	strlcpy(version, job->pending, sizeof(version));
-	if (!KsSecretFindVersion(job->secret.name, NULL, version, &ct, NULL))
-		elog(ERROR, "keysmith: the pending version of rotation %s is missing", job->token);
-	OpenCredential(job, version, ct, password);
+	OpenPendingPassword(job, password);
 	job->password = MemoryContextStrdup(JobCxt, password);
 	explicit_bzero(password, sizeof(password));
 }

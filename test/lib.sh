@@ -35,9 +35,14 @@ ks_as_pg() {
 
 # A TCP port on 127.0.0.1 that nothing listens on.
 ks_free_port() {
-    local p
+    local p lo
+    # below the kernel's ephemeral range: a port there can be taken as the
+    # source port of any outgoing connection (a test login, a walreceiver)
+    # between this probe and the server's bind, which then fails
+    lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)
+    [ "${lo:-0}" -gt 12000 ] 2>/dev/null || lo=32768
     for _ in $(seq 1 200); do
-        p=$(( 20000 + RANDOM % 30000 ))
+        p=$(( 10000 + RANDOM % (lo - 10000) ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0

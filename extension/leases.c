@@ -73,18 +73,6 @@ static const char AlnumLower[] = "abcdefghijklmnopqrstuvwxyz0123456789";
 
 /* ---------------------------------------------------------------- helpers */
 
-/* Is caller a keysmith admin: a superuser or a member of keysmith_admin? */
-static bool
-CallerIsAdmin(Oid caller)
-{
-	Oid			admin;
-
-	if (superuser_arg(caller))
-		return true;
-	admin = get_role_oid("keysmith_admin", true);
-	return OidIsValid(admin) && has_privs_of_role(caller, admin);
-}
-
 /* Leases live in the database the reaper works in (KsRequireWorkerCatalog). */
 static void
 RequireLeaseCatalog(int major, int minor)
@@ -329,7 +317,7 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 	KsRequireArg(fcinfo, 4, "options");
 	RequireLeaseCatalog(0, 3);	/* role_template.allow_role_attributes */
 
-	if (!CallerIsAdmin(caller))
+	if (!KsIsKeysmithAdmin(caller))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to create role templates"),
@@ -475,7 +463,7 @@ keysmith_drop_role_template(PG_FUNCTION_ARGS)
 	int64		unrevoked;
 
 	RequireLeaseDatabase();
-	if (!CallerIsAdmin(GetOuterUserId()))
+	if (!KsIsKeysmithAdmin(GetOuterUserId()))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to drop role templates"),
@@ -573,7 +561,7 @@ MayIssue(Oid caller, Template *t)
 {
 	ListCell   *lc;
 
-	if (CallerIsAdmin(caller))
+	if (KsIsKeysmithAdmin(caller))
 		return true;
 	foreach(lc, t->issuers)
 		if (has_privs_of_role(caller, lfirst_oid(lc)))
@@ -777,7 +765,7 @@ LoadLeaseForCaller(Datum lease_id, Lease *l, const char *action)
 	l->default_ttl = DatumGetIntervalP(datumCopy(SPI_getbinval(tup, desc, 7, &isnull), false, sizeof(Interval)));
 	MemoryContextSwitchTo(old);
 
-	if (!CallerIsAdmin(caller) && !has_privs_of_role(caller, l->requester))
+	if (!KsIsKeysmithAdmin(caller) && !has_privs_of_role(caller, l->requester))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to %s lease %s", action,

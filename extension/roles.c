@@ -16,6 +16,8 @@
 #include "catalog/pg_authid.h"
 #include "commands/user.h"
 #include "libpq/crypt.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -84,6 +86,17 @@ KsRoleHasVerifier(Oid roleid, const char *verifier)
 	}
 	ReleaseSysCache(tup);
 	return same;
+}
+
+bool
+KsIsKeysmithAdmin(Oid role)
+{
+	Oid			admin;
+
+	if (superuser_arg(role))
+		return true;
+	admin = get_role_oid("keysmith_admin", true);
+	return OidIsValid(admin) && has_privs_of_role(role, admin);
 }
 
 bool

@@ -22,6 +22,9 @@ extern void KsSetRoleVerifier(Oid roleid, const char *rolename, const char *veri
 /* Does roleid's pg_authid.rolpassword equal verifier? */
 extern bool KsRoleHasVerifier(Oid roleid, const char *verifier);
 
+/* A keysmith admin: a superuser, or a role with keysmith_admin's privileges. */
+extern bool KsIsKeysmithAdmin(Oid role);
+
 /* A predefined role (pg_*), or one of keysmith's own (keysmith_*). */
 extern bool KsIsPredefinedRole(Oid roleid, const char *name);
 extern bool KsIsKeysmithRole(const char *name);

@@ -18,10 +18,12 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/json.h"
 #include "utils/uuid.h"
 
 #include "keysmith.h"
+#include "roles.h"
 #include "owner_spi.h"
 #include "secret_store.h"
 #include "values.h"
@@ -115,13 +117,16 @@ bool
 KsSecretHasPrivilege(const char *name, KsSecretPriv priv, Oid role)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(KsSecretPrivNames[priv])};
+	Datum		values[2];
 
 	if (superuser_arg(role))
 		return true;
+	values[0] = CStringGetTextDatum(name);
+	values[1] = priv == KS_SECRET_ANY ? (Datum) 0 : CStringGetTextDatum(KsSecretPrivNames[priv]);
 	KsSpiExec("SELECT grantee::pg_catalog.oid FROM keysmith.secret_acl"
-			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND privilege OPERATOR(pg_catalog.=) $2",
-			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
+			  " WHERE secret_name OPERATOR(pg_catalog.=) $1"
+			  "   AND ($2 IS NULL OR privilege OPERATOR(pg_catalog.=) $2)",
+			  2, types, values, priv == KS_SECRET_ANY ? " n" : "  ", false, 0, SPI_OK_SELECT);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -133,14 +138,6 @@ KsSecretHasPrivilege(const char *name, KsSecretPriv priv, Oid role)
 	return false;
 }
 
-static bool
-IsKeysmithAdmin(Oid role)
-{
-	Oid			admin = get_role_oid("keysmith_admin", true);
-
-	return superuser_arg(role) || (OidIsValid(admin) && has_privs_of_role(role, admin));
-}
-
 void
 KsSecretLoadForCaller(const char *name, KsSecretPriv priv, Oid caller, KsSecret *s, bool for_update)
 {
@@ -148,7 +145,7 @@ KsSecretLoadForCaller(const char *name, KsSecretPriv priv, Oid caller, KsSecret 
 
 	KsCheckSecretName(name);
 	found = KsSecretLoad(name, s, for_update);
-	if (!found && IsKeysmithAdmin(caller))
+	if (!found && KsIsKeysmithAdmin(caller))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("secret \"%s\" does not exist", name)));
@@ -163,14 +160,9 @@ KsSecretLoadForCaller(const char *name, KsSecretPriv priv, Oid caller, KsSecret 
 void
 KsNewUuid(char *out)
 {
-	pg_uuid_t	u;
-	KsError		err;
+	Datum		u = OidFunctionCall0(F_GEN_RANDOM_UUID);	/* as issue_role does */
 
-	if (KsRandomBytes(u.data, UUID_LEN, &err) != KS_OK)
-		KsReportError(&err);
-	u.data[6] = (u.data[6] & 0x0f) | 0x40;	/* version 4 */
-	u.data[8] = (u.data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
-	strlcpy(out, DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&u))), KS_UUID_LEN);
+	strlcpy(out, DatumGetCString(DirectFunctionCall1(uuid_out, u)), KS_UUID_LEN);
 }
 
 static void

@@ -24,7 +24,8 @@ typedef enum KsSecretPriv
 	KS_SECRET_READ = 0,
 	KS_SECRET_ROTATE,
 	KS_SECRET_ADMIN,
-	KS_SECRET_PRIV_COUNT
+	KS_SECRET_PRIV_COUNT,
+	KS_SECRET_ANY = KS_SECRET_PRIV_COUNT	/* KsSecretHasPrivilege: any of them */
 } KsSecretPriv;
 
 extern const char *const KsSecretPrivNames[KS_SECRET_PRIV_COUNT];
@@ -51,8 +52,9 @@ extern void KsCheckSecretName(const char *name);
 extern bool KsSecretLoad(const char *name, KsSecret *s, bool for_update);
 
 /*
- * Does role hold priv on the secret?  Superusers hold everything; others
- * through a grant to themselves or a role they have the privileges of.
+ * Does role hold priv (or, with KS_SECRET_ANY, any privilege) on the
+ * secret?  Superusers hold everything; others through a grant to
+ * themselves or a role they have the privileges of.  One query.
  */
 extern bool KsSecretHasPrivilege(const char *name, KsSecretPriv priv, Oid role);
 

@@ -155,8 +155,12 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	KsCheckSecretName(name);
 	strlcpy(s.name, name, sizeof(s.name));
-	KsCheckKeyName(text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	strlcpy(s.key_name, text_to_cstring(PG_GETARG_TEXT_PP(1)), sizeof(s.key_name));
+	{
+		char	   *key = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+		KsCheckKeyName(key);	/* before the copy could cut a long name */
+		strlcpy(s.key_name, key, sizeof(s.key_name));
+	}
 	strategy = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (KsStrategyFromName(strategy, &s.opt.strategy, &err) != KS_OK)
 		ereport(ERROR,
@@ -208,7 +212,7 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("key \"%s\" does not exist", s.key_name)));
 		if (s.opt.strategy == KS_STRATEGY_REMOTE)
-			KsRemoteCheck(&s, caller);
+			KsRemoteCheck(&s, caller, NULL);
 		if (s.opt.strategy == KS_STRATEGY_ROLE)
 			RequireUnmanagedRole(s.opt.role, s.name);
 		else if (s.opt.strategy == KS_STRATEGY_ROLE_PAIR)
@@ -516,16 +520,13 @@ keysmith_secret_visible(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Oid			caller = GetUserId();
-	Oid			admin = get_role_oid("keysmith_admin", true);
 	KsOwnerSpi	spi;
-	bool		visible = false;
+	bool		visible;
 
-	if (superuser_arg(caller) || (OidIsValid(admin) && has_privs_of_role(caller, admin)))
+	if (KsIsKeysmithAdmin(caller))
 		PG_RETURN_BOOL(true);
-	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
-	for (int p = 0; p < KS_SECRET_PRIV_COUNT && !visible; p++)
-		visible = KsSecretHasPrivilege(name, (KsSecretPriv) p, caller);
+	visible = KsSecretHasPrivilege(name, KS_SECRET_ANY, caller);
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_BOOL(visible);
 }

@@ -378,11 +378,12 @@ RemoteExec(PGconn *conn, const char *sql, int nparams, const char *const *params
 /* ------------------------------------------------------------ remote */
 
 void
-KsRemoteCheck(const KsSecret *s, Oid owner)
+KsRemoteCheck(const KsSecret *s, Oid owner, KsSecret *admin_out)
 {
 	PQconninfoOption *opts;
 	char	   *parse_error = NULL;
-	KsSecret	admin;
+	KsSecret	local;
+	KsSecret   *admin = admin_out ? admin_out : &local;
 
 	opts = PQconninfoParse(s->opt.conninfo, &parse_error);
 	if (opts == NULL)
@@ -420,14 +421,14 @@ KsRemoteCheck(const KsSecret *s, Oid owner)
 			}
 	}
 	PQconninfoFree(opts);
-	if (!KsSecretLoad(s->opt.admin_secret, &admin, false))
+	if (!KsSecretLoad(s->opt.admin_secret, admin, false))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("admin secret \"%s\" does not exist", s->opt.admin_secret)));
-	if (!KsSecretHasPrivilege(admin.name, KS_SECRET_READ, owner))
+	if (!KsSecretHasPrivilege(admin->name, KS_SECRET_READ, owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for admin secret \"%s\"", admin.name),
+				 errmsg("permission denied for admin secret \"%s\"", admin->name),
 				 errdetail("The owner of a postgres_remote secret needs the read privilege on its admin secret.")));
 }
 
@@ -442,8 +443,7 @@ RemoteAdminLogin(const KsSecret *s, Oid owner, char *user, char *password)
 	KsError		err;
 	KsStatus	st;
 
-	KsRemoteCheck(s, owner);
-	(void) KsSecretLoad(s->opt.admin_secret, &admin, false);
+	KsRemoteCheck(s, owner, &admin);
 	if (!KsSecretFindVersion(admin.name, "current", version, &ct, NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

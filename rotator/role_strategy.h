@@ -46,10 +46,11 @@ extern bool KsRoleTestLogin(const char *conninfo, const char *rolename, const ch
 							char *errbuf, size_t errlen);
 
 /*
- * postgres_remote: ERROR unless the secret's conninfo parses and holds no
- * password, and its admin secret exists and owner may read it.
+ * postgres_remote: ERROR unless the secret's conninfo parses, holds no
+ * password and (for a non-superuser owner) names no file, and its admin
+ * secret exists and owner may read it; that secret in *admin if not NULL.
  */
-extern void KsRemoteCheck(const KsSecret *s, Oid owner);
+extern void KsRemoteCheck(const KsSecret *s, Oid owner, KsSecret *admin);
 
 /*
  * postgres_remote: give the remote role password, as a SCRAM verifier

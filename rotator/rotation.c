@@ -140,9 +140,13 @@ LoadJob(RotationJob *job, bool skip_locked)
 	strlcpy(job->pending, SPI_getvalue(tup, desc, 5), sizeof(job->pending));
 	verifier = SPI_getvalue(tup, desc, 6);
 	job->verifier = verifier ? MemoryContextStrdup(JobCxt, verifier) : NULL;
-	if (!KsSecretLoad(secret_name, &job->secret, false))
-		return false;
-	return true;
+	/*
+	 * A secret's strategy, options and owner never change, and dropping it
+	 * deletes its rotations: loaded once per round is enough.
+	 */
+	if (strcmp(job->secret.name, secret_name) == 0)
+		return true;
+	return KsSecretLoad(secret_name, &job->secret, false);
 }
 
 /* Write the rotation's next state, with what the steps so far produced. */
@@ -270,7 +274,6 @@ StepCreateSql(RotationJob *job)
 	Datum		values[1] = {CStringGetTextDatum(s->name)};
 
 	RequireOwner(job);
-	(void) KsSqlStrategyFunction(s->opt.function, s->owner);
 	KsRandomString(value, s->opt.password_length, KsAlnumMixed);
 	value[s->opt.password_length] = '\0';
 	KsNewUuid(job->pending);
@@ -308,7 +311,7 @@ StepCreate(RotationJob *job)
 	RequireOwner(job);
 	ChooseTarget(job, target);
 	if (s->opt.strategy == KS_STRATEGY_REMOTE)
-		KsRemoteCheck(s, s->owner);
+		KsRemoteCheck(s, s->owner, NULL);
 	else
 		(void) KsRoleTargetCheck(s->owner, target);
 
@@ -622,7 +625,7 @@ KsRotationStart(const KsSecret *s, char *token, bool token_given)
 			(void) KsSqlStrategyFunction(s->opt.function, s->owner);
 			break;
 		case KS_STRATEGY_REMOTE:
-			KsRemoteCheck(s, s->owner);
+			KsRemoteCheck(s, s->owner, NULL);
 			break;
 	}
 	if (!token_given)

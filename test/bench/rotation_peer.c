@@ -2,10 +2,12 @@
  * test/bench/rotation_peer.c
  *
  * The peer of bench_rotation.sh: the work of one rotation done by hand,
- * N times in one session.  For each role: ALTER ROLE ... PASSWORD with a
- * fresh random password (as a DBA would type it; the server hashes it),
- * then one login over TCP with that password, which must have used it
- * (PQconnectionUsedPassword), as keysmith's test step requires.
+ * N times in one session.  For each role: a fresh random password, its
+ * SCRAM verifier computed here (PQencryptPasswordConn, as psql's \password
+ * does, so the password itself never reaches SQL text), ALTER ROLE ...
+ * PASSWORD with that verifier, then one login over TCP with the password,
+ * which must have used it (PQconnectionUsedPassword), as keysmith's test
+ * step requires.
  *
  *   rotation_peer "<admin conninfo>" "<login conninfo without user>" PREFIX N
  *
@@ -55,7 +57,8 @@ main(int argc, char **argv)
 		unsigned char raw[32];
 		char		pw[33];
 		char		role[64];
-		char		sql[256];
+		char		sql[512];
+		char	   *verifier;
 		const char *keys[4] = {"dbname", "user", "password", NULL};
 		const char *vals[4];
 		PGresult   *res;
@@ -67,7 +70,14 @@ main(int argc, char **argv)
 			pw[j] = alnum[raw[j] % 62];
 		pw[32] = '\0';
 		snprintf(role, sizeof(role), "%s%d", argv[3], i);
-		snprintf(sql, sizeof(sql), "ALTER ROLE %s PASSWORD '%s'", role, pw);
+		verifier = PQencryptPasswordConn(admin, pw, role, "scram-sha-256");
+		if (verifier == NULL)
+		{
+			fprintf(stderr, "PQencryptPasswordConn failed: %s", PQerrorMessage(admin));
+			return 1;
+		}
+		snprintf(sql, sizeof(sql), "ALTER ROLE %s PASSWORD '%s'", role, verifier);
+		PQfreemem(verifier);
 		res = PQexec(admin, sql);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		{

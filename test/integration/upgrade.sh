@@ -69,33 +69,27 @@ SELECT pg_describe_object(d.classid, d.objid, 0) || coalesce(
  WHERE d.refclassid = $$pg_extension$$::regclass AND e.extname = $$keysmith$$ AND d.deptype = $$e$$
  ORDER BY 1'
 describe=${describe//\"/\'}
-q -d postgres -c "$describe" >"$dir/upgraded-0.3.txt"
-n=$(wc -l <"$ROOT/test/integration/catalog-0.3.txt")
-diff -u "$ROOT/test/integration/catalog-0.3.txt" "$dir/upgraded-0.3.txt" >"$dir/upgrade-0.3.diff"
-ks_check $? "at 0.3 the upgraded extension has exactly the reviewed 0.3 objects ($n lines compared)"
-[ -s "$dir/upgrade-0.3.diff" ] && head -60 "$dir/upgrade-0.3.diff"
+# matches DB VERSION WHAT: DB's keysmith objects against catalog-VERSION.txt
+matches() {
+    local out=$dir/$1-$2.txt n
+    q -d "$1" -c "$describe" >"$out"
+    n=$(wc -l <"$ROOT/test/integration/catalog-$2.txt")
+    diff -u "$ROOT/test/integration/catalog-$2.txt" "$out" >"$out.diff"
+    ks_check $? "$3 ($n lines compared)"
+    [ -s "$out.diff" ] && head -60 "$out.diff"
+}
+matches postgres 0.3 "at 0.3 the upgraded extension has exactly the reviewed 0.3 objects"
 
 v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '0.4'" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
 [ "$v" = 0.4 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '0.4' ($v)"
-q -d postgres -c "$describe" >"$dir/upgraded-0.4.txt"
-n=$(wc -l <"$ROOT/test/integration/catalog-0.4.txt")
-diff -u "$ROOT/test/integration/catalog-0.4.txt" "$dir/upgraded-0.4.txt" >"$dir/upgrade-0.4.diff"
-ks_check $? "at 0.4 the upgraded extension has exactly the reviewed 0.4 objects ($n lines compared)"
-[ -s "$dir/upgrade-0.4.diff" ] && head -60 "$dir/upgrade-0.4.diff"
+matches postgres 0.4 "at 0.4 the upgraded extension has exactly the reviewed 0.4 objects"
 
 v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
 [ "$v" = 0.5 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE goes on to the default version ($v)"
 q -d postgres -c "CREATE DATABASE fresh" && q -d fresh -c "CREATE EXTENSION keysmith"
 ks_check $? "a fresh 0.5 install in another database"
-q -d postgres -c "$describe" >"$dir/upgraded.txt"
-q -d fresh -c "$describe" >"$dir/fresh.txt"
-n=$(wc -l <"$ROOT/test/integration/catalog-0.5.txt")
-diff -u "$ROOT/test/integration/catalog-0.5.txt" "$dir/upgraded.txt" >"$dir/upgrade.diff"
-ks_check $? "the upgraded extension has exactly the reviewed 0.5 objects ($n lines compared)"
-[ -s "$dir/upgrade.diff" ] && head -60 "$dir/upgrade.diff"
-diff -u "$ROOT/test/integration/catalog-0.5.txt" "$dir/fresh.txt" >"$dir/fresh.diff"
-ks_check $? "and so has a fresh install"
-[ -s "$dir/fresh.diff" ] && head -60 "$dir/fresh.diff"
+matches postgres 0.5 "the upgraded extension has exactly the reviewed 0.5 objects"
+matches fresh 0.5 "and so has a fresh install"
 c=$(q -d postgres -c "SELECT count(*) FROM pg_constraint WHERE connamespace = 'keysmith'::regnamespace")
 c2=$(q -d fresh -c "SELECT count(*) FROM pg_constraint WHERE connamespace = 'keysmith'::regnamespace")
 [ "$c" = "$c2" ]; ks_check $? "and the same constraints ($c)"

@@ -19,6 +19,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -45,7 +46,7 @@ KsSetRoleVerifier(Oid roleid, const char *rolename, const char *verifier, Timest
 	bool		nulls[Natts_pg_authid] = {0};
 	bool		replace[Natts_pg_authid] = {0};
 
-	if (check_password_hook)
+	if (check_password_hook && verifier)
 		(*check_password_hook) (rolename, verifier, PASSWORD_TYPE_SCRAM_SHA_256,
 								TimestampTzGetDatum(valid_until), false);
 
@@ -53,14 +54,18 @@ KsSetRoleVerifier(Oid roleid, const char *rolename, const char *verifier, Timest
 	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(roleid));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "keysmith: role %u vanished while being created", roleid);
-	values[Anum_pg_authid_rolpassword - 1] = CStringGetTextDatum(verifier);
+	if (verifier)
+		values[Anum_pg_authid_rolpassword - 1] = CStringGetTextDatum(verifier);
+	else
+		nulls[Anum_pg_authid_rolpassword - 1] = true;
 	replace[Anum_pg_authid_rolpassword - 1] = true;
 	newtup = heap_modify_tuple(tup, RelationGetDescr(rel), values, nulls, replace);
 	CatalogTupleUpdate(rel, &newtup->t_self, newtup);
 	InvokeObjectPostAlterHook(AuthIdRelationId, roleid, 0);
 	ReleaseSysCache(tup);
-	explicit_bzero(VARDATA_ANY(DatumGetPointer(values[Anum_pg_authid_rolpassword - 1])),
-				   VARSIZE_ANY_EXHDR(DatumGetPointer(values[Anum_pg_authid_rolpassword - 1])));
+	if (verifier)
+		explicit_bzero(VARDATA_ANY(DatumGetPointer(values[Anum_pg_authid_rolpassword - 1])),
+					   VARSIZE_ANY_EXHDR(DatumGetPointer(values[Anum_pg_authid_rolpassword - 1])));
 	heap_freetuple(newtup);
 	table_close(rel, NoLock);
 	CommandCounterIncrement();
@@ -118,4 +123,19 @@ KsRandomString(char *out, int len, const char *alphabet)
 
 	if (KsRandomToken(out, (size_t) len, alphabet, &err) != KS_OK)
 		KsReportError(&err);
+}
+
+void
+KsAsRoleBegin(KsAsRole *as, Oid role)
+{
+	GetUserIdAndSecContext(&as->save_user, &as->save_sec);
+	SetUserIdAndSecContext(role, as->save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	as->nestlevel = NewGUCNestLevel();
+}
+
+void
+KsAsRoleEnd(KsAsRole *as)
+{
+	AtEOXact_GUC(false, as->nestlevel);
+	SetUserIdAndSecContext(as->save_user, as->save_sec);
 }

@@ -573,6 +573,32 @@ Abandon(RotationJob *job, KsRotationState final, const char *why)
 /* ------------------------------------------------------------ SQL side */
 
 void
+KsRotationCheckStrategy(const KsSecret *s)
+{
+	switch (s->opt.strategy)
+	{
+		case KS_STRATEGY_NONE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("secret \"%s\" has strategy none and is not rotated by keysmith", s->name),
+					 errhint("Store a new value with keysmith.put_secret_value.")));
+			break;
+		case KS_STRATEGY_ROLE:
+			(void) KsRoleTargetCheck(s->owner, s->opt.role);
+			break;
+		case KS_STRATEGY_ROLE_PAIR:
+			KsRolePairCheck(s->owner, &s->opt);
+			break;
+		case KS_STRATEGY_SQL:
+			(void) KsSqlStrategyFunction(s->opt.function, s->owner);
+			break;
+		case KS_STRATEGY_REMOTE:
+			KsRemoteCheck(s, s->owner, NULL);
+			break;
+	}
+}
+
+void
 KsRotationStart(const KsSecret *s, char *token, bool token_given)
 {
 	Oid			types[3] = {UUIDOID, TEXTOID, NAMEOID};
@@ -607,27 +633,7 @@ KsRotationStart(const KsSecret *s, char *token, bool token_given)
 					 errdetail("Its token is %s; its next step is %s.", other, state),
 					 errhint("Wait for it (keysmith.rotations), call rotate_secret with its token, or keysmith.cancel_rotation.")));
 	}
-	switch (s->opt.strategy)
-	{
-		case KS_STRATEGY_NONE:
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("secret \"%s\" has strategy none and is not rotated by keysmith", s->name),
-					 errhint("Store a new value with keysmith.put_secret_value.")));
-			break;
-		case KS_STRATEGY_ROLE:
-			(void) KsRoleTargetCheck(s->owner, s->opt.role);
-			break;
-		case KS_STRATEGY_ROLE_PAIR:
-			KsRolePairCheck(s->owner, &s->opt);
-			break;
-		case KS_STRATEGY_SQL:
-			(void) KsSqlStrategyFunction(s->opt.function, s->owner);
-			break;
-		case KS_STRATEGY_REMOTE:
-			KsRemoteCheck(s, s->owner, NULL);
-			break;
-	}
+	KsRotationCheckStrategy(s);
 	if (!token_given)
 		KsNewUuid(token);
 	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(token));

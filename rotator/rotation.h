@@ -35,6 +35,12 @@ extern const char *const KsRotationStateNames[KS_ROT_STATE_COUNT];
 extern void KsRotationStart(const KsSecret *s, char *token, bool token_given);
 
 /*
+ * ERROR unless secret s can be rotated now: not strategy none, and its
+ * owner may still act on its target (role, pair, function, remote).
+ */
+extern void KsRotationCheckStrategy(const KsSecret *s);
+
+/*
  * Abandon the rotation in flight for secret s (locked by the caller): the
  * pending version is erased, and if set had already changed the target,
  * the target gets back the credential of the version it had.  current is

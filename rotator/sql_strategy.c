@@ -28,6 +28,7 @@
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
+#include "../extension/roles.h"
 #include "sql_strategy.h"
 
 Oid
@@ -71,17 +72,13 @@ void
 KsSqlStrategyCall(const char *name, Oid owner, const char *step, const char *secret,
 				  const char *token, const char *pending)
 {
-	Oid			save_user;
-	int			save_sec;
-	int			save_nestlevel;
+	KsAsRole	as;
 	Oid			fn;
 	FmgrInfo	flinfo;
 	LOCAL_FCINFO(fcinfo, 4);
 	text	   *pending_text = cstring_to_text(pending);
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
+	KsAsRoleBegin(&as, owner);
 	fn = KsSqlStrategyFunction(name, owner);
 	fmgr_info(fn, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 4, InvalidOid, NULL, NULL);
@@ -92,8 +89,7 @@ KsSqlStrategyCall(const char *name, Oid owner, const char *step, const char *sec
 	for (int i = 0; i < 4; i++)
 		fcinfo->args[i].isnull = false;
 	(void) FunctionCallInvoke(fcinfo);	/* void: the result says nothing */
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_user, save_sec);
+	KsAsRoleEnd(&as);
 	explicit_bzero(VARDATA(pending_text), VARSIZE(pending_text) - VARHDRSZ);
 	pfree(pending_text);
 }

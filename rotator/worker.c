@@ -53,7 +53,7 @@ typedef struct KsWorkerSpec
 
 static const KsWorkerSpec Specs[KS_WORKER_KINDS] = {
 	{"keysmith lease reaper", "revoking leases", "leased roles", KsReaperRound, &keysmith_reaper_naptime},
-	{"keysmith rotation worker", "rotating secrets", "credential rotation", KsRotationRound, &keysmith_rotation_naptime},
+	{"keysmith rotation worker", "rotating secrets", "credential rotation", KsRotationWorkerRound, &keysmith_rotation_naptime},
 };
 
 typedef struct KsWorkersShared

@@ -79,5 +79,7 @@ extern void KsHelperDone(void);
 /* The rounds of each kind; true when there is more to do at once. */
 extern bool KsReaperRound(MemoryContext cxt);
 extern bool KsRotationRound(MemoryContext cxt);
+/* The rotation worker's: schedules, rotations, scheduled re-encryption. */
+extern bool KsRotationWorkerRound(MemoryContext cxt);
 
 #endif							/* KEYSMITH_WORKER_H */

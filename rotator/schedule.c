@@ -1,0 +1,711 @@
+/*
+ * rotator/schedule.c
+ *
+ * Schedules, run by the rotation worker between its rotation rounds.
+ *
+ * A schedule (a row of keysmith.schedule) divides time into periods:
+ * period k begins at starting + k * every, and its run is due
+ * spread_offset later, an offset within the schedule's window taken from a
+ * hash of the target's name, so that a thousand secrets on one schedule
+ * fire over the window rather than in one second.  Serving a period means,
+ * in one transaction:
+ *
+ *   secret  start a rotation, with a token derived from the schedule and
+ *           the period (rotator/rotation.c then runs it as for
+ *           rotate_secret);
+ *   key     rotate_dek as the role that scheduled it, and mark the
+ *           columns registered for the key as pending re-encryption;
+ *
+ * and recording that period as served: keysmith.schedule.last_period and
+ * a row of keysmith.schedule_run, whose primary key is (kind, target,
+ * period).  Effect and record commit together, so no crash can serve a
+ * period twice, and a period whose transaction was lost is still unserved.
+ * When several periods have passed unserved (the server was down), only
+ * the latest is served, once; the others are counted as missed.
+ *
+ * Pending columns are re-encrypted by the existing resumable reencrypt
+ * functions (_reencrypt_start, _reencrypt_step), one batch per transaction,
+ * as the role that registered the column (KsAsRoleBegin), at most
+ * REENCRYPT_SLICE_MS per worker round so that rotations are not held up.
+ * A crash resumes from keysmith.reencrypt_job like a second CALL would.
+ *
+ * The previous version of a secret whose schedule has
+ * destroy_previous_after is shredded once it has been previous that long.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "../extension/owner_spi.h"
+#include "../extension/roles.h"
+#include "role_strategy.h"
+#include "rotation.h"
+#include "schedule.h"
+#include "worker.h"
+
+#define SCHEDULE_BATCH 50
+#define REENCRYPT_BATCH_ROWS 10000
+#define REENCRYPT_SLICE_MS 2000
+/* keysmith.reencrypt's advisory lock: (19283, table OID) */
+#define REENCRYPT_LOCK_CLASS 19283
+
+const char *const KsScheduleTables[] = {"secret", "secret_version", "secret_acl", "rotation", "rotation_event",
+"schedule", "schedule_run", "encrypted_column"};
+const int	KsScheduleTableCount = lengthof(KsScheduleTables);
+
+static const char *const KindNames[] = {"secret", "key"};
+static const char *const KindColumns[] = {"secret_name", "key_name"};
+
+void
+KsRequireScheduleCatalog(void)
+{
+	KsRequireWorkerCatalog(KsScheduleTables, KsScheduleTableCount, "schedules", 0, 6);
+}
+
+static int
+IntervalCompare(const Interval *a, const Interval *b)
+{
+	return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(a), IntervalPGetDatum(b)));
+}
+
+void
+KsScheduleCheckPeriod(const Interval *every, const Interval *window)
+{
+	Interval	second = {.time = USECS_PER_SEC};
+	Interval	zero = {0};
+
+	if (IntervalCompare(every, &second) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a schedule's period must be at least one second"),
+				 errhint("Rotation periods are usually days, for example '30 days'.")));
+	if (window && (IntervalCompare(window, &zero) < 0 || IntervalCompare(window, every) >= 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a schedule's window must not be negative and must be shorter than its period")));
+}
+
+TimestampTz
+KsScheduleSet(const KsScheduleSpec *spec)
+{
+	Oid			types[8] = {TEXTOID, INTERVALOID, INTERVALOID, INTERVALOID, TIMESTAMPTZOID, BOOLOID,
+	INTERVALOID, OIDOID};
+	Datum		values[8];
+	char		nulls[8] = "        ";
+	Interval	zero = {0};
+	const Interval *window = spec->window ? spec->window : &zero;
+	uint64		h = hash_bytes_extended((const unsigned char *) spec->target, strlen(spec->target), 0);
+	char		sql[1024];
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(spec->target);
+	values[1] = IntervalPGetDatum(spec->every);
+	values[2] = IntervalPGetDatum(window);
+	/* the offset within the window: the same for a name every time */
+	values[3] = DirectFunctionCall2(interval_mul, IntervalPGetDatum(window),
+									Float8GetDatum((double) (h % 1000000) / 1000000.0));
+	values[4] = TimestampTzGetDatum(spec->starting);
+	values[5] = BoolGetDatum(spec->reencrypt);
+	values[6] = spec->destroy_previous_after ? IntervalPGetDatum(spec->destroy_previous_after) : (Datum) 0;
+	nulls[6] = spec->destroy_previous_after ? ' ' : 'n';
+	values[7] = ObjectIdGetDatum(spec->owner);
+
+	(void) KsScheduleRemove(spec->kind, spec->target);
+	snprintf(sql, sizeof(sql),
+			 "INSERT INTO keysmith.schedule (%s, every, spread, spread_offset, starting, reencrypt,"
+			 " destroy_previous_after, owner_role, next_due_at)"
+			 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.regrole,"
+			 "  $5 OPERATOR(pg_catalog.+) ($2 OPERATOR(pg_catalog.*)"
+			 "   GREATEST(keysmith._schedule_period($5, $2, $4, pg_catalog.now()), 0)::pg_catalog.float8)"
+			 "   OPERATOR(pg_catalog.+) $4)"
+			 " RETURNING next_due_at", KindColumns[spec->kind]);
+	KsSpiExec(sql, 8, types, values, nulls, false, 0, SPI_OK_INSERT_RETURNING);
+	return DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+bool
+KsScheduleRemove(KsScheduleKind kind, const char *target)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(target)};
+	char		sql[256];
+
+	snprintf(sql, sizeof(sql), "DELETE FROM keysmith.schedule WHERE %s OPERATOR(pg_catalog.=) $1",
+			 KindColumns[kind]);
+	KsSpiExec(sql, 1, types, values, NULL, false, 0, SPI_OK_DELETE);
+	return SPI_processed > 0;
+}
+
+/* ------------------------------------------------------------ serving a period */
+
+typedef struct DueSchedule
+{
+	KsScheduleKind kind;
+	char	   *target;
+	Oid			owner;
+	bool		reencrypt;
+	/* filled by ServeItem */
+	int64		period;
+	int64		missed;
+	char		token[KS_UUID_LEN];
+	char	   *result;
+	bool		served;
+} DueSchedule;
+
+/*
+ * Lock the schedule and learn its latest due period, the periods missed
+ * before it, and the token of that period's rotation.  False if the
+ * schedule is gone, locked by another, or has nothing due.
+ */
+static bool
+LockDue(DueSchedule *d, TimestampTz *period_start)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(d->target)};
+	char		sql[1024];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		last;
+
+	snprintf(sql, sizeof(sql),
+			 "SELECT p.k, sc.last_period,"
+			 "  sc.starting OPERATOR(pg_catalog.+) (sc.every OPERATOR(pg_catalog.*) p.k::pg_catalog.float8),"
+			 "  pg_catalog.md5('keysmith schedule ' OPERATOR(pg_catalog.||) $1 OPERATOR(pg_catalog.||) ' '"
+			 "     OPERATOR(pg_catalog.||) p.k::pg_catalog.text)::pg_catalog.uuid::pg_catalog.text"
+			 " FROM keysmith.schedule sc,"
+			 "  LATERAL (SELECT keysmith._schedule_period(sc.starting, sc.every, sc.spread_offset,"
+			 "                                            pg_catalog.now()) AS k) p"
+			 " WHERE sc.%s OPERATOR(pg_catalog.=) $1 FOR UPDATE OF sc SKIP LOCKED",
+			 KindColumns[d->kind]);
+	KsSpiExec(sql, 1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	d->period = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	last = SPI_getbinval(tup, desc, 2, &isnull);
+	if (d->period < 0 || (!isnull && DatumGetInt64(last) >= d->period))
+		return false;
+	d->missed = isnull ? 0 : d->period - DatumGetInt64(last) - 1;
+	*period_start = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	strlcpy(d->token, SPI_getvalue(tup, desc, 4), sizeof(d->token));
+	return true;
+}
+
+typedef struct StartArgs
+{
+	KsSecret   *secret;
+	char	   *token;
+} StartArgs;
+
+static void
+StartItem(void *arg)
+{
+	StartArgs  *a = arg;
+
+	KsRotationStart(a->secret, a->token, true);
+}
+
+static void
+ServeSecret(DueSchedule *d)
+{
+	KsSecret	s;
+	char	   *owner_name = GetUserNameFromId(d->owner, true);
+	char	   *message = NULL;
+	char	   *in_flight;
+
+	if (!KsSecretLoad(d->target, &s, true))
+	{
+		d->result = "failed: the secret is gone";
+		return;
+	}
+	if (owner_name == NULL || !KsSecretHasPrivilege(d->target, KS_SECRET_ROTATE, d->owner))
+	{
+		d->result = psprintf("refused: role %s no longer holds rotate on this secret",
+							 owner_name ? owner_name : "(dropped)");
+		return;
+	}
+	in_flight = KsSecretRotationInFlight(d->target, NULL);
+	if (in_flight)
+	{
+		d->result = psprintf("skipped: rotation %s was in flight", in_flight);
+		return;
+	}
+	/* the rotation is recorded as requested by the role that scheduled it */
+	KsSecretSetActor(d->owner);
+	{
+		StartArgs	a = {&s, d->token};
+
+		if (KsJobTry(StartItem, &a, &message))
+			d->result = "started";
+		else
+		{
+			d->result = psprintf("failed to start: %s", message);
+			d->token[0] = '\0';
+		}
+	}
+	KsSecretSetActor(InvalidOid);
+}
+
+typedef struct RotateDekArgs
+{
+	DueSchedule *d;
+	int32		version;
+} RotateDekArgs;
+
+/* rotate_dek as the role that scheduled it: its privileges on the key. */
+static void
+RotateDekItem(void *arg)
+{
+	RotateDekArgs *a = arg;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(a->d->target)};
+	KsAsRole	as;
+	bool		isnull;
+
+	if (GetUserNameFromId(a->d->owner, true) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the role that scheduled this (OID %u) no longer exists", a->d->owner)));
+	KsAsRoleBegin(&as, a->d->owner);
+	KsSpiExec("SELECT keysmith.rotate_dek($1)", 1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	a->version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	KsAsRoleEnd(&as);
+}
+
+static void
+ServeKey(DueSchedule *d)
+{
+	RotateDekArgs a = {d, 0};
+	char	   *message = NULL;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(d->target)};
+	uint64		columns = 0;
+
+	d->token[0] = '\0';
+	if (!KsJobTry(RotateDekItem, &a, &message))
+	{
+		d->result = psprintf("failed: %s", message);
+		return;
+	}
+	if (d->reencrypt)
+	{
+		KsSpiExec("UPDATE keysmith.encrypted_column SET pending = true, attempts = 0,"
+				  " next_attempt_at = '-infinity', last_error = NULL"
+				  " WHERE key_name OPERATOR(pg_catalog.=) $1",
+				  1, types, values, NULL, false, 0, SPI_OK_UPDATE);
+		columns = SPI_processed;
+	}
+	d->result = d->reencrypt
+		? psprintf("rotated the DEK to version %d; %llu registered column(s) to re-encrypt", a.version,
+				   (unsigned long long) columns)
+		: psprintf("rotated the DEK to version %d", a.version);
+}
+
+/* Serve the schedule's latest due period and record it, or do nothing. */
+static void
+ServeItem(void *arg)
+{
+	DueSchedule *d = arg;
+	TimestampTz period_start;
+	Oid			types[6] = {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, UUIDOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = "      ";
+	char		sql[1024];
+
+	/* a period is due at starting + every * k + spread_offset */
+
+	if (!LockDue(d, &period_start))
+		return;
+	if (d->kind == KS_SCHEDULE_SECRET)
+		ServeSecret(d);
+	else
+		ServeKey(d);
+	if (d->missed > 0)
+		d->result = psprintf("%s (%lld earlier period(s) missed while nothing ran)", d->result,
+							 (long long) d->missed);
+
+	values[0] = CStringGetTextDatum(KindNames[d->kind]);
+	values[1] = CStringGetTextDatum(d->target);
+	values[2] = Int64GetDatum(d->period);
+	values[3] = TimestampTzGetDatum(period_start);
+	if (d->token[0])
+		values[4] = DirectFunctionCall1(uuid_in, CStringGetDatum(d->token));
+	else
+		nulls[4] = 'n';
+	values[5] = CStringGetTextDatum(d->result);
+	KsSpiExec("INSERT INTO keysmith.schedule_run (kind, target, period, period_start, token, result)"
+			  " VALUES ($1, $2, $3, $4, $5, $6)", 6, types, values, nulls, false, 0, SPI_OK_INSERT);
+	snprintf(sql, sizeof(sql),
+			 "UPDATE keysmith.schedule SET last_period = $2, last_run_at = pg_catalog.now(),"
+			 " last_result = $5, last_token = $4,"
+			 " next_due_at = starting OPERATOR(pg_catalog.+) (every OPERATOR(pg_catalog.*)"
+			 "   ($2 OPERATOR(pg_catalog.+) 1)::pg_catalog.float8) OPERATOR(pg_catalog.+) spread_offset"
+			 " WHERE %s OPERATOR(pg_catalog.=) $1", KindColumns[d->kind]);
+	{
+		Oid			utypes[5] = {TEXTOID, INT8OID, TIMESTAMPTZOID, UUIDOID, TEXTOID};
+
+		/* the same values from the target on */
+		KsSpiExec(sql, 5, utypes, values + 1, nulls + 1, false, 0, SPI_OK_UPDATE);
+	}
+	d->served = true;
+	ereport(LOG,
+			(errmsg("keysmith schedule of %s \"%s\", period %lld: %s", KindNames[d->kind], d->target,
+					(long long) d->period, d->result)));
+}
+
+/* ------------------------------------------------------------ shredding */
+
+typedef struct ShredArgs
+{
+	char	   *secret;
+	char	   *version;
+	char	   *username;
+} ShredArgs;
+
+/*
+ * Erase a previous version whose time is up.  For a role pair, the
+ * previous credential is still the other role's password: it goes too, so
+ * that what was shredded no longer logs in either.
+ */
+static void
+ShredItem(void *arg)
+{
+	ShredArgs  *a = arg;
+	KsSecret	s;
+	Oid			types[2] = {TEXTOID, UUIDOID};
+	Datum		values[2];
+	char		current[KS_UUID_LEN];
+	char		current_user[NAMEDATALEN] = "";
+	const char *detail = "the previous version's value is erased";
+
+	if (!KsSecretLoad(a->secret, &s, true) || KsSecretRotationInFlight(a->secret, NULL))
+		return;					/* gone, or a rotation will move the labels */
+	if (s.opt.strategy == KS_STRATEGY_ROLE_PAIR && a->username[0] &&
+		KsSecretFindVersion(a->secret, "current", current, NULL, current_user) &&
+		strcmp(current_user, a->username) != 0)
+	{
+		Oid			roleid = KsRoleTargetCheck(s.owner, a->username);
+
+		KsSetRoleVerifier(roleid, a->username, NULL, 0);
+		detail = psprintf("the previous version's value is erased, and role %s no longer has a password",
+						  a->username);
+	}
+	values[0] = CStringGetTextDatum(a->secret);
+	values[1] = DirectFunctionCall1(uuid_in, CStringGetDatum(a->version));
+	KsSpiExec("DELETE FROM keysmith.secret_version WHERE secret_name OPERATOR(pg_catalog.=) $1"
+			  " AND version_id OPERATOR(pg_catalog.=) $2 AND stage OPERATOR(pg_catalog.=) 'previous'",
+			  2, types, values, NULL, false, 0, SPI_OK_DELETE);
+	if (SPI_processed > 0)
+		KsSecretEvent(a->secret, NULL, a->version, "previous_destroyed", detail);
+}
+
+static void
+ShredDue(void)
+{
+	int			n;
+	ShredArgs  *items;
+
+	KsSpiExec("SELECT v.secret_name, v.version_id::pg_catalog.text, coalesce(v.username::pg_catalog.text, '')"
+			  " FROM keysmith.schedule sc"
+			  " JOIN keysmith.secret s ON s.name OPERATOR(pg_catalog.=) sc.secret_name"
+			  " JOIN keysmith.secret_version v ON v.secret_name OPERATOR(pg_catalog.=) s.name"
+			  "  AND v.stage OPERATOR(pg_catalog.=) 'previous'"
+			  " WHERE sc.destroy_previous_after IS NOT NULL"
+			  "   AND s.last_rotated_at OPERATOR(pg_catalog.+) sc.destroy_previous_after"
+			  "       OPERATOR(pg_catalog.<=) pg_catalog.now()"
+			  " LIMIT " CppAsString2(SCHEDULE_BATCH),
+			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
+	n = (int) SPI_processed;
+	items = palloc0(sizeof(ShredArgs) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		items[i].secret = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		items[i].version = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		items[i].username = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		char	   *message = NULL;
+
+		if (!KsJobTry(ShredItem, &items[i], &message))
+			ereport(LOG,
+					(errmsg("keysmith could not shred the previous version of secret \"%s\": %s",
+							items[i].secret, message)));
+	}
+}
+
+/* ------------------------------------------------------------ re-encryption */
+
+typedef struct PendingColumn
+{
+	Oid			relid;
+	char	   *col;
+	char	   *context_expr;	/* or NULL */
+	Oid			registrar;
+	bool		more;			/* _reencrypt_step: is there more to do */
+} PendingColumn;
+
+static void
+ReencryptCall(PendingColumn *c, const char *sql, bool returns_more)
+{
+	Oid			types[4] = {OIDOID, NAMEOID, INT4OID, TEXTOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', c->context_expr ? ' ' : 'n'};
+	KsAsRole	as;
+	bool		isnull;
+	Datum		d;
+
+	values[0] = ObjectIdGetDatum(c->relid);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(c->col));
+	values[2] = Int32GetDatum(REENCRYPT_BATCH_ROWS);
+	values[3] = c->context_expr ? CStringGetTextDatum(c->context_expr) : (Datum) 0;
+	KsAsRoleBegin(&as, c->registrar);
+	KsSpiExec(sql, 4, types, values, nulls, false, 0, SPI_OK_SELECT);
+	if (returns_more)
+	{
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		c->more = !isnull && DatumGetBool(d);
+	}
+	KsAsRoleEnd(&as);
+}
+
+static void
+ReencryptStartItem(void *arg)
+{
+	PendingColumn *c = arg;
+
+	if (GetUserNameFromId(c->registrar, true) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the role that registered the column (OID %u) no longer exists", c->registrar)));
+	/* $4, the context expression, is the step's; typed, it may go unused */
+	ReencryptCall(c, "SELECT keysmith._reencrypt_start($1::pg_catalog.regclass, $2, $3, '0'::pg_catalog.interval)",
+				  false);
+}
+
+static void
+ReencryptStepItem(void *arg)
+{
+	ReencryptCall((PendingColumn *) arg,
+				  "SELECT keysmith._reencrypt_step($1::pg_catalog.regclass, $2, $3, $4)", true);
+}
+
+/* Release reencrypt's lock on the table if this session holds it. */
+static void
+ReencryptUnlock(Oid relid)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+
+	KsSpiExec("SELECT pg_catalog.pg_advisory_unlock(" CppAsString2(REENCRYPT_LOCK_CLASS) ", $1::pg_catalog.int4)"
+			  " FROM pg_catalog.pg_locks l"
+			  " WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory'"
+			  "   AND l.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
+			  "   AND l.classid OPERATOR(pg_catalog.=) " CppAsString2(REENCRYPT_LOCK_CLASS)
+			  "   AND l.objid OPERATOR(pg_catalog.=) $1 AND l.objsubid OPERATOR(pg_catalog.=) 2",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+}
+
+/* Record how the column's slice ended: done, more to do, or an error. */
+static void
+ReencryptRecord(PendingColumn *c, bool done, const char *error)
+{
+	Oid			types[3] = {OIDOID, NAMEOID, TEXTOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', error ? ' ' : 'n'};
+
+	values[0] = ObjectIdGetDatum(c->relid);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(c->col));
+	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	KsJobBegin("keysmith reencrypt: recording", keysmith_rotation_lock_timeout);
+	ReencryptUnlock(c->relid);
+	if (error)
+		KsSpiExec("UPDATE keysmith.encrypted_column SET attempts = attempts OPERATOR(pg_catalog.+) 1,"
+				  " last_error = $3, next_attempt_at = " KS_JOB_BACKOFF_SQL("attempts")
+				  " WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND col OPERATOR(pg_catalog.=) $2",
+				  3, types, values, nulls, false, 0, SPI_OK_UPDATE);
+	else if (done)
+		KsSpiExec("UPDATE keysmith.encrypted_column SET pending = false, attempts = 0, last_error = $3,"
+				  " last_done_at = pg_catalog.now()"
+				  " WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND col OPERATOR(pg_catalog.=) $2",
+				  3, types, values, nulls, false, 0, SPI_OK_UPDATE);
+	KsJobEnd();
+	if (error)
+		ereport(LOG,
+				(errmsg("keysmith scheduled re-encryption of %s.%s failed, will retry: %s",
+						get_rel_name(c->relid) ? get_rel_name(c->relid) : "(dropped)", c->col, error)));
+}
+
+/*
+ * Re-encrypt one pending column for at most REENCRYPT_SLICE_MS, a batch
+ * per transaction.  True if there is more to do at once.
+ */
+static bool
+ReencryptSlice(MemoryContext cxt)
+{
+	PendingColumn c = {0};
+	TimestampTz deadline;
+	char	   *message = NULL;
+	bool		isnull;
+	bool		exists;
+
+	KsJobBegin("keysmith reencrypt: looking for pending columns", keysmith_rotation_lock_timeout);
+	KsSpiExec("SELECT tbl::pg_catalog.oid, col::pg_catalog.text, context_expr, registered_by::pg_catalog.oid"
+			  " FROM keysmith.encrypted_column"
+			  " WHERE pending AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+			  " ORDER BY next_attempt_at, registered_at LIMIT 1",
+			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+	{
+		KsJobEnd();
+		return false;
+	}
+	c.relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	/* copied to the round's memory: each transaction's goes at its end */
+	c.col = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	c.context_expr = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	if (c.context_expr)
+		c.context_expr = MemoryContextStrdup(cxt, c.context_expr);
+	c.registrar = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	exists = SearchSysCacheExists1(RELOID, ObjectIdGetDatum(c.relid));
+	if (!exists)
+	{
+		/* the table was dropped: nothing left to re-encrypt, nor to register */
+		Oid			types[1] = {OIDOID};
+		Datum		values[1] = {ObjectIdGetDatum(c.relid)};
+
+		KsSpiExec("DELETE FROM keysmith.encrypted_column WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+				  1, types, values, NULL, false, 0, SPI_OK_DELETE);
+		ereport(LOG,
+				(errmsg("keysmith dropped the registration of column \"%s\" of a table that no longer exists (OID %u)",
+						c.col, c.relid)));
+	}
+	KsJobEnd();
+	if (!exists)
+		return true;
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), REENCRYPT_SLICE_MS);
+	KsJobBegin("keysmith reencrypt: starting", keysmith_rotation_lock_timeout);
+	if (!KsJobTry(ReencryptStartItem, &c, &message))
+	{
+		message = MemoryContextStrdup(cxt, message);
+		KsJobEnd();
+		ReencryptRecord(&c, false, message);
+		return true;
+	}
+	KsJobEnd();
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		KsJobBegin("keysmith reencrypt: batch", keysmith_rotation_lock_timeout);
+		if (!KsJobTry(ReencryptStepItem, &c, &message))
+		{
+			message = MemoryContextStrdup(cxt, message);
+			KsJobEnd();
+			ReencryptRecord(&c, false, message);
+			return true;
+		}
+		KsJobEnd();
+		if (!c.more)
+		{
+			ReencryptRecord(&c, true, NULL);
+			return true;
+		}
+		if (GetCurrentTimestamp() >= deadline)
+		{
+			ReencryptRecord(&c, false, NULL);	/* lets rotations run, then goes on */
+			return true;
+		}
+	}
+}
+
+/* ------------------------------------------------------------ the round */
+
+/* Is the catalog at 0.6 and keysmith's own?  Said once in the log if not. */
+static bool
+ScheduleCatalogUsable(void)
+{
+	static KsCatalogStatus said = KS_CATALOG_OK;
+	KsCatalog	cat;
+	char		why[256];
+	KsCatalogStatus st = KsCatalogWithTables(&cat, KsScheduleTables, KsScheduleTableCount, "schedules",
+											 why, sizeof(why));
+
+	if (st == KS_CATALOG_UNTRUSTED && said != st)
+		ereport(LOG, (errmsg("keysmith rotation worker runs no schedules: %s", why)));
+	said = st;
+	return st == KS_CATALOG_OK && cat.version >= 6;
+}
+
+static bool
+ScheduleRound(MemoryContext cxt)
+{
+	DueSchedule *due;
+	int			n;
+	bool		usable;
+
+	KsSecretSetActor(InvalidOid);
+	KsJobBegin("keysmith schedules: looking for due runs", keysmith_rotation_lock_timeout);
+	usable = ScheduleCatalogUsable();
+	if (!usable)
+	{
+		KsJobEnd();
+		return false;
+	}
+	KsSpiExec("SELECT CASE WHEN secret_name IS NULL THEN 1 ELSE 0 END,"
+			  " coalesce(secret_name, key_name), owner_role::pg_catalog.oid, reencrypt"
+			  " FROM keysmith.schedule WHERE next_due_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+			  " ORDER BY next_due_at LIMIT " CppAsString2(SCHEDULE_BATCH),
+			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
+	n = (int) SPI_processed;
+	due = MemoryContextAllocZero(cxt, sizeof(DueSchedule) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		due[i].kind = (KsScheduleKind) DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		due[i].target = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 2));
+		due[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		due[i].reencrypt = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+	}
+	for (int i = 0; i < n; i++)
+	{
+		char	   *message = NULL;
+
+		if (!KsJobTry(ServeItem, &due[i], &message))
+			ereport(LOG,
+					(errmsg("keysmith schedule of %s \"%s\" could not run, will retry: %s",
+							KindNames[due[i].kind], due[i].target, message)));
+	}
+	ShredDue();
+	KsJobEnd();
+	return true;
+}
+
+/*
+ * The rotation worker's round: due schedules (which may start rotations),
+ * then the rotations, then a slice of scheduled re-encryption.
+ */
+bool
+KsRotationWorkerRound(MemoryContext cxt)
+{
+	bool		usable = ScheduleRound(cxt);
+	bool		more = KsRotationRound(cxt);
+
+	if (usable)
+		more |= ReencryptSlice(cxt);
+	return more;
+}

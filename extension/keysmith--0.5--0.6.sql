@@ -23,9 +23,13 @@
 -- Period k begins at starting + k * every; its run is due spread_offset
 -- later, an offset within the window chosen from the target's name, so
 -- that many schedules with the same period do not fire in the same second.
--- last_period is the last period served.  owner_role scheduled it: the
+-- last_period is the last period served (at first, the one before the
+-- first period due: a start in the past serves only the latest period
+-- begun, and the earlier ones do not count as missed).  owner_role scheduled it: the
 -- runs act with its privileges, checked again at every run.
+CREATE SEQUENCE keysmith.schedule_id_seq;
 CREATE TABLE keysmith.schedule (
+    schedule_id    bigint PRIMARY KEY DEFAULT pg_catalog.nextval('keysmith.schedule_id_seq'),
     secret_name    text UNIQUE REFERENCES keysmith.secret (name) ON DELETE CASCADE,
     key_name       text UNIQUE REFERENCES keysmith.key (name) ON DELETE CASCADE,
     every          interval NOT NULL CHECK (every OPERATOR(pg_catalog.>=) '1 second'::pg_catalog.interval),
@@ -45,10 +49,14 @@ CREATE TABLE keysmith.schedule (
     last_token     uuid,
     CHECK (pg_catalog.num_nonnulls(secret_name, key_name) OPERATOR(pg_catalog.=) 1)
 );
+ALTER SEQUENCE keysmith.schedule_id_seq OWNED BY keysmith.schedule.schedule_id;
 
 -- Every period served, with what serving it did: the audit of schedules,
--- and the proof that no period is served twice (the primary key).
+-- and the proof that no period is served twice (the primary key).  A
+-- schedule set again is a new schedule (a new schedule_id), whose periods
+-- count from its own start.
 CREATE TABLE keysmith.schedule_run (
+    schedule_id bigint NOT NULL,
     kind        text NOT NULL CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['secret', 'key'])),
     target      text NOT NULL,
     period      bigint NOT NULL,
@@ -56,8 +64,9 @@ CREATE TABLE keysmith.schedule_run (
     ran_at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     token       uuid,
     result      text NOT NULL,
-    PRIMARY KEY (kind, target, period)
+    PRIMARY KEY (schedule_id, period)
 );
+CREATE INDEX schedule_run_target_idx ON keysmith.schedule_run (target, ran_at);
 
 -- Columns holding a key's values.  Scheduled re-encryption runs as
 -- registered_by; pending says a DEK rotation left work to do.
@@ -78,9 +87,11 @@ CREATE TABLE keysmith.encrypted_column (
 CREATE INDEX encrypted_column_key_idx ON keysmith.encrypted_column (key_name);
 
 SELECT pg_catalog.pg_extension_config_dump('keysmith.schedule', '');
+SELECT pg_catalog.pg_extension_config_dump('keysmith.schedule_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('keysmith.schedule_run', '');
 SELECT pg_catalog.pg_extension_config_dump('keysmith.encrypted_column', '');
 REVOKE ALL ON keysmith.schedule, keysmith.schedule_run, keysmith.encrypted_column FROM PUBLIC;
+REVOKE ALL ON SEQUENCE keysmith.schedule_id_seq FROM PUBLIC;
 
 -- 0.4 reserved secret.next_due_at; the schedule holds it now.
 CREATE OR REPLACE VIEW keysmith.secrets WITH (security_barrier) AS

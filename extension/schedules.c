@@ -18,6 +18,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -165,6 +167,23 @@ keysmith_unschedule_rotation(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(removed);
 }
 
+/*
+ * ERROR unless caller may execute keysmith.fname: what a run does on the
+ * caller's behalf goes through that function, as the caller.
+ */
+static void
+RequireExecute(const char *fname, int nargs, const Oid *argtypes, Oid caller, const char *why)
+{
+	List	   *names = list_make2(makeString(pstrdup("keysmith")), makeString(pstrdup(fname)));
+	Oid			fn = LookupFuncName(names, nargs, argtypes, false);
+
+	if (pg_proc_aclcheck(fn, caller, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", fname),
+				 errdetail("%s", why)));
+}
+
 /* The key's id; ERROR if it does not exist (42704) or is destroyed (55000). */
 static int32
 FindKey(const char *name, bool for_update)
@@ -230,6 +249,12 @@ keysmith_schedule_key_rotation(PG_FUNCTION_ARGS)
 	spec.owner = caller;
 	KsScheduleCheckPeriod(spec.every, spec.window);
 
+	{
+		Oid			argtypes[1] = {TEXTOID};
+
+		RequireExecute("rotate_dek", 1, argtypes, caller,
+					   "Each scheduled run calls keysmith.rotate_dek as the role that scheduled it.");
+	}
 	KsOwnerSpiBegin(&spi);
 	RequireKeyAdmin(FindKey(name, true), name, caller);
 	next = KsScheduleSet(&spec);
@@ -350,6 +375,12 @@ keysmith_register_column(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("keysmith's own tables cannot be registered for re-encryption")));
 	RequireColumnRights(relid, col, caller);
+	{
+		Oid			argtypes[4] = {REGCLASSOID, NAMEOID, INT4OID, TEXTOID};
+
+		RequireExecute("_reencrypt_step", 4, argtypes, caller,
+					   "Scheduled re-encryption runs keysmith.reencrypt's steps as the registering role.");
+	}
 	CheckColumnAndContext(relid, col, context_expr);
 
 	KsOwnerSpiBegin(&spi);

@@ -122,11 +122,11 @@ KsScheduleSet(const KsScheduleSpec *spec)
 	(void) KsScheduleRemove(spec->kind, spec->target);
 	snprintf(sql, sizeof(sql),
 			 "INSERT INTO keysmith.schedule (%s, every, spread, spread_offset, starting, reencrypt,"
-			 " destroy_previous_after, owner_role, next_due_at)"
-			 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.regrole,"
-			 "  $5 OPERATOR(pg_catalog.+) ($2 OPERATOR(pg_catalog.*)"
-			 "   GREATEST(keysmith._schedule_period($5, $2, $4, pg_catalog.now()), 0)::pg_catalog.float8)"
-			 "   OPERATOR(pg_catalog.+) $4)"
+			 " destroy_previous_after, owner_role, last_period, next_due_at)"
+			 " SELECT $1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.regrole, p.first OPERATOR(pg_catalog.-) 1,"
+			 "  $5 OPERATOR(pg_catalog.+) ($2 OPERATOR(pg_catalog.*) p.first::pg_catalog.float8)"
+			 "   OPERATOR(pg_catalog.+) $4"
+			 " FROM (SELECT GREATEST(keysmith._schedule_period($5, $2, $4, pg_catalog.now()), 0) AS first) p"
 			 " RETURNING next_due_at", KindColumns[spec->kind]);
 	KsSpiExec(sql, 8, types, values, nulls, false, 0, SPI_OK_INSERT_RETURNING);
 	return DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -149,6 +149,7 @@ KsScheduleRemove(KsScheduleKind kind, const char *target)
 
 typedef struct DueSchedule
 {
+	int64		id;				/* schedule_id */
 	KsScheduleKind kind;
 	char	   *target;
 	Oid			owner;
@@ -169,25 +170,24 @@ typedef struct DueSchedule
 static bool
 LockDue(DueSchedule *d, TimestampTz *period_start)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(d->target)};
-	char		sql[1024];
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(d->id)};
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
 	Datum		last;
 
-	snprintf(sql, sizeof(sql),
-			 "SELECT p.k, sc.last_period,"
-			 "  sc.starting OPERATOR(pg_catalog.+) (sc.every OPERATOR(pg_catalog.*) p.k::pg_catalog.float8),"
-			 "  pg_catalog.md5('keysmith schedule ' OPERATOR(pg_catalog.||) $1 OPERATOR(pg_catalog.||) ' '"
-			 "     OPERATOR(pg_catalog.||) p.k::pg_catalog.text)::pg_catalog.uuid::pg_catalog.text"
-			 " FROM keysmith.schedule sc,"
-			 "  LATERAL (SELECT keysmith._schedule_period(sc.starting, sc.every, sc.spread_offset,"
-			 "                                            pg_catalog.now()) AS k) p"
-			 " WHERE sc.%s OPERATOR(pg_catalog.=) $1 FOR UPDATE OF sc SKIP LOCKED",
-			 KindColumns[d->kind]);
-	KsSpiExec(sql, 1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	/* the token: a uuid derived from the schedule and the period */
+	KsSpiExec("SELECT p.k, sc.last_period,"
+			  "  sc.starting OPERATOR(pg_catalog.+) (sc.every OPERATOR(pg_catalog.*) p.k::pg_catalog.float8),"
+			  "  pg_catalog.md5('keysmith schedule ' OPERATOR(pg_catalog.||) sc.schedule_id::pg_catalog.text"
+			  "     OPERATOR(pg_catalog.||) ' period ' OPERATOR(pg_catalog.||) p.k::pg_catalog.text)"
+			  "     ::pg_catalog.uuid::pg_catalog.text"
+			  " FROM keysmith.schedule sc,"
+			  "  LATERAL (SELECT keysmith._schedule_period(sc.starting, sc.every, sc.spread_offset,"
+			  "                                            pg_catalog.now()) AS k) p"
+			  " WHERE sc.schedule_id OPERATOR(pg_catalog.=) $1 FOR UPDATE OF sc SKIP LOCKED",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return false;
 	tup = SPI_tuptable->vals[0];
@@ -196,6 +196,7 @@ LockDue(DueSchedule *d, TimestampTz *period_start)
 	last = SPI_getbinval(tup, desc, 2, &isnull);
 	if (d->period < 0 || (!isnull && DatumGetInt64(last) >= d->period))
 		return false;
+	/* last_period starts one before the first period due */
 	d->missed = isnull ? 0 : d->period - DatumGetInt64(last) - 1;
 	*period_start = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
 	strlcpy(d->token, SPI_getvalue(tup, desc, 4), sizeof(d->token));
@@ -318,10 +319,9 @@ ServeItem(void *arg)
 {
 	DueSchedule *d = arg;
 	TimestampTz period_start;
-	Oid			types[6] = {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, UUIDOID, TEXTOID};
-	Datum		values[6];
-	char		nulls[6] = "      ";
-	char		sql[1024];
+	Oid			types[7] = {INT8OID, INT8OID, TIMESTAMPTZOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7] = "       ";
 
 	/* a period is due at starting + every * k + spread_offset */
 
@@ -335,33 +335,49 @@ ServeItem(void *arg)
 		d->result = psprintf("%s (%lld earlier period(s) missed while nothing ran)", d->result,
 							 (long long) d->missed);
 
-	values[0] = CStringGetTextDatum(KindNames[d->kind]);
-	values[1] = CStringGetTextDatum(d->target);
-	values[2] = Int64GetDatum(d->period);
-	values[3] = TimestampTzGetDatum(period_start);
+	values[0] = Int64GetDatum(d->id);
+	values[1] = Int64GetDatum(d->period);
+	values[2] = TimestampTzGetDatum(period_start);
 	if (d->token[0])
-		values[4] = DirectFunctionCall1(uuid_in, CStringGetDatum(d->token));
+		values[3] = DirectFunctionCall1(uuid_in, CStringGetDatum(d->token));
 	else
-		nulls[4] = 'n';
-	values[5] = CStringGetTextDatum(d->result);
-	KsSpiExec("INSERT INTO keysmith.schedule_run (kind, target, period, period_start, token, result)"
-			  " VALUES ($1, $2, $3, $4, $5, $6)", 6, types, values, nulls, false, 0, SPI_OK_INSERT);
-	snprintf(sql, sizeof(sql),
-			 "UPDATE keysmith.schedule SET last_period = $2, last_run_at = pg_catalog.now(),"
-			 " last_result = $5, last_token = $4,"
-			 " next_due_at = starting OPERATOR(pg_catalog.+) (every OPERATOR(pg_catalog.*)"
-			 "   ($2 OPERATOR(pg_catalog.+) 1)::pg_catalog.float8) OPERATOR(pg_catalog.+) spread_offset"
-			 " WHERE %s OPERATOR(pg_catalog.=) $1", KindColumns[d->kind]);
-	{
-		Oid			utypes[5] = {TEXTOID, INT8OID, TIMESTAMPTZOID, UUIDOID, TEXTOID};
-
-		/* the same values from the target on */
-		KsSpiExec(sql, 5, utypes, values + 1, nulls + 1, false, 0, SPI_OK_UPDATE);
-	}
+		nulls[3] = 'n';
+	values[4] = CStringGetTextDatum(d->result);
+	values[5] = CStringGetTextDatum(KindNames[d->kind]);
+	values[6] = CStringGetTextDatum(d->target);
+	KsSpiExec("INSERT INTO keysmith.schedule_run (schedule_id, period, period_start, token, result, kind, target)"
+			  " VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, types, values, nulls, false, 0, SPI_OK_INSERT);
+	/* a period is due at starting + every * k + spread_offset */
+	KsSpiExec("UPDATE keysmith.schedule SET last_period = $2, last_run_at = pg_catalog.now(),"
+			  " last_result = $5, last_token = $4,"
+			  " next_due_at = starting OPERATOR(pg_catalog.+) (every OPERATOR(pg_catalog.*)"
+			  "   ($2 OPERATOR(pg_catalog.+) 1)::pg_catalog.float8) OPERATOR(pg_catalog.+) spread_offset"
+			  " WHERE schedule_id OPERATOR(pg_catalog.=) $1",
+			  5, types, values, nulls, false, 0, SPI_OK_UPDATE);
 	d->served = true;
 	ereport(LOG,
 			(errmsg("keysmith schedule of %s \"%s\", period %lld: %s", KindNames[d->kind], d->target,
 					(long long) d->period, d->result)));
+}
+
+/*
+ * A run that failed as a whole (not the rotation or rotate_dek it started,
+ * which are recorded as its result): try again in a minute, not at every
+ * round, and say why in the view.
+ */
+static void
+PostponeAfterError(DueSchedule *d, const char *message)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(d->id), CStringGetTextDatum(psprintf("error, retrying: %s", message))};
+
+	KsSpiExec("UPDATE keysmith.schedule SET last_result = $2,"
+			  " next_due_at = pg_catalog.now() OPERATOR(pg_catalog.+) '1 minute'::pg_catalog.interval"
+			  " WHERE schedule_id OPERATOR(pg_catalog.=) $1",
+			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
+	ereport(LOG,
+			(errmsg("keysmith schedule of %s \"%s\" could not run, will retry in a minute: %s",
+					KindNames[d->kind], d->target, message)));
 }
 
 /* ------------------------------------------------------------ shredding */
@@ -540,11 +556,12 @@ ReencryptRecord(PendingColumn *c, bool done, const char *error)
 				  " last_done_at = pg_catalog.now()"
 				  " WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND col OPERATOR(pg_catalog.=) $2",
 				  3, types, values, nulls, false, 0, SPI_OK_UPDATE);
-	KsJobEnd();
+	/* in the transaction: the relation's name comes from the catalog */
 	if (error)
 		ereport(LOG,
 				(errmsg("keysmith scheduled re-encryption of %s.%s failed, will retry: %s",
 						get_rel_name(c->relid) ? get_rel_name(c->relid) : "(dropped)", c->col, error)));
+	KsJobEnd();
 }
 
 /*
@@ -664,7 +681,7 @@ ScheduleRound(MemoryContext cxt)
 		return false;
 	}
 	KsSpiExec("SELECT CASE WHEN secret_name IS NULL THEN 1 ELSE 0 END,"
-			  " coalesce(secret_name, key_name), owner_role::pg_catalog.oid, reencrypt"
+			  " coalesce(secret_name, key_name), owner_role::pg_catalog.oid, reencrypt, schedule_id"
 			  " FROM keysmith.schedule WHERE next_due_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  " ORDER BY next_due_at LIMIT " CppAsString2(SCHEDULE_BATCH),
 			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
@@ -680,15 +697,14 @@ ScheduleRound(MemoryContext cxt)
 		due[i].target = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 2));
 		due[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
 		due[i].reencrypt = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+		due[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 	}
 	for (int i = 0; i < n; i++)
 	{
 		char	   *message = NULL;
 
 		if (!KsJobTry(ServeItem, &due[i], &message))
-			ereport(LOG,
-					(errmsg("keysmith schedule of %s \"%s\" could not run, will retry: %s",
-							KindNames[due[i].kind], due[i].target, message)));
+			PostponeAfterError(&due[i], message);
 	}
 	ShredDue();
 	KsJobEnd();

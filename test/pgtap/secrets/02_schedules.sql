@@ -6,7 +6,7 @@
 -- window.  Runs in the workers' database and is rolled back, so the
 -- rotation worker never runs these schedules.
 BEGIN;
-SELECT plan(53);
+SELECT plan(55);
 
 SELECT keysmith.create_key('sch_key');
 SELECT keysmith.create_key('sch_key2');
@@ -14,9 +14,11 @@ SELECT keysmith.revoke_key('sch_key2', 'keysmith_user', 'encrypt');
 SELECT keysmith.revoke_key('sch_key2', 'keysmith_user', 'decrypt');
 CREATE ROLE sch_user NOLOGIN IN ROLE keysmith_user;
 CREATE ROLE sch_other NOLOGIN IN ROLE keysmith_user;
+CREATE ROLE sch_keyadmin NOLOGIN IN ROLE keysmith_admin;
 CREATE ROLE sch_target LOGIN;
 GRANT sch_target TO sch_user WITH ADMIN OPTION;
 SELECT keysmith.grant_key('sch_key', 'sch_user', 'admin');
+SELECT keysmith.grant_key('sch_key', 'sch_keyadmin', 'admin');
 CREATE SCHEMA sch;
 GRANT USAGE ON SCHEMA sch TO sch_user, sch_other;
 CREATE FUNCTION sch.rot(step text, secret_name text, token uuid, pending text) RETURNS void
@@ -134,12 +136,14 @@ SELECT is(keysmith._schedule_period('2026-01-31 00:00+00', '1 month', '0', '2026
 SELECT is(keysmith._schedule_period('2026-01-01 00:00+00', '1 day', '2 hours', '2026-01-11 01:59+00'), 9::bigint,
           'a period is due only after its offset');
 
--- keys
-SET ROLE sch_other;
-SELECT throws_ok($$SELECT keysmith.schedule_key_rotation('sch_key', '90 days')$$,
-    '42501', 'permission denied to administer key "sch_key"', 'scheduling a key one does not administer');
-RESET ROLE;
+-- keys: admin on the key (keysmith admins hold it on every key), and
+-- rotate_dek, which only keysmith admins may run
 SET ROLE sch_user;
+SELECT throws_ok($$SELECT keysmith.schedule_key_rotation('sch_key', '90 days')$$,
+    '42501', 'permission denied for function rotate_dek',
+    'admin on a key is not enough without the right to run rotate_dek');
+RESET ROLE;
+SET ROLE sch_keyadmin;
 SELECT throws_ok($$SELECT keysmith.schedule_key_rotation(NULL, '90 days')$$,
     '22004', 'key_name must not be null', 'a NULL key name');
 SELECT throws_ok($$SELECT keysmith.schedule_key_rotation('sch_key', '90 days', NULL)$$,
@@ -149,6 +153,11 @@ SELECT throws_ok($$SELECT keysmith.schedule_key_rotation('sch_nokey', '90 days')
 SELECT lives_ok($$SELECT keysmith.schedule_key_rotation('sch_key', '90 days')$$, 'an admin schedules its key');
 SELECT is((SELECT kind || ' ' || reencrypt::text || ' ' || last_state FROM keysmith.rotation_schedules
             WHERE target = 'sch_key'), 'key true done', 'rotation_schedules shows key schedules');
+SELECT is(keysmith.unschedule_key_rotation('sch_key'), true, 'unschedule_key_rotation');
+RESET ROLE;
+SET ROLE sch_user;
+SELECT throws_ok($$SELECT keysmith.unschedule_key_rotation('sch_key2')$$,
+    '42501', 'permission denied to administer key "sch_key2"', 'unscheduling a key one does not administer');
 
 -- registered columns
 SELECT throws_ok($$SELECT keysmith.register_column('sch.t', 'note', 'sch_key')$$,

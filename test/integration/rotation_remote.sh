@@ -9,11 +9,13 @@
 # remote superuser when its owner is none, and refused to an owner that may
 # not read the admin secret.  Then the remote is stopped mid-rotation: the
 # rotation retries with backoff, current stays as it was, and once the
-# remote is back the rotation finishes.
+# remote is back the rotation finishes.  Last, this server is killed with
+# SIGKILL after set changed the remote's password and before set's state
+# committed: after the restart the rotation finishes once.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 14
+ks_plan 16
 
 rdir=$KS_WORK/extra-remote
 ks_cluster_init "$rdir" no
@@ -31,6 +33,7 @@ ks_cluster_init "$dir"
     echo "keysmith.rotation_naptime = '200ms'"
     echo "keysmith.rotation_max_attempts = 20"
     echo "log_statement = 'all'"
+    echo "synchronous_commit = on"
 } >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
@@ -109,7 +112,29 @@ done
 c3=$(q -c "SELECT keysmith.get_secret('remote/app')")
 [ "$st" = finished ] && [ "$c3" != "$c2" ] && rlogin rapp "$(pw "$c3")"
 ks_check $? "once the remote is back the rotation finishes and the new password logs in ($st)"
-n=$(sort -u <(pw "$c1") <(pw "$c2") <(pw "$c3") <(echo "$rpw") | grep -c -F -f - "$rdir/server.log" "$dir/server.log" | awk -F: '{s += $2} END {print s}')
+
+# this server is killed (SIGKILL, every process) after set changed the
+# remote's password and before set's state was committed
+q -c "ALTER SYSTEM SET keysmith.rotation_pause_at = 'set:after'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.3
+tok=$(q -c "SELECT keysmith.rotate_secret('remote/app')")
+paused=1
+for _ in $(seq 1 100); do
+    [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'keysmith rotation paused at set:after'")" = 1 ] && { paused=0; break; }
+    sleep 0.1
+done
+ks_cluster_kill9 "$dir"
+sed -i '/rotation_pause_at/d' "$dir/data/postgresql.auto.conf"
+ks_cluster_start "$dir"
+st=$(ks_wait_rotation "$tok")
+c4=$(q -c "SELECT keysmith.get_secret('remote/app')")
+ev=$(q -c "SELECT string_agg(event, ',' ORDER BY event_id) FROM keysmith.rotation_event WHERE token = '$tok'")
+[ $paused = 0 ] && [ "$st" = finished ] && [ "$ev" = requested,created,set,tested,finished ]
+ks_check $? "SIGKILL after set reached the remote: after the restart the rotation finishes once ($st; $ev)"
+rlogin rapp "$(pw "$c4")" && ! rlogin rapp "$(pw "$c3")" && [ "$c4" != "$c3" ]
+ks_check $? "and the remote takes the new password, not the old"
+
+n=$(sort -u <(pw "$c1") <(pw "$c2") <(pw "$c3") <(pw "$c4") <(echo "$rpw") | grep -c -F -f - "$rdir/server.log" "$dir/server.log" | awk -F: '{s += $2} END {print s}')
 [ "$n" = 0 ]; ks_check $? "no password is in either server's log, both logging every statement ($n)"
 n=$(grep -c "execute <unnamed>: ALTER ROLE rapp PASSWORD 'SCRAM-SHA-256\$4096:" "$rdir/server.log")
 [ "$n" -ge 3 ]; ks_check $? "the remote received SCRAM verifiers computed here, never a password ($n ALTER ROLE statements)"

@@ -29,6 +29,8 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -345,6 +347,16 @@ KsCatalogWithTables(KsCatalog *cat, const char *const *tables, int ntables, cons
 			snprintf(why, whylen, "keysmith in this database predates %s", feature);
 	}
 	return st;
+}
+
+void
+KsRequirePrimary(const char *what, const char *hint)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot %s on a standby", what),
+				 errhint("%s", hint)));
 }
 
 /*

@@ -95,6 +95,8 @@ extern Oid	KsCatalogRequireRelation(const KsCatalog *cat, const char *relname);
 extern void KsCatalogRequireVersion(const KsCatalog *cat, int major, int minor);
 extern KsCatalogStatus KsCatalogWithTables(KsCatalog *cat, const char *const *tables, int ntables,
 										   const char *feature, char *why, size_t whylen);
+/* Writers are refused on a standby (25006), what saying what, with hint. */
+extern void KsRequirePrimary(const char *what, const char *hint);
 extern void KsRequireWorkerCatalog(const char *const *tables, int ntables, const char *feature,
 								   int major, int minor);
 

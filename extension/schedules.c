@@ -11,7 +11,6 @@
  */
 #include "postgres.h"
 
-#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -42,14 +41,11 @@ PG_FUNCTION_INFO_V1(keysmith_unschedule_key_rotation);
 PG_FUNCTION_INFO_V1(keysmith_register_column);
 PG_FUNCTION_INFO_V1(keysmith_unregister_column);
 
+/* Writers are refused on a standby, with a hint, before anything else. */
 static void
 RequirePrimary(const char *what)
 {
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot %s on a standby", what),
-				 errhint("Schedules are set on the primary.")));
+	KsRequirePrimary(what, "Schedules are set on the primary.");
 }
 
 /*

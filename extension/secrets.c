@@ -11,7 +11,6 @@
  */
 #include "postgres.h"
 
-#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -45,11 +44,7 @@ PG_FUNCTION_INFO_V1(keysmith_secret_visible);
 static void
 RequirePrimary(const char *what)
 {
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot %s on a standby", what),
-				 errhint("Secrets are written and rotated on the primary.")));
+	KsRequirePrimary(what, "Secrets are written and rotated on the primary.");
 }
 
 static Datum

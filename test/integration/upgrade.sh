@@ -113,11 +113,7 @@ r=$(q -d postgres -c "SELECT keysmith.rotate_dek('up')" -c "CALL keysmith.reencr
 
 q -d postgres -c "CREATE ROLE up_app LOGIN" -c "SELECT keysmith.create_secret('up/app', 'up', 'postgres_role', '{\"role\": \"up_app\"}')" >/dev/null
 t=$(q -d postgres -c "SELECT keysmith.rotate_secret('up/app')")
-for _ in $(seq 1 100); do
-    st=$(q -d postgres -c "SELECT state FROM keysmith.rotations WHERE token = '$t'")
-    [ "$st" = finished ] && break
-    sleep 0.1
-done
+st=$(ks_wait_rotation "$t")
 [ "$st" = finished ]; ks_check $? "a secret under the key from 0.1 rotates in the upgraded database ($st)"
 q -d postgres -c "SELECT keysmith.schedule_rotation('up/app', '1 day', NULL, now() - interval '1 day 1 minute')" >/dev/null
 for _ in $(seq 1 100); do

@@ -41,6 +41,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -106,6 +107,7 @@ KsScheduleSet(const KsScheduleSpec *spec)
 	uint64		h = hash_bytes_extended((const unsigned char *) spec->target, strlen(spec->target), 0);
 	char		sql[1024];
 	bool		isnull;
+	TimestampTz next;
 
 	values[0] = CStringGetTextDatum(spec->target);
 	values[1] = IntervalPGetDatum(spec->every);
@@ -129,7 +131,10 @@ KsScheduleSet(const KsScheduleSpec *spec)
 			 " FROM (SELECT GREATEST(keysmith._schedule_period($5, $2, $4, pg_catalog.now()), 0) AS first) p"
 			 " RETURNING next_due_at", KindColumns[spec->kind]);
 	KsSpiExec(sql, 8, types, values, nulls, false, 0, SPI_OK_INSERT_RETURNING);
-	return DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	next = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (next <= GetCurrentTransactionStartTimestamp())
+		KsWorkerWakeAtCommit(KS_WORKER_ROTATION);	/* due now: not a naptime later */
+	return next;
 }
 
 bool
@@ -505,14 +510,41 @@ ReencryptStartItem(void *arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("the role that registered the column (OID %u) no longer exists", c->registrar)));
-	/* $4, the context expression, is the step's; typed, it may go unused */
-	ReencryptCall(c, "SELECT keysmith._reencrypt_start($1::pg_catalog.regclass, $2, $3, '0'::pg_catalog.interval)",
-				  false);
+
+	/*
+	 * A job this worker left running at its last slice goes on as one run:
+	 * _reencrypt_start would count a resumed job as started mid-table and
+	 * ask for one more full pass, so a table whose pass takes longer than
+	 * a slice would never be done.  Only the lock is taken again.  (The
+	 * parameters are typed; the queries need not use them all.)
+	 */
+	ReencryptCall(c, "SELECT coalesce((SELECT j.state OPERATOR(pg_catalog.=) 'running'"
+				  " FROM keysmith._reencrypt_job_get($1::pg_catalog.regclass, $2) j), false)", true);
+	if (!c->more)
+	{
+		ReencryptCall(c, "SELECT keysmith._reencrypt_start($1::pg_catalog.regclass, $2, $3, '0'::pg_catalog.interval)",
+					  false);
+		return;
+	}
+	ReencryptCall(c, "SELECT pg_catalog.pg_try_advisory_lock(" CppAsString2(REENCRYPT_LOCK_CLASS) ","
+				  " $1::pg_catalog.int4)", true);
+	if (!c->more)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("keysmith.reencrypt is already running on %s", get_rel_name(c->relid))));
 }
 
 static void
 ReencryptStepItem(void *arg)
 {
+	/*
+	 * The worker commits synchronously (rotator/worker.c), but a batch has
+	 * no effect outside the database: a batch lost in a crash, with its
+	 * progress, is simply done again.  Waiting for the flush of every
+	 * batch would make a scheduled run a third slower than a CALL.
+	 */
+	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE, GUC_ACTION_LOCAL,
+							 true, 0, false);
 	ReencryptCall((PendingColumn *) arg,
 				  "SELECT keysmith._reencrypt_step($1::pg_catalog.regclass, $2, $3, $4)", true);
 }

@@ -45,6 +45,7 @@
 #include "keysmith.h"
 #include "dek_cache.h"
 #include "key_acl.h"
+#include "kms_instance.h"
 #include "key_state.h"
 #include "owner_spi.h"
 
@@ -296,6 +297,9 @@ typedef struct KeyRow
 	uint32		version;
 	char	   *name;
 	char	   *kms;
+	char	   *kms_key;		/* NULL where the provider has none */
+	char	   *kms_type;
+	char	   *kms_options;	/* JSON text */
 	char	   *version_state;
 	bytea	   *wrapped;
 } KeyRow;
@@ -309,35 +313,43 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 {
 	KsOwnerSpi	spi;
 	MemoryContext outer = CurrentMemoryContext;
+	bool		has_providers;
 
 	memset(row, 0, sizeof(*row));
 	KsOwnerSpiBegin(&spi);
+	has_providers = KsKmsCatalogHasProviders();
 
 	if (name != NULL)
 	{
 		Oid			types[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(name)};
 
-		KsSpiExec("SELECT k.key_id, k.current_version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
-								   "  FROM keysmith.key k"
-								   "  LEFT JOIN keysmith.key_version v"
-								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
-								   "   AND v.version OPERATOR(pg_catalog.=) k.current_version"
-								   " WHERE k.name OPERATOR(pg_catalog.=) $1",
-					   1, types, values, NULL, KsSpiReadOnly(), 1, SPI_OK_SELECT);
+#define BY_NAME_SQL(cols, join) \
+		"SELECT k.key_id, k.current_version, k.name, k.kms, v.wrapped_dek, k.state, v.state" cols \
+		"  FROM keysmith.key k" join \
+		"  LEFT JOIN keysmith.key_version v" \
+		"    ON v.key_id OPERATOR(pg_catalog.=) k.key_id" \
+		"   AND v.version OPERATOR(pg_catalog.=) k.current_version" \
+		" WHERE k.name OPERATOR(pg_catalog.=) $1"
+		KsSpiExec(has_providers ? BY_NAME_SQL(KS_KMS_COLS_07, KS_KMS_JOIN_07) :
+				  BY_NAME_SQL(KS_KMS_COLS_06, KS_KMS_JOIN_06),
+				  1, types, values, NULL, KsSpiReadOnly(), 1, SPI_OK_SELECT);
 	}
 	else
 	{
 		Oid			types[2] = {INT4OID, INT4OID};
 		Datum		values[2] = {Int32GetDatum((int32) key_id), Int32GetDatum((int32) version)};
 
-		KsSpiExec("SELECT k.key_id, v.version, k.name, k.kms, v.wrapped_dek, k.state, v.state"
-								   "  FROM keysmith.key k"
-								   "  LEFT JOIN keysmith.key_version v"
-								   "    ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
-								   "   AND v.version OPERATOR(pg_catalog.=) $2"
-								   " WHERE k.key_id OPERATOR(pg_catalog.=) $1",
-					   2, types, values, NULL, KsSpiReadOnly(), 1, SPI_OK_SELECT);
+#define BY_ID_SQL(cols, join) \
+		"SELECT k.key_id, v.version, k.name, k.kms, v.wrapped_dek, k.state, v.state" cols \
+		"  FROM keysmith.key k" join \
+		"  LEFT JOIN keysmith.key_version v" \
+		"    ON v.key_id OPERATOR(pg_catalog.=) k.key_id" \
+		"   AND v.version OPERATOR(pg_catalog.=) $2" \
+		" WHERE k.key_id OPERATOR(pg_catalog.=) $1"
+		KsSpiExec(has_providers ? BY_ID_SQL(KS_KMS_COLS_07, KS_KMS_JOIN_07) :
+				  BY_ID_SQL(KS_KMS_COLS_06, KS_KMS_JOIN_06),
+				  2, types, values, NULL, KsSpiReadOnly(), 1, SPI_OK_SELECT);
 	}
 
 	if (SPI_processed > 0)
@@ -352,6 +364,9 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 		row->key_id = (uint32) DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 		row->name = SPI_getvalue(tup, desc, 3);
 		row->kms = SPI_getvalue(tup, desc, 4);
+		row->kms_key = SPI_getvalue(tup, desc, 8);
+		row->kms_type = SPI_getvalue(tup, desc, 9);
+		row->kms_options = SPI_getvalue(tup, desc, 10);
 		row->key_destroyed = strcmp(SPI_getvalue(tup, desc, 6), "destroyed") == 0;
 		row->version_state = SPI_getvalue(tup, desc, 7);
 		d = SPI_getbinval(tup, desc, 5, &isnull);
@@ -373,25 +388,24 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 static KsAead *
 UnwrapToAead(const KeyRow *row)
 {
-	const KsKmsProvider *provider = KsKmsLookup(row->kms);
-	KsKmsConfig cfg;
+	KsKmsInstance inst;
 	KsError		err;
 	uint8		aad[KS_KEY_NAME_MAX + 64];
 	size_t		aad_len;
 	KsAead	   *aead;
 	KsStatus	st;
 
-	if (provider == NULL)
+	if (KsKmsLookup(row->kms_type) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_KS_KMS_FAILURE),
-				 errmsg("key \"%s\" uses KMS \"%s\", which this build does not provide",
-						row->name, row->kms)));
+				 errmsg("key \"%s\" uses KMS provider \"%s\" of type %s, which this build does not provide",
+						row->name, row->kms, row->kms_type)));
+	KsKmsInstanceBuild(row->kms, row->kms_type, row->kms_options, &inst);
 	aad_len = KsDekBindingAad(row->name, row->version, aad, sizeof(aad));
 	if (aad_len == 0)
 		elog(ERROR, "key name too long for binding");
 
-	KsCurrentKmsConfig(&cfg);
-	st = provider->unwrap(&cfg, (const uint8 *) VARDATA_ANY(row->wrapped),
+	st = inst.provider->unwrap(&inst, row->kms_key, (const uint8 *) VARDATA_ANY(row->wrapped),
 						  VARSIZE_ANY_EXHDR(row->wrapped), aad, aad_len,
 						  SecretPage, KS_DEK_LEN, &err);
 	if (st != KS_OK)

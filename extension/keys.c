@@ -28,6 +28,7 @@
 #include "keysmith.h"
 #include "dek_cache.h"
 #include "key_acl.h"
+#include "kms_instance.h"
 #include "owner_spi.h"
 
 PG_FUNCTION_INFO_V1(keysmith_create_key);
@@ -57,6 +58,9 @@ typedef struct KeyRec
 	char	   *kms;
 	int32		current_version;
 	bool		destroyed;
+	KsKmsInstance inst;			/* the key's provider */
+	char	   *kms_key;		/* its reference in the KMS, or NULL */
+	bool		text_kek;		/* catalog 0.7+: KEK versions are text */
 } KeyRec;
 
 static void
@@ -95,12 +99,19 @@ LockKey(const char *name, int32 key_id, KeyRec *rec)
 	TupleDesc	desc;
 	bool		isnull;
 
-	Exec(name ?
-		 "SELECT key_id, name, kms, current_version, state OPERATOR(pg_catalog.=) 'destroyed'"
-		 "  FROM keysmith.key WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE" :
-		 "SELECT key_id, name, kms, current_version, state OPERATOR(pg_catalog.=) 'destroyed'"
-		 "  FROM keysmith.key WHERE key_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-		 1, types, values, NULL, SPI_OK_SELECT);
+	bool		has_providers = KsKmsCatalogHasProviders();
+#define LOCK_KEY_SQL(cols, join, where) \
+	"SELECT k.key_id, k.name, k.kms, k.current_version, k.state OPERATOR(pg_catalog.=) 'destroyed'" cols \
+	"  FROM keysmith.key k" join " WHERE " where " FOR UPDATE OF k"
+
+	if (has_providers)
+		Exec(name ? LOCK_KEY_SQL(KS_KMS_COLS_07, KS_KMS_JOIN_07, "k.name OPERATOR(pg_catalog.=) $1") :
+			 LOCK_KEY_SQL(KS_KMS_COLS_07, KS_KMS_JOIN_07, "k.key_id OPERATOR(pg_catalog.=) $1"),
+			 1, types, values, NULL, SPI_OK_SELECT);
+	else
+		Exec(name ? LOCK_KEY_SQL(KS_KMS_COLS_06, KS_KMS_JOIN_06, "k.name OPERATOR(pg_catalog.=) $1") :
+			 LOCK_KEY_SQL(KS_KMS_COLS_06, KS_KMS_JOIN_06, "k.key_id OPERATOR(pg_catalog.=) $1"),
+			 1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0 && name == NULL)
 		elog(ERROR, "key id %d vanished", key_id);
 	if (SPI_processed == 0)
@@ -114,6 +125,9 @@ LockKey(const char *name, int32 key_id, KeyRec *rec)
 	rec->kms = SPI_getvalue(tup, desc, 3);
 	rec->current_version = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 	rec->destroyed = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	rec->kms_key = SPI_getvalue(tup, desc, 6);
+	rec->text_kek = has_providers;
+	KsKmsInstanceBuild(rec->kms, SPI_getvalue(tup, desc, 7), SPI_getvalue(tup, desc, 8), &rec->inst);
 }
 
 static void
@@ -166,25 +180,13 @@ Audit(KsOp *op, const char *event, KeyRec *rec, int32 version, const char *detai
 		 " VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, types, values, nulls, SPI_OK_INSERT);
 }
 
-static const KsKmsProvider *
-ProviderFor(const char *kms)
-{
-	const KsKmsProvider *p = KsKmsLookup(kms);
-
-	if (p == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown KMS \"%s\"", kms),
-				 errhint("Available: local.")));
-	return p;
-}
-
-/* A fresh random DEK for (name, version), wrapped by the KMS. */
+/*
+ * A fresh random DEK for (name, version), wrapped by the key's provider;
+ * kek_version receives the KEK version used.
+ */
 static bytea *
-WrapNewDek(const char *name, int32 version, const char *kms, uint32 *kek_version)
+WrapNewDek(const char *name, int32 version, const KsKmsInstance *inst, const char *kms_key, char *kek_version)
 {
-	const KsKmsProvider *provider = ProviderFor(kms);
-	KsKmsConfig cfg;
 	KsError		err;
 	uint8		dek[KS_DEK_LEN];
 	uint8		aad[KS_KEY_NAME_MAX + 64];
@@ -194,11 +196,10 @@ WrapNewDek(const char *name, int32 version, const char *kms, uint32 *kek_version
 	KsStatus	st;
 	bytea	   *result;
 
-	KsCurrentKmsConfig(&cfg);
 	st = KsRandomBytes(dek, sizeof(dek), &err);
 	if (st == KS_OK)
-		st = provider->wrap(&cfg, dek, sizeof(dek), aad, aad_len,
-							wrapped, &wrapped_len, kek_version, &err);
+		st = inst->provider->wrap(inst, kms_key, dek, sizeof(dek), aad, aad_len,
+								  wrapped, &wrapped_len, kek_version, &err);
 	KsWipe(dek, sizeof(dek));
 	if (st != KS_OK)
 		KsReportError(&err);
@@ -208,18 +209,22 @@ WrapNewDek(const char *name, int32 version, const char *kms, uint32 *kek_version
 	return result;
 }
 
+/* Store a version's wrapped DEK: KEK versions are text from 0.7 on. */
+#define INSERT_VERSION_SQL(kek) \
+	"INSERT INTO keysmith.key_version (key_id, version, wrapped_dek, kek_version) VALUES ($1, $2, $3, " kek ")"
+
 /* Insert DEK version `version` of rec and make it current. */
 static void
 AddVersion(KeyRec *rec, int32 version)
 {
-	uint32		kek_version = 0;
-	bytea	   *wrapped = WrapNewDek(rec->name, version, rec->kms, &kek_version);
-	Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, INT8OID};
+	char		kek_version[KS_KEK_VERSION_LEN] = "";
+	bytea	   *wrapped = WrapNewDek(rec->name, version, &rec->inst, rec->kms_key, kek_version);
+	Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
 	Datum		values[4] = {Int32GetDatum(rec->key_id), Int32GetDatum(version),
-	PointerGetDatum(wrapped), Int64GetDatum((int64) kek_version)};
+	PointerGetDatum(wrapped), CStringGetTextDatum(kek_version)};
 
-	Exec("INSERT INTO keysmith.key_version (key_id, version, wrapped_dek, kek_version)"
-		 " VALUES ($1, $2, $3, $4)", 4, types, values, NULL, SPI_OK_INSERT);
+	Exec(rec->text_kek ? INSERT_VERSION_SQL("$4") : INSERT_VERSION_SQL("$4::pg_catalog.int8"),
+		 4, types, values, NULL, SPI_OK_INSERT);
 	Exec("UPDATE keysmith.key SET current_version = $2, rotated_at = pg_catalog.now()"
 		 " WHERE key_id OPERATOR(pg_catalog.=) $1", 2, types, values, NULL, SPI_OK_UPDATE);
 	rec->current_version = version;
@@ -245,25 +250,65 @@ InsertAcl(int32 key_id, const char *role, const char *privilege)
 Datum
 keysmith_create_key(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *kms = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	uint32		kek_version = 0;
+	char	   *name;
+	char	   *kms;
+	char	   *kms_key;
+	char		kek_version[KS_KEK_VERSION_LEN] = "";
 	bytea	   *wrapped;
 	KsOp		op;
 	KeyRec		rec;
+	KsError		err;
 
+	KsRequireArg(fcinfo, 0, "name");
+	KsRequireArg(fcinfo, 1, "kms");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	kms = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	kms_key = PG_NARGS() > 2 && !PG_ARGISNULL(2) ? text_to_cstring(PG_GETARG_TEXT_PP(2)) : NULL;
 	KsCheckKeyName(name);
-	wrapped = WrapNewDek(name, 1, kms, &kek_version);
 
 	OpBegin(&op);
+	memset(&rec, 0, sizeof(rec));
+	rec.text_kek = KsKmsCatalogHasProviders();
+	if (rec.text_kek)
 	{
-		Oid			types[2] = {TEXTOID, TEXTOID};
-		Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(kms)};
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(kms)};
+
+		Exec("SELECT type, options::pg_catalog.text FROM keysmith.kms_provider"
+			 " WHERE name OPERATOR(pg_catalog.=) $1 FOR SHARE",
+			 1, types, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("KMS provider \"%s\" does not exist", kms),
+					 errhint("See keysmith.kms_providers; a superuser creates one with keysmith.create_kms_provider.")));
+		KsKmsInstanceBuild(kms, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), &rec.inst);
+	}
+	else if (strcmp(kms, "local") == 0)
+		KsKmsInstanceBuild(kms, "local", "{}", &rec.inst);
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("KMS provider \"%s\" does not exist", kms),
+				 errhint("Before keysmith 0.7 the one provider is local; run ALTER EXTENSION keysmith UPDATE.")));
+	if (rec.inst.provider->check_key(&rec.inst, kms_key, &err) != KS_OK)
+		KsReportError(&err);
+	/* the KMS call comes before any write: a failure leaves nothing behind */
+	wrapped = WrapNewDek(name, 1, &rec.inst, kms_key, kek_version);
+	{
+		Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		values[3] = {CStringGetTextDatum(name), CStringGetTextDatum(kms),
+		kms_key ? CStringGetTextDatum(kms_key) : (Datum) 0};
+		char		nulls[3] = {' ', ' ', kms_key ? ' ' : 'n'};
 		bool		isnull;
 
-		Exec("INSERT INTO keysmith.key (name, kms, current_version) VALUES ($1, $2, 1)"
+		Exec(rec.text_kek ?
+			 "INSERT INTO keysmith.key (name, kms, kms_key, current_version) VALUES ($1, $2, $3, 1)"
+			 " ON CONFLICT (name) DO NOTHING RETURNING key_id" :
+			 "INSERT INTO keysmith.key (name, kms, current_version) VALUES ($1, $2, 1)"
 			 " ON CONFLICT (name) DO NOTHING RETURNING key_id",
-			 2, types, values, NULL, SPI_OK_INSERT_RETURNING);
+			 rec.text_kek ? 3 : 2, types, values, nulls, SPI_OK_INSERT_RETURNING);
 		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -271,14 +316,15 @@ keysmith_create_key(PG_FUNCTION_ARGS)
 		rec.key_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		rec.name = name;
 		rec.kms = kms;
+		rec.kms_key = kms_key;
 	}
 	{
-		Oid			types[3] = {INT4OID, BYTEAOID, INT8OID};
-		Datum		values[3] = {Int32GetDatum(rec.key_id), PointerGetDatum(wrapped),
-		Int64GetDatum((int64) kek_version)};
+		Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
+		Datum		values[4] = {Int32GetDatum(rec.key_id), Int32GetDatum(1), PointerGetDatum(wrapped),
+		CStringGetTextDatum(kek_version)};
 
-		Exec("INSERT INTO keysmith.key_version (key_id, version, wrapped_dek, kek_version)"
-			 " VALUES ($1, 1, $2, $3)", 3, types, values, NULL, SPI_OK_INSERT);
+		Exec(rec.text_kek ? INSERT_VERSION_SQL("$4") : INSERT_VERSION_SQL("$4::pg_catalog.int8"),
+			 4, types, values, NULL, SPI_OK_INSERT);
 	}
 	InsertAcl(rec.key_id, "keysmith_user", "encrypt");
 	InsertAcl(rec.key_id, "keysmith_user", "decrypt");
@@ -345,33 +391,25 @@ Datum
 keysmith_rotate_kek(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	const KsKmsProvider *provider;
-	KsKmsConfig cfg;
 	KsError		err;
-	uint32		newest = 0;
 	KsOp		op;
 	KeyRec		rec;
 	int			n = 0;
 	uint64		nrows;
 	SPITupleTable *tuptable;
+	char		last_kek[KS_KEK_VERSION_LEN] = "";
 
 	OpBegin(&op);
 	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
 	RequireNotDestroyed(&rec);
-	provider = ProviderFor(rec.kms);
-	KsCurrentKmsConfig(&cfg);
-	if (provider->current_kek_version(&cfg, &newest, &err) != KS_OK)
-		KsReportError(&err);
-
 	{
-		Oid			types[2] = {INT4OID, INT8OID};
-		Datum		values[2] = {Int32GetDatum(rec.key_id), Int64GetDatum((int64) newest)};
+		Oid			types[1] = {INT4OID};
+		Datum		values[1] = {Int32GetDatum(rec.key_id)};
 
-		Exec("SELECT version, wrapped_dek FROM keysmith.key_version"
-			 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND wrapped_dek IS NOT NULL"
-			 "   AND kek_version OPERATOR(pg_catalog.<>) $2 ORDER BY version",
-			 2, types, values, NULL, SPI_OK_SELECT);
+		Exec("SELECT version, wrapped_dek, kek_version::pg_catalog.text FROM keysmith.key_version"
+			 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND wrapped_dek IS NOT NULL ORDER BY version",
+			 1, types, values, NULL, SPI_OK_SELECT);
 	}
 	nrows = SPI_processed;
 	tuptable = SPI_tuptable;
@@ -380,32 +418,45 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 		bool		isnull;
 		int32		version = DatumGetInt32(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull));
 		bytea	   *old = DatumGetByteaPP(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull));
+		char	   *stored = SPI_getvalue(tuptable->vals[i], tuptable->tupdesc, 3);
 		uint8		aad[KS_KEY_NAME_MAX + 64];
 		size_t		aad_len = KsDekBindingAad(rec.name, (uint32) version, aad, sizeof(aad));
 		uint8		wrapped[KS_WRAPPED_MAX];
 		size_t		wrapped_len = 0;
-		uint32		kek_version = 0;
+		char		kek_version[KS_KEK_VERSION_LEN] = "";
+		int			needs = 1;
 		bytea	   *nw;
 
-		if (provider->rewrap(&cfg, (const uint8 *) VARDATA_ANY(old), VARSIZE_ANY_EXHDR(old),
-							 aad, aad_len, wrapped, &wrapped_len, &kek_version, &err) != KS_OK)
+		/* the provider alone knows whether a blob is under its current KEK */
+		if (rec.inst.provider->needs_rewrap(&rec.inst, rec.kms_key, stored, &needs, &err) != KS_OK)
+			KsReportError(&err);
+		if (!needs)
+			continue;
+		if (rec.inst.provider->rewrap(&rec.inst, rec.kms_key, (const uint8 *) VARDATA_ANY(old),
+									  VARSIZE_ANY_EXHDR(old), aad, aad_len, wrapped, &wrapped_len,
+									  kek_version, &err) != KS_OK)
 			KsReportError(&err);
 		nw = (bytea *) palloc(VARHDRSZ + wrapped_len);
 		SET_VARSIZE(nw, VARHDRSZ + wrapped_len);
 		memcpy(VARDATA(nw), wrapped, wrapped_len);
 		{
-			Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, INT8OID};
+			Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
 			Datum		values[4] = {Int32GetDatum(rec.key_id), Int32GetDatum(version),
-			PointerGetDatum(nw), Int64GetDatum((int64) kek_version)};
+			PointerGetDatum(nw), CStringGetTextDatum(kek_version)};
 
-			Exec("UPDATE keysmith.key_version SET wrapped_dek = $3, kek_version = $4"
+			Exec(rec.text_kek ?
+				 "UPDATE keysmith.key_version SET wrapped_dek = $3, kek_version = $4"
+				 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2" :
+				 "UPDATE keysmith.key_version SET wrapped_dek = $3, kek_version = $4::pg_catalog.int8"
 				 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 				 4, types, values, NULL, SPI_OK_UPDATE);
 		}
+		strlcpy(last_kek, kek_version, sizeof(last_kek));
 		n++;
 	}
 	Audit(&op, "rotate_kek", &rec, 0,
-		  psprintf("%d version(s) re-wrapped under KEK version %u", n, newest));
+		  n > 0 ? psprintf("%d version(s) re-wrapped under KEK version %s", n, last_kek[0] ? last_kek : "(not shown by the KMS)")
+		  : pstrdup("every version was already under the current KEK"));
 	OpEnd(&op);
 	PG_RETURN_INT32(n);
 }

@@ -217,13 +217,6 @@ _PG_init(void)
 	KsWorkersRegister();
 }
 
-void
-KsCurrentKmsConfig(KsKmsConfig *cfg)
-{
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->local_master_key_file = keysmith_local_master_key_file;
-}
-
 /*
  * One SQLSTATE per kind of failure, so callers can tell them apart without
  * parsing messages.  The message from kms/ names no secret.
@@ -254,7 +247,7 @@ KsReportError(const KsError *err)
 			break;
 		case KS_ERR_KEYFILE_MISSING:
 			code = ERRCODE_UNDEFINED_FILE;
-			hint = "Create the file (one line <version>:<64 hex characters>, mode 0600) or set keysmith.local_master_key_file.";
+			hint = "Create the file (one line <version>:<64 hex characters>, mode 0600), or point keysmith.local_master_key_file (or the provider's master_key_file) at one.";
 			break;
 		case KS_ERR_KEYFILE_UNREADABLE:
 			code = ERRCODE_IO_ERROR;
@@ -285,6 +278,18 @@ KsReportError(const KsError *err)
 			break;
 		case KS_ERR_NO_MEMORY:
 			code = ERRCODE_OUT_OF_MEMORY;
+			break;
+		case KS_ERR_KMS_UNAVAILABLE:
+			code = ERRCODE_KS_KMS_UNAVAILABLE;
+			hint = "The KMS provider named in the message did not answer in time; data keys already cached keep working. Check its URL, the network and its timeout_ms (keysmith.kms_providers).";
+			break;
+		case KS_ERR_KMS_DENIED:
+			code = ERRCODE_KS_KMS_DENIED;
+			hint = "The KMS refused: check the credentials the provider's options name and the KMS's policy for this key.";
+			break;
+		case KS_ERR_KMS_BAD_RESPONSE:
+			code = ERRCODE_KS_KMS_BAD_RESPONSE;
+			hint = "The KMS answered something keysmith cannot use: check that the provider's URL points at the KMS it names.";
 			break;
 		case KS_ERR_CRYPTO:
 		default:

@@ -49,6 +49,9 @@
 #define ERRCODE_KS_LEASE_NOT_ACTIVE		MAKE_SQLSTATE('K','S','0','1','2')
 #define ERRCODE_KS_UNTRUSTED_CATALOG	MAKE_SQLSTATE('K','S','0','1','3')
 #define ERRCODE_KS_ROTATION_IN_FLIGHT	MAKE_SQLSTATE('K','S','0','1','4')
+#define ERRCODE_KS_KMS_UNAVAILABLE		MAKE_SQLSTATE('K','S','0','1','5')
+#define ERRCODE_KS_KMS_DENIED			MAKE_SQLSTATE('K','S','0','1','6')
+#define ERRCODE_KS_KMS_BAD_RESPONSE		MAKE_SQLSTATE('K','S','0','1','7')
 
 /* GUCs (extension/keysmith.c) */
 extern char *keysmith_local_master_key_file;
@@ -112,8 +115,6 @@ extern void KsRequireWorkerCatalog(const char *const *tables, int ntables, const
 /* Report a kms/ failure as an ERROR with the matching SQLSTATE. */
 extern void KsReportError(const KsError *err) pg_attribute_noreturn();
 
-/* The provider configuration built from the GUCs. */
-extern void KsCurrentKmsConfig(KsKmsConfig *cfg);
 
 /* Shared encryption counters (extension/counters.c). */
 typedef struct KsCounterSlot KsCounterSlot;

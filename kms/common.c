@@ -110,12 +110,43 @@ static const KsKmsProvider *const KsProviders[] = {
 };
 
 const KsKmsProvider *
-KsKmsLookup(const char *name)
+KsKmsLookup(const char *type)
 {
 	for (size_t i = 0; i < sizeof(KsProviders) / sizeof(KsProviders[0]); i++)
 	{
-		if (strcmp(KsProviders[i]->name, name) == 0)
+		if (strcmp(KsProviders[i]->type, type) == 0)
 			return KsProviders[i];
 	}
 	return NULL;
+}
+
+const char *
+KsKmsOptionValue(const KsKmsInstance *kms, const char *name)
+{
+	for (int i = 0; i < kms->noptions; i++)
+		if (strcmp(kms->options[i].name, name) == 0)
+			return kms->options[i].value;
+	return NULL;
+}
+
+KsStatus
+KsKmsCheckOptions(const KsKmsInstance *kms, KsError *err)
+{
+	for (int i = 0; i < kms->noptions; i++)
+	{
+		const char *const *known = kms->provider->option_names;
+		int			found = 0;
+
+		for (; known && *known; known++)
+			if (strcmp(*known, kms->options[i].name) == 0)
+				found = 1;
+		if (!found)
+			return KsFail(err, KS_ERR_INVALID_ARGUMENT, "unknown option \"%s\" for KMS type %s",
+						  kms->options[i].name, kms->provider->type);
+		for (int j = 0; j < i; j++)
+			if (strcmp(kms->options[j].name, kms->options[i].name) == 0)
+				return KsFail(err, KS_ERR_INVALID_ARGUMENT, "option \"%s\" is given twice",
+							  kms->options[i].name);
+	}
+	return kms->provider->check_options ? kms->provider->check_options(kms, err) : KS_OK;
 }

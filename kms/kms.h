@@ -9,9 +9,14 @@
  * extension/ turns those into ereport() calls with a SQLSTATE.  Messages
  * never contain key material, plaintext or credentials.
  *
- * Providers are found by name in a registry (KsKmsLookup).  Each provider
- * is a table of function pointers, so external KMSs (Vault Transit, AWS
- * KMS, PKCS#11, KMIP) slot in beside the local master-key file.
+ * A provider type (local, and the external KMSs to come: Vault Transit,
+ * AWS KMS, ...) is a table of function pointers, found by type name in a
+ * registry (KsKmsLookup).  Every operation gets a provider instance, one
+ * configured provider (a row of keysmith.kms_provider: its name and
+ * options), and the key's reference in that KMS (kms_key: a Transit key
+ * name, an AWS key ARN; NULL where the provider has none).  KEK versions
+ * are text, as KMSs name them; a provider alone decides whether a wrapped
+ * DEK needs rewrapping (needs_rewrap).
  */
 #ifndef KEYSMITH_KMS_H
 #define KEYSMITH_KMS_H
@@ -39,7 +44,10 @@ typedef enum KsStatus
 	KS_ERR_WRAP_MALFORMED,		/* wrapped DEK blob has the wrong shape */
 	KS_ERR_UNWRAP_FAILED,		/* wrapped DEK does not authenticate */
 	KS_ERR_PROVIDER_UNKNOWN,	/* no provider of that name */
-	KS_ERR_INVALID_NAME			/* a name (identifier) of the wrong shape */
+	KS_ERR_INVALID_NAME,		/* a name (identifier) of the wrong shape */
+	KS_ERR_KMS_UNAVAILABLE,		/* the KMS did not answer in time, or refused the connection */
+	KS_ERR_KMS_DENIED,			/* the KMS answered: not allowed */
+	KS_ERR_KMS_BAD_RESPONSE		/* the KMS answered something unusable */
 } KsStatus;
 
 #define KS_ERRMSG_LEN 256
@@ -64,54 +72,92 @@ extern void KsWipe(void *buf, size_t len);
 /* Largest wrapped DEK any provider may return. */
 #define KS_WRAPPED_MAX 1024
 
-/*
- * Settings a provider needs.  They hold references (paths), never secrets
- * themselves: see DESIGN.md, "KMS credentials are never stored in tables".
- */
-typedef struct KsKmsConfig
+/* A KEK version as text, with its NUL: "3" (local), a hex id, ... */
+#define KS_KEK_VERSION_LEN 128
+
+/* At most this many options per provider instance. */
+#define KS_KMS_MAX_OPTIONS 16
+
+typedef struct KsKmsOption
 {
-	const char *local_master_key_file;
-} KsKmsConfig;
+	const char *name;
+	const char *value;
+} KsKmsOption;
+
+struct KsKmsProvider;
 
 /*
- * A KMS provider.
+ * A provider instance: a provider type configured by one row of
+ * keysmith.kms_provider.  Options hold references only (a URL, a file
+ * holding a token, a CA file, timeouts), never secrets themselves: see
+ * DESIGN.md, "KMS credentials are never stored in tables".  state is for
+ * per-process state a provider may keep (a connection, a cached token).
+ */
+typedef struct KsKmsInstance
+{
+	const struct KsKmsProvider *provider;
+	const char *name;			/* the instance's name, for messages */
+	int			noptions;
+	KsKmsOption options[KS_KMS_MAX_OPTIONS];
+	void	   *state;
+} KsKmsInstance;
+
+/* The value of an instance's option, or NULL when it is not set. */
+extern const char *KsKmsOptionValue(const KsKmsInstance *kms, const char *name);
+
+/*
+ * A KMS provider type.
  *
- * wrap: encrypt dek under the provider's current KEK, binding aad (the key
+ * option_names: the options it accepts (NULL-terminated); check_options
+ * checks their values, when an instance is created or altered and when it
+ * is loaded.  check_key checks a key's kms_key (NULL when none was given).
+ *
+ * wrap: encrypt dek under the current KEK of kms_key, binding aad (the key
  * name and DEK version) so the result cannot be moved to another key.  The
- * result is written to out (at most KS_WRAPPED_MAX bytes) and *out_len set;
- * *kek_version receives the KEK version used, for bookkeeping.
+ * result goes to out (at most KS_WRAPPED_MAX bytes, *out_len set), and the
+ * KEK version used to kek_version (KS_KEK_VERSION_LEN bytes; "" where the
+ * KMS does not say).
  *
  * unwrap: the reverse; the wrapped blob records which KEK version it needs.
  *
  * rewrap: unwrap and wrap again under the current KEK in one step, so the
- * DEK never leaves the provider (Vault Transit's rewrap and AWS KMS's
- * ReEncrypt work the same way).
+ * DEK never leaves the provider where the KMS can do that itself (Vault
+ * Transit's rewrap, AWS KMS's ReEncrypt).
  *
- * current_kek_version: which KEK version wrap would use now.
+ * needs_rewrap: would rewrap change a blob wrapped under kek_version?
  */
 typedef struct KsKmsProvider
 {
-	const char *name;
-	KsStatus	(*wrap) (const KsKmsConfig *cfg,
+	const char *type;
+	const char *const *option_names;
+	KsStatus	(*check_options) (const KsKmsInstance *kms, KsError *err);
+	KsStatus	(*check_key) (const KsKmsInstance *kms, const char *kms_key, KsError *err);
+	KsStatus	(*wrap) (const KsKmsInstance *kms, const char *kms_key,
 						 const uint8_t *dek, size_t dek_len,
 						 const uint8_t *aad, size_t aad_len,
 						 uint8_t *out, size_t *out_len,
-						 uint32_t *kek_version, KsError *err);
-	KsStatus	(*unwrap) (const KsKmsConfig *cfg,
+						 char *kek_version, KsError *err);
+	KsStatus	(*unwrap) (const KsKmsInstance *kms, const char *kms_key,
 						   const uint8_t *wrapped, size_t wrapped_len,
 						   const uint8_t *aad, size_t aad_len,
 						   uint8_t *dek, size_t dek_len, KsError *err);
-	KsStatus	(*rewrap) (const KsKmsConfig *cfg,
+	KsStatus	(*rewrap) (const KsKmsInstance *kms, const char *kms_key,
 						   const uint8_t *wrapped, size_t wrapped_len,
 						   const uint8_t *aad, size_t aad_len,
 						   uint8_t *out, size_t *out_len,
-						   uint32_t *kek_version, KsError *err);
-	KsStatus	(*current_kek_version) (const KsKmsConfig *cfg,
-										uint32_t *kek_version, KsError *err);
+						   char *kek_version, KsError *err);
+	KsStatus	(*needs_rewrap) (const KsKmsInstance *kms, const char *kms_key,
+								 const char *kek_version, int *needs, KsError *err);
 } KsKmsProvider;
 
-/* Find a provider by name; NULL if there is none. */
-extern const KsKmsProvider *KsKmsLookup(const char *name);
+/*
+ * Check an instance's options against its provider: only known names, each
+ * once, then the provider's own check_options.
+ */
+extern KsStatus KsKmsCheckOptions(const KsKmsInstance *kms, KsError *err);
+
+/* Find a provider type by name; NULL if there is none. */
+extern const KsKmsProvider *KsKmsLookup(const char *type);
 
 /* The local master-key-file provider (kms/local.c). */
 extern const KsKmsProvider KsLocalProvider;

@@ -315,26 +315,62 @@ KsLocalUnwrapWithSet(const KsMasterKeySet *set, const uint8_t *wrapped, size_t w
 	return st;
 }
 
+/* The master key file of an instance: its option master_key_file. */
+static const char *
+KeyFile(const KsKmsInstance *kms)
+{
+	return KsKmsOptionValue(kms, "master_key_file");
+}
+
+static void
+FormatKekVersion(uint32_t version, char *out)
+{
+	snprintf(out, KS_KEK_VERSION_LEN, "%u", (unsigned) version);
+}
+
 static KsStatus
-LocalWrap(const KsKmsConfig *cfg, const uint8_t *dek, size_t dek_len,
+LocalCheckOptions(const KsKmsInstance *kms, KsError *err)
+{
+	const char *path = KeyFile(kms);
+
+	/* a relative path is relative to the data directory, as for the setting */
+	if (path != NULL && path[0] == '\0')
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "option master_key_file must not be empty");
+	return KS_OK;
+}
+
+static KsStatus
+LocalCheckKey(const KsKmsInstance *kms, const char *kms_key, KsError *err)
+{
+	if (kms_key != NULL)
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT,
+					  "a key of KMS type local takes no kms_key: its KEK is the newest master key of the file");
+	return KS_OK;
+}
+
+static KsStatus
+LocalWrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *dek, size_t dek_len,
 		  const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len,
-		  uint32_t *kek_version, KsError *err)
+		  char *kek_version, KsError *err)
 {
 	KsMasterKeySet *set;
 	KsStatus	st;
+	uint32_t	version = 0;
 
 	if (dek_len != KS_DEK_LEN)
 		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "a data key must be %d bytes", KS_DEK_LEN);
-	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
+	st = KsLocalLoad(KeyFile(kms), &set, err);
 	if (st != KS_OK)
 		return st;
-	st = WrapWithSet(set, dek, aad, aad_len, out, out_len, kek_version, err);
+	st = WrapWithSet(set, dek, aad, aad_len, out, out_len, &version, err);
 	KsMasterKeySetFree(set);
+	if (st == KS_OK)
+		FormatKekVersion(version, kek_version);
 	return st;
 }
 
 static KsStatus
-LocalUnwrap(const KsKmsConfig *cfg, const uint8_t *wrapped, size_t wrapped_len,
+LocalUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrapped, size_t wrapped_len,
 			const uint8_t *aad, size_t aad_len, uint8_t *dek, size_t dek_len,
 			KsError *err)
 {
@@ -344,7 +380,7 @@ LocalUnwrap(const KsKmsConfig *cfg, const uint8_t *wrapped, size_t wrapped_len,
 	if (KsLocalWrappedKekVersion(wrapped, wrapped_len) == 0 || dek_len != KS_DEK_LEN)
 		return KsFail(err, KS_ERR_WRAP_MALFORMED,
 					  "wrapped data key is not in the local provider's format");
-	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
+	st = KsLocalLoad(KeyFile(kms), &set, err);
 	if (st != KS_OK)
 		return st;
 	st = KsLocalUnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
@@ -354,47 +390,59 @@ LocalUnwrap(const KsKmsConfig *cfg, const uint8_t *wrapped, size_t wrapped_len,
 
 /* One read of the key file; the DEK exists only on this stack, then wiped. */
 static KsStatus
-LocalRewrap(const KsKmsConfig *cfg, const uint8_t *wrapped, size_t wrapped_len,
+LocalRewrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrapped, size_t wrapped_len,
 			const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len,
-			uint32_t *kek_version, KsError *err)
+			char *kek_version, KsError *err)
 {
 	KsMasterKeySet *set;
 	uint8_t		dek[KS_DEK_LEN];
 	KsStatus	st;
+	uint32_t	version = 0;
 
 	if (KsLocalWrappedKekVersion(wrapped, wrapped_len) == 0)
 		return KsFail(err, KS_ERR_WRAP_MALFORMED,
 					  "wrapped data key is not in the local provider's format");
-	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
+	st = KsLocalLoad(KeyFile(kms), &set, err);
 	if (st != KS_OK)
 		return st;
 	st = KsLocalUnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
 	if (st == KS_OK)
-		st = WrapWithSet(set, dek, aad, aad_len, out, out_len, kek_version, err);
+		st = WrapWithSet(set, dek, aad, aad_len, out, out_len, &version, err);
 	KsWipe(dek, sizeof(dek));
 	KsMasterKeySetFree(set);
+	if (st == KS_OK)
+		FormatKekVersion(version, kek_version);
 	return st;
 }
 
+/* A blob needs rewrapping unless it is under the file's newest master key. */
 static KsStatus
-LocalCurrentKekVersion(const KsKmsConfig *cfg, uint32_t *kek_version, KsError *err)
+LocalNeedsRewrap(const KsKmsInstance *kms, const char *kms_key, const char *kek_version, int *needs,
+				 KsError *err)
 {
 	KsMasterKeySet *set;
-	KsStatus	st = KsLocalLoad(cfg->local_master_key_file, &set, err);
+	char		current[KS_KEK_VERSION_LEN];
+	KsStatus	st = KsLocalLoad(KeyFile(kms), &set, err);
 
 	if (st != KS_OK)
 		return st;
-	*kek_version = set->current;
+	FormatKekVersion(set->current, current);
 	KsMasterKeySetFree(set);
+	*needs = strcmp(current, kek_version) != 0;
 	return KS_OK;
 }
 
+static const char *const LocalOptions[] = {"master_key_file", NULL};
+
 const KsKmsProvider KsLocalProvider = {
-	.name = "local",
+	.type = "local",
+	.option_names = LocalOptions,
+	.check_options = LocalCheckOptions,
+	.check_key = LocalCheckKey,
 	.wrap = LocalWrap,
 	.unwrap = LocalUnwrap,
 	.rewrap = LocalRewrap,
-	.current_kek_version = LocalCurrentKekVersion,
+	.needs_rewrap = LocalNeedsRewrap,
 };
 
 /*

@@ -126,6 +126,10 @@ printf '1:not-a-key-at-all\n' > $FIX/malformed.key
 printf '1:0011223344556677\n' > $FIX/short.key
 printf '# only comments\n\n' > $FIX/empty.key
 mkdir $FIX/directory.key
+k1=\$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+printf '1:%s\n' \$k1 > $FIX/tenant.key
+printf '1:%s\n2:%s\n' \$k1 \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/tenant-v2.key
+printf '7:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/tenant-other.key
 chmod 000 $FIX/unreadable.key
 chmod 644 $FIX/loose.key"
 ks_cluster_start "$CLUSTER"

@@ -21,7 +21,7 @@
 #include "secret.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 95
+#define TESTS_PLANNED 100
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -360,11 +360,34 @@ test_keyfile_load_and_wrap(const char *dir)
 	uint8_t		aad[256];
 	size_t		aad_len = KsDekBindingAad("demo", 1, aad, sizeof(aad));
 	uint8_t		dek[32];
-	KsKmsConfig cfg = {path};
+	KsKmsInstance inst = {.provider = &KsLocalProvider, .name = "local", .noptions = 1,
+	.options = {{"master_key_file", path}}};
+	const KsKmsInstance *cfg = &inst;
 	const KsKmsProvider *local = KsKmsLookup("local");
-	uint32_t	kek_version = 0;
+	char		kek_version[KS_KEK_VERSION_LEN] = "";
+	int			needs = -1;
 
 	check(local == &KsLocalProvider && KsKmsLookup("nope") == NULL, "provider registry finds local only");
+	{
+		KsKmsInstance bad = {.provider = &KsLocalProvider, .name = "x", .noptions = 1,
+		.options = {{"master_key_file", ""}}};
+
+		check(KsKmsCheckOptions(&bad, &err) == KS_ERR_INVALID_ARGUMENT && strstr(err.message, "empty") != NULL,
+			  "local: an empty master_key_file is refused");
+		bad.options[0].name = "url";
+		check(KsKmsCheckOptions(&bad, &err) == KS_ERR_INVALID_ARGUMENT &&
+			  strstr(err.message, "unknown option \"url\" for KMS type local") != NULL,
+			  "local: an unknown option is refused");
+		bad.options[0].name = "master_key_file";
+		bad.options[0].value = "/a.key";
+		bad.options[1].name = "master_key_file";
+		bad.options[1].value = "/b.key";
+		bad.noptions = 2;
+		check(KsKmsCheckOptions(&bad, &err) == KS_ERR_INVALID_ARGUMENT && strstr(err.message, "twice") != NULL,
+			  "an option given twice is refused");
+		check(local->check_key(&bad, "transit-key", &err) == KS_ERR_INVALID_ARGUMENT &&
+			  local->check_key(&bad, NULL, &err) == KS_OK, "local: no kms_key");
+	}
 
 	snprintf(path, sizeof(path), "%s/missing.key", dir);
 	check(KsLocalLoad(path, &set, &err) == KS_ERR_KEYFILE_MISSING, "missing file");
@@ -395,28 +418,28 @@ test_keyfile_load_and_wrap(const char *dir)
 	check(KsLocalLoad(path, &set, &err) == KS_OK && set->current == 3, "0600 file loads");
 	KsMasterKeySetFree(set);
 
-	check(local->unwrap(&cfg, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_OK &&
+	check(local->unwrap(cfg, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_OK &&
 		  memcmp(dek, DEK, 32) == 0, "wrap vector unwraps to the DEK");
 	check(KsLocalWrappedKekVersion(blob, blob_len) == 3, "wrap records master key version 3");
 	{
 		uint8_t		aad2[256];
 		size_t		aad2_len = KsDekBindingAad("demo", 2, aad2, sizeof(aad2));
 
-		check(local->unwrap(&cfg, blob, blob_len, aad2, aad2_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
+		check(local->unwrap(cfg, NULL, blob, blob_len, aad2, aad2_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
 			  "wrapped DEK does not unwrap as another version");
 		aad2_len = KsDekBindingAad("demo2", 1, aad2, sizeof(aad2));
-		check(local->unwrap(&cfg, blob, blob_len, aad2, aad2_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
+		check(local->unwrap(cfg, NULL, blob, blob_len, aad2, aad2_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
 			  "wrapped DEK does not unwrap as another key");
 	}
-	check(local->unwrap(&cfg, blob, blob_len - 1, aad, aad_len, dek, 32, &err) == KS_ERR_WRAP_MALFORMED,
+	check(local->unwrap(cfg, NULL, blob, blob_len - 1, aad, aad_len, dek, 32, &err) == KS_ERR_WRAP_MALFORMED,
 		  "short wrapped DEK is malformed");
 	{
 		uint8_t		w[KS_WRAPPED_MAX];
 		size_t		wl = 0;
 
-		check(local->wrap(&cfg, DEK, 32, aad, aad_len, w, &wl, &kek_version, &err) == KS_OK &&
-			  wl == KS_LOCAL_WRAPPED_LEN && kek_version == 3 &&
-			  local->unwrap(&cfg, w, wl, aad, aad_len, dek, 32, &err) == KS_OK &&
+		check(local->wrap(cfg, NULL, DEK, 32, aad, aad_len, w, &wl, kek_version, &err) == KS_OK &&
+			  wl == KS_LOCAL_WRAPPED_LEN && strcmp(kek_version, "3") == 0 &&
+			  local->unwrap(cfg, NULL, w, wl, aad, aad_len, dek, 32, &err) == KS_OK &&
 			  memcmp(dek, DEK, 32) == 0, "wrap then unwrap round-trips");
 	}
 	/* rewrap moves a DEK to the newest master key in one step */
@@ -428,14 +451,17 @@ test_keyfile_load_and_wrap(const char *dir)
 		uint8_t		w[KS_WRAPPED_MAX];
 		size_t		wl = 0;
 
-		check(local->rewrap(&cfg, blob, blob_len, aad, aad_len, w, &wl, &kek_version, &err) == KS_OK &&
-			  kek_version == 4 && KsLocalWrappedKekVersion(w, wl) == 4 &&
-			  local->unwrap(&cfg, w, wl, aad, aad_len, dek, 32, &err) == KS_OK &&
+		check(local->rewrap(cfg, NULL, blob, blob_len, aad, aad_len, w, &wl, kek_version, &err) == KS_OK &&
+			  strcmp(kek_version, "4") == 0 && KsLocalWrappedKekVersion(w, wl) == 4 &&
+			  local->unwrap(cfg, NULL, w, wl, aad, aad_len, dek, 32, &err) == KS_OK &&
 			  memcmp(dek, DEK, 32) == 0, "rewrap moves the wrap vector to master key 4, same DEK");
-		check(local->rewrap(&cfg, blob, blob_len - 1, aad, aad_len, w, &wl, &kek_version, &err) == KS_ERR_WRAP_MALFORMED,
+		check(local->rewrap(cfg, NULL, blob, blob_len - 1, aad, aad_len, w, &wl, kek_version, &err) == KS_ERR_WRAP_MALFORMED,
 			  "rewrap refuses a malformed blob");
+		check(local->needs_rewrap(cfg, NULL, "3", &needs, &err) == KS_OK && needs == 1 &&
+			  local->needs_rewrap(cfg, NULL, "4", &needs, &err) == KS_OK && needs == 0,
+			  "needs_rewrap: yes under master key 3, no under the newest, 4");
 		aad[0] ^= 1;
-		check(local->rewrap(&cfg, blob, blob_len, aad, aad_len, w, &wl, &kek_version, &err) == KS_ERR_UNWRAP_FAILED,
+		check(local->rewrap(cfg, NULL, blob, blob_len, aad, aad_len, w, &wl, kek_version, &err) == KS_ERR_UNWRAP_FAILED,
 			  "rewrap refuses a blob bound to another key");
 		aad[0] ^= 1;
 	}
@@ -443,20 +469,20 @@ test_keyfile_load_and_wrap(const char *dir)
 	snprintf(text, sizeof(text), "4:%s\n",
 			 "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f");
 	write_file(path, text, 0600);
-	check(local->unwrap(&cfg, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_KEK_VERSION_UNKNOWN &&
+	check(local->unwrap(cfg, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_KEK_VERSION_UNKNOWN &&
 		  strstr(err.message, "version 3") != NULL, "missing master key version is reported");
 	{
 		uint8_t		w[KS_WRAPPED_MAX];
 		size_t		wl = 0;
 
-		check(local->rewrap(&cfg, blob, blob_len, aad, aad_len, w, &wl, &kek_version, &err) == KS_ERR_KEK_VERSION_UNKNOWN,
+		check(local->rewrap(cfg, NULL, blob, blob_len, aad, aad_len, w, &wl, kek_version, &err) == KS_ERR_KEK_VERSION_UNKNOWN,
 			  "rewrap reports a missing master key version too");
 	}
 	/* a different key under the same version */
 	snprintf(text, sizeof(text), "3:%s\n",
 			 "505152535455565758595a5b5c5d5e5f404142434445464748494a4b4c4d4e4f");
 	write_file(path, text, 0600);
-	check(local->unwrap(&cfg, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
+	check(local->unwrap(cfg, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
 		  "wrong master key fails to unwrap");
 }
 

@@ -3,7 +3,7 @@ BEGIN;
 SELECT plan(24);
 
 SELECT has_schema('keysmith');
-SELECT has_function('keysmith', 'create_key', ARRAY['text', 'text']);
+SELECT has_function('keysmith', 'create_key', ARRAY['text', 'text', 'text']);
 SELECT has_function('keysmith', 'encrypt_value', ARRAY['text', 'text', 'text']);
 SELECT has_function('keysmith', 'encrypt_value', ARRAY['text', 'bytea', 'text']);
 SELECT has_function('keysmith', 'decrypt_value', ARRAY['bytea', 'text']);

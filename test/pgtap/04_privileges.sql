@@ -16,7 +16,7 @@ SELECT throws_ok($$SELECT keysmith.create_key('bad name')$$, '22023',
 SELECT throws_ok($$SELECT keysmith.create_key('a"; DROP TABLE x; --')$$, '22023', 'key name contains a character other than letters, digits and _ - . : / @', 'hostile key name');
 SELECT throws_ok($$SELECT keysmith.create_key('')$$, '22023', 'key name must be 1 to 128 characters long', 'empty key name');
 SELECT throws_ok($$SELECT keysmith.create_key(repeat('k', 129))$$, '22023', 'key name must be 1 to 128 characters long', 'long key name');
-SELECT throws_ok($$SELECT keysmith.create_key('x', 'nosuchkms')$$, '22023', 'unknown KMS "nosuchkms"', 'unknown KMS');
+SELECT throws_ok($$SELECT keysmith.create_key('x', 'nosuchkms')$$, '42704', 'KMS provider "nosuchkms" does not exist', 'unknown KMS provider');
 SELECT throws_ok($$SELECT keysmith.encrypt_value('no_such_key', 'x')$$, '42704', 'key "no_such_key" does not exist', 'unknown key name');
 
 SET LOCAL ROLE tap_app;

@@ -108,33 +108,28 @@ rm -f "$stop_flag"; : >"$client_log"
     done
 ) &
 client=$!
-# the driver: one session rotates 50 times, waiting for each to finish and
-# keeping each current credential (in a table: a SELECT of it would not
-# reach the log either, but a statement holding it would)
+# the driver rotates 50 times, waiting for each to finish, keeping each
+# current credential (in a table: a SELECT of it would not reach the log
+# either, but a statement holding it would), and then waiting until the
+# client has logged in twice more: the second of those read current after
+# the rotation finished, so every rotation's credential is used
 q -c "CREATE TABLE pair_seen (i int, cred text)" >/dev/null
-q <<'SQL' >/dev/null
-DO $$
-DECLARE t uuid;
-BEGIN
-    FOR i IN 1..50 LOOP
-        t := keysmith.rotate_secret('db/pair');
-        COMMIT;
-        FOR j IN 1..3000 LOOP
-            EXIT WHEN (SELECT state FROM keysmith.rotation WHERE token = t) IN ('finished', 'failed', 'cancelled');
-            PERFORM pg_sleep(0.01);
-        END LOOP;
-        INSERT INTO pair_seen SELECT i, keysmith.get_secret('db/pair');
-        COMMIT;
-        PERFORM pg_sleep(0.2);
-    END LOOP;
-END $$;
-SQL
+for i in $(seq 1 50); do
+    t=$(q -c "SELECT keysmith.rotate_secret('db/pair')")
+    ks_wait_rotation "$t" >/dev/null
+    q -c "INSERT INTO pair_seen SELECT $i, keysmith.get_secret('db/pair')" >/dev/null
+    n0=$(wc -l <"$client_log")
+    for _ in $(seq 1 400); do
+        [ "$(wc -l <"$client_log")" -ge $((n0 + 2)) ] && break
+        sleep 0.05
+    done
+done
 rot_ok=$(q -c "SELECT count(*) FROM keysmith.rotation WHERE secret_name = 'db/pair' AND state = 'finished'")
 q -c "SELECT cred::jsonb->>'password' FROM pair_seen" >>"$passwords"
 touch "$stop_flag"; wait $client
 fails=$(grep -c FAIL "$client_log"); logins=$(grep -c ok "$client_log")
 [ "$rot_ok" = 50 ]; ks_check $? "50 pair rotations finished ($rot_ok)"
-[ "$fails" = 0 ] && [ "$logins" -gt 50 ]; ks_check $? "the client logged in $logins times with current, 0 failed ($fails)"
+[ "$fails" = 0 ] && [ "$logins" -ge 100 ]; ks_check $? "the client logged in $logins times with current (at least twice per rotation), 0 failed ($fails)"
 v=$(q -c "SELECT count(*) FILTER (WHERE stage IS NULL) || ',' || count(*) FROM keysmith.secret_version WHERE secret_name = 'db/pair'")
 [ "$v" = "5,7" ]; ks_check $? "unlabelled versions beyond keep_versions (5) were erased: current, previous and 5 kept ($v)"
 cu=$(field "$(cred db/pair)" username); pu=$(field "$(cred db/pair previous)" username)

@@ -2,7 +2,7 @@
 --
 -- keysmith 0.7: KMS providers are catalog rows (docs/kms-providers.md).
 --   * keysmith.kms_provider: a named, configured provider of a type
---     (local so far), with options that are references only (a file, a
+--     (local, vault_transit), with options that are references only (a file, a
 --     URL), never secrets; created, altered and dropped by superusers;
 --   * a key names its provider (key.kms, now a foreign key) and, where the
 --     provider has one, its reference in that KMS (key.kms_key);
@@ -17,7 +17,8 @@
 CREATE TABLE keysmith.kms_provider (
     name        text PRIMARY KEY
                 CHECK (name OPERATOR(pg_catalog.~) '^[A-Za-z0-9_.:@-]{1,64}$'),
-    type        text NOT NULL CHECK (type OPERATOR(pg_catalog.=) ANY (ARRAY['local'])),
+    -- checked against the types the library provides, which grow with it
+    type        text NOT NULL,
     options     jsonb NOT NULL DEFAULT '{}'
                 CHECK (pg_catalog.jsonb_typeof(options) OPERATOR(pg_catalog.=) 'object'),
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),

@@ -14,6 +14,7 @@
 #include "utils/guc.h"
 
 #include "keysmith.h"
+#include "../kms/http.h"
 #include "../rotator/worker.h"
 
 PG_MODULE_MAGIC;
@@ -32,6 +33,7 @@ char	   *keysmith_rotation_test_conninfo = NULL;
 char	   *keysmith_rotation_pause_at = NULL;
 
 void		_PG_init(void);
+static int	HttpInterrupted(void);
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -215,6 +217,18 @@ _PG_init(void)
 	KsAuthInit();
 	KsRedactInit();
 	KsWorkersRegister();
+	KsHttpSetInterruptCheck(HttpInterrupted);
+}
+
+/*
+ * libcurl's progress callback asks this: a pending cancel or termination
+ * stops a KMS call (it is reported by CHECK_FOR_INTERRUPTS afterwards; a
+ * callback must never throw through libcurl).
+ */
+static int
+HttpInterrupted(void)
+{
+	return InterruptPending && (QueryCancelPending || ProcDiePending);
 }
 
 /*
@@ -280,6 +294,8 @@ KsReportError(const KsError *err)
 			code = ERRCODE_OUT_OF_MEMORY;
 			break;
 		case KS_ERR_KMS_UNAVAILABLE:
+			/* a KMS call stopped by a cancel or a termination reports that */
+			CHECK_FOR_INTERRUPTS();
 			code = ERRCODE_KS_KMS_UNAVAILABLE;
 			hint = "The KMS provider named in the message did not answer in time; data keys already cached keep working. Check its URL, the network and its timeout_ms (keysmith.kms_providers).";
 			break;

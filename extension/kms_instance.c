@@ -85,7 +85,7 @@ RequireType(const char *type)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown KMS type \"%s\"", type),
-				 errhint("Available in this build: local.")));
+				 errhint("Available in this build: %s.", KsKmsTypeList())));
 	return p;
 }
 

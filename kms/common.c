@@ -107,7 +107,14 @@ KsDekBindingAad(const char *key_name, uint32_t dek_version,
 
 static const KsKmsProvider *const KsProviders[] = {
 	&KsLocalProvider,
+	&KsVaultTransitProvider,
 };
+
+const char *
+KsKmsTypeList(void)
+{
+	return "local, vault_transit";
+}
 
 const KsKmsProvider *
 KsKmsLookup(const char *type)

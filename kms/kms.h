@@ -162,6 +162,12 @@ extern const KsKmsProvider *KsKmsLookup(const char *type);
 /* The local master-key-file provider (kms/local.c). */
 extern const KsKmsProvider KsLocalProvider;
 
+/* HashiCorp Vault / OpenBao Transit (kms/vault.c). */
+extern const KsKmsProvider KsVaultTransitProvider;
+
+/* The provider types of this build, as "a, b", for messages. */
+extern const char *KsKmsTypeList(void);
+
 /*
  * Build the AAD that binds a wrapped DEK to its key name and DEK version.
  * Returns the number of bytes written, or 0 if out is too small.

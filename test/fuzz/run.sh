@@ -24,7 +24,7 @@ OUT=${FUZZ_OUT:-$(mktemp -d /tmp/keysmith-fuzz.XXXXXX)}
 BIN=$OUT/bin
 mkdir -p "$BIN"
 CC=${FUZZ_CC:-clang}
-KMS="$ROOT/kms/common.c $ROOT/kms/envelope.c $ROOT/kms/local.c $ROOT/kms/options.c $ROOT/kms/secret.c"
+KMS="$ROOT/kms/common.c $ROOT/kms/envelope.c $ROOT/kms/http.c $ROOT/kms/local.c $ROOT/kms/options.c $ROOT/kms/secret.c $ROOT/kms/vault.c"
 
 n=$(wc -w <<<"$TARGETS")
 echo "1..$n"
@@ -34,7 +34,7 @@ for t in $TARGETS; do
     i=$((i + 1))
     if ! $CC -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
             -I"$ROOT/kms" -o "$BIN/fuzz_$t" "$ROOT/test/fuzz/fuzz_$t.c" $KMS \
-            -lcrypto -ljansson -lm >"$OUT/build-$t.log" 2>&1; then
+            -lcrypto -ljansson -lcurl -lm >"$OUT/build-$t.log" 2>&1; then
         echo "not ok $i - fuzz_$t builds"
         sed 's/^/# /' "$OUT/build-$t.log" | head -20
         failed=1

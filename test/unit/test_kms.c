@@ -367,7 +367,7 @@ test_keyfile_load_and_wrap(const char *dir)
 	char		kek_version[KS_KEK_VERSION_LEN] = "";
 	int			needs = -1;
 
-	check(local == &KsLocalProvider && KsKmsLookup("nope") == NULL, "provider registry finds local only");
+	check(local == &KsLocalProvider && KsKmsLookup("nope") == NULL, "provider registry finds local, and nothing by a made-up name");
 	{
 		KsKmsInstance bad = {.provider = &KsLocalProvider, .name = "x", .noptions = 1,
 		.options = {{"master_key_file", ""}}};

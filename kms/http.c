@@ -1,0 +1,343 @@
+/*
+ * kms/http.c
+ *
+ * The KMS providers' HTTP client (see http.h for its rules).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "http.h"
+
+static CURL *Handle = NULL;
+static pid_t HandlePid = 0;
+static int	GlobalInit = 0;
+static int	(*InterruptCheck) (void) = NULL;
+static long RequestCount = 0;
+
+void
+KsHttpSetInterruptCheck(int (*check) (void))
+{
+	InterruptCheck = check;
+}
+
+long
+KsHttpRequestCount(void)
+{
+	return RequestCount;
+}
+
+void
+KsHttpResponseFree(KsHttpResponse *resp)
+{
+	if (resp->body)
+	{
+		KsWipe(resp->body, resp->len);
+		free(resp->body);
+	}
+	resp->body = NULL;
+	resp->len = 0;
+}
+
+static long
+NowMs(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * The process's handle.  A forked child must not use its parent's: the
+ * connections it holds are the parent's sockets.  It is forgotten, not
+ * cleaned up (that would close them under the parent).
+ */
+static CURL *
+GetHandle(KsError *err)
+{
+	if (!GlobalInit)
+	{
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		{
+			KsFail(err, KS_ERR_CRYPTO, "libcurl could not be initialised");
+			return NULL;
+		}
+		GlobalInit = 1;
+	}
+	if (Handle != NULL && HandlePid != getpid())
+		Handle = NULL;
+	if (Handle == NULL)
+	{
+		Handle = curl_easy_init();
+		HandlePid = getpid();
+		if (Handle == NULL)
+			KsFail(err, KS_ERR_NO_MEMORY, "libcurl could not make a handle");
+	}
+	else
+		curl_easy_reset(Handle);	/* keeps the connection cache */
+	return Handle;
+}
+
+typedef struct Sink
+{
+	char	   *buf;
+	size_t		len;
+	size_t		cap;
+	int			overflow;
+} Sink;
+
+static size_t
+WriteBody(char *data, size_t size, size_t nmemb, void *arg)
+{
+	Sink	   *s = arg;
+	size_t		n = size * nmemb;
+
+	if (s->len + n > KS_HTTP_MAX_RESPONSE)
+	{
+		s->overflow = 1;
+		return 0;				/* stops the transfer */
+	}
+	if (s->len + n + 1 > s->cap)
+	{
+		size_t		cap = s->cap ? s->cap * 2 : 4096;
+		char	   *nb;
+
+		while (cap < s->len + n + 1)
+			cap *= 2;
+		nb = malloc(cap);
+		if (nb == NULL)
+			return 0;
+		if (s->buf)
+		{
+			memcpy(nb, s->buf, s->len);
+			KsWipe(s->buf, s->len);
+			free(s->buf);
+		}
+		s->buf = nb;
+		s->cap = cap;
+	}
+	memcpy(s->buf + s->len, data, n);
+	s->len += n;
+	s->buf[s->len] = '\0';
+	return n;
+}
+
+/* Retry-After in seconds, from the response headers; -1 if absent. */
+typedef struct Hdrs
+{
+	long		retry_after;
+} Hdrs;
+
+static size_t
+ReadHeader(char *data, size_t size, size_t nmemb, void *arg)
+{
+	Hdrs	   *h = arg;
+	size_t		n = size * nmemb;
+
+	if (n > 12 && strncasecmp(data, "Retry-After:", 12) == 0)
+		h->retry_after = strtol(data + 12, NULL, 10);
+	return n;
+}
+
+static int
+Progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	return InterruptCheck && InterruptCheck() ? 1 : 0;
+}
+
+/* Sleep up to ms, in steps, stopping early when interrupted. */
+static int
+Pause(long ms)
+{
+	while (ms > 0)
+	{
+		long		step = ms < 50 ? ms : 50;
+		struct timespec ts = {0, step * 1000000L};
+
+		if (InterruptCheck && InterruptCheck())
+			return 1;
+		nanosleep(&ts, NULL);
+		ms -= step;
+	}
+	return InterruptCheck && InterruptCheck() ? 1 : 0;
+}
+
+/* The host part of a URL, for messages (never the path or a query). */
+static void
+HostOf(const char *url, char *out, size_t outlen)
+{
+	const char *p = strstr(url, "://");
+	size_t		n;
+
+	p = p ? p + 3 : url;
+	n = strcspn(p, "/?#");
+	if (n >= outlen)
+		n = outlen - 1;
+	memcpy(out, p, n);
+	out[n] = '\0';
+}
+
+KsStatus
+KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
+{
+	CURL	   *h;
+	struct curl_slist *headers = NULL;
+	long		deadline = NowMs() + (req->timeout_ms > 0 ? req->timeout_ms : 5000);
+	long		backoff = 100;
+	char		host[256];
+	char		curlerr[CURL_ERROR_SIZE];
+	KsStatus	st = KS_OK;
+
+	memset(resp, 0, sizeof(*resp));
+	HostOf(req->url, host, sizeof(host));
+	if (strncmp(req->url, "https://", 8) != 0)
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "KMS provider \"%s\": the URL must be https://", req->provider);
+	h = GetHandle(err);
+	if (h == NULL)
+		return err->status;
+	for (int i = 0; i < req->nheaders; i++)
+		headers = curl_slist_append(headers, req->headers[i]);
+	headers = curl_slist_append(headers, "Expect:");
+
+	for (;;)
+	{
+		Sink		sink = {0};
+		Hdrs		hdrs = {-1};
+		long		left = deadline - NowMs();
+		CURLcode	rc;
+		long		status = 0;
+		int			retry = 0;
+
+		if (left <= 0)
+		{
+			st = KsFail(err, KS_ERR_KMS_UNAVAILABLE, "KMS provider \"%s\" did not answer within %ld ms (%s)",
+						req->provider, req->timeout_ms, host);
+			break;
+		}
+		curl_easy_reset(h);
+		curl_easy_setopt(h, CURLOPT_URL, req->url);
+		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+		if (req->ca_file)
+			curl_easy_setopt(h, CURLOPT_CAINFO, req->ca_file);
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, left);
+		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, left);
+		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, WriteBody);
+		curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, ReadHeader);
+		curl_easy_setopt(h, CURLOPT_HEADERDATA, &hdrs);
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, Progress);
+		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curlerr);
+		curlerr[0] = '\0';
+		if (strcmp(req->method, "POST") == 0)
+		{
+			curl_easy_setopt(h, CURLOPT_POST, 1L);
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		}
+		else
+			curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+
+		RequestCount++;
+		resp->attempts++;
+		rc = curl_easy_perform(h);
+		if (req->body && strcmp(req->method, "POST") == 0)
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+
+		if (rc == CURLE_ABORTED_BY_CALLBACK)
+		{
+			free(sink.buf);
+			st = KsFail(err, KS_ERR_KMS_UNAVAILABLE, "the call to KMS provider \"%s\" was interrupted", req->provider);
+			break;
+		}
+		if (sink.overflow)
+		{
+			KsWipe(sink.buf, sink.len);
+			free(sink.buf);
+			st = KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" (%s) answered more than %d bytes",
+						req->provider, host, KS_HTTP_MAX_RESPONSE);
+			break;
+		}
+		if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM)
+		{
+			free(sink.buf);
+			st = KsFail(err, KS_ERR_KMS_UNAVAILABLE, "KMS provider \"%s\": the TLS certificate of %s does not verify: %s",
+						req->provider, host, curlerr[0] ? curlerr : curl_easy_strerror(rc));
+			break;
+		}
+		if (rc != CURLE_OK)
+		{
+			free(sink.buf);
+			retry = 1;
+			if (NowMs() + backoff >= deadline)
+			{
+				st = KsFail(err, KS_ERR_KMS_UNAVAILABLE, "KMS provider \"%s\" (%s) is unavailable: %s",
+							req->provider, host, curlerr[0] ? curlerr : curl_easy_strerror(rc));
+				break;
+			}
+		}
+		else if (status >= 300 && status < 400)
+		{
+			free(sink.buf);
+			st = KsFail(err, KS_ERR_KMS_BAD_RESPONSE,
+						"KMS provider \"%s\" (%s) answered with a redirect (HTTP %ld), which keysmith never follows",
+						req->provider, host, status);
+			break;
+		}
+		else if (status == 429 || status >= 500)
+		{
+			long		wait = hdrs.retry_after >= 0 ? hdrs.retry_after * 1000 : backoff;
+
+			KsWipe(sink.buf, sink.len);
+			free(sink.buf);
+			retry = 1;
+			if (NowMs() + wait >= deadline)
+			{
+				st = KsFail(err, KS_ERR_KMS_UNAVAILABLE,
+							"KMS provider \"%s\" (%s) answered HTTP %ld until its time ran out",
+							req->provider, host, status);
+				break;
+			}
+			backoff = wait;
+		}
+		else
+		{
+			resp->status = status;
+			resp->body = sink.buf ? sink.buf : calloc(1, 1);
+			resp->len = sink.len;
+			break;
+		}
+		if (retry)
+		{
+			uint8_t		r = 0;
+			long		jittered;
+
+			(void) KsRandomBytes(&r, 1, NULL);
+			jittered = backoff / 2 + (backoff / 2) * r / 255;
+			if (Pause(jittered))
+			{
+				st = KsFail(err, KS_ERR_KMS_UNAVAILABLE, "the call to KMS provider \"%s\" was interrupted",
+							req->provider);
+				break;
+			}
+			backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+		}
+	}
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	/* the header list held the token */
+	for (struct curl_slist *l = headers; l != NULL; l = l->next)
+		KsWipe(l->data, strlen(l->data));
+	curl_slist_free_all(headers);
+	return st;
+}

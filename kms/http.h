@@ -1,0 +1,67 @@
+/*
+ * kms/http.h
+ *
+ * The one HTTP client of keysmith's KMS providers (kms/http.c), on libcurl,
+ * free of PostgreSQL headers:
+ *   - one curl handle per process, reused across calls (keep-alive), and
+ *     made anew in a process forked from the one that made it;
+ *   - TLS verification always on (a CA file may be named), HTTPS only;
+ *   - redirects never followed: one would carry the token elsewhere;
+ *   - one deadline for the whole call, connect included, and a cap on the
+ *     response's size;
+ *   - 429 and 5xx answers and connection failures retried, with jittered
+ *     backoff that honours Retry-After, all within the deadline;
+ *   - the call stops when the interrupt check the glue installs says so
+ *     (a query cancel or a backend's termination).
+ * Messages name the URL's host and what went wrong; never a header value,
+ * so never a token.
+ */
+#ifndef KEYSMITH_HTTP_H
+#define KEYSMITH_HTTP_H
+
+#include "kms.h"
+
+#define KS_HTTP_MAX_HEADERS 8
+#define KS_HTTP_MAX_RESPONSE (256 * 1024)
+
+typedef struct KsHttpRequest
+{
+	const char *method;			/* "GET" or "POST" */
+	const char *url;			/* https://... */
+	const char *headers[KS_HTTP_MAX_HEADERS];	/* "Name: value" */
+	int			nheaders;
+	const char *body;			/* or NULL */
+	const char *ca_file;		/* or NULL: the system's CAs */
+	long		timeout_ms;		/* the whole call, retries included */
+	const char *provider;		/* the provider's name, for messages */
+} KsHttpRequest;
+
+typedef struct KsHttpResponse
+{
+	long		status;
+	char	   *body;			/* NUL-terminated, malloc'd; KsHttpResponseFree */
+	size_t		len;
+	int			attempts;		/* how many requests it took */
+} KsHttpResponse;
+
+/*
+ * Send the request.  KS_OK with any HTTP status the server answered with
+ * (but not 429 or 5xx when retries ran out, nor a redirect): the caller
+ * reads it.  Otherwise KS_ERR_KMS_UNAVAILABLE (no answer in time, refused,
+ * TLS failure, 429/5xx to the end), KS_ERR_KMS_BAD_RESPONSE (a redirect, a
+ * body over KS_HTTP_MAX_RESPONSE), or KS_ERR_INVALID_ARGUMENT.
+ */
+extern KsStatus KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err);
+extern void KsHttpResponseFree(KsHttpResponse *resp);
+
+/*
+ * The glue's interrupt check: returns non-zero when the call must stop.
+ * Called from libcurl's progress callback and while waiting to retry; it
+ * must not throw.
+ */
+extern void KsHttpSetInterruptCheck(int (*check) (void));
+
+/* How many requests this process has sent (for tests and benchmarks). */
+extern long KsHttpRequestCount(void);
+
+#endif							/* KEYSMITH_HTTP_H */

@@ -58,10 +58,28 @@ typedef struct KeyRec
 	char	   *kms;
 	int32		current_version;
 	bool		destroyed;
-	KsKmsInstance inst;			/* the key's provider */
+	char	   *kms_type;		/* the provider's type and options (JSON) */
+	char	   *kms_options;
+	KsKmsInstance inst;			/* built from them when KMS work comes */
+	bool		inst_built;
 	char	   *kms_key;		/* its reference in the KMS, or NULL */
 	bool		text_kek;		/* catalog 0.7+: KEK versions are text */
 } KeyRec;
+
+/*
+ * The key's provider instance, built on first use: most lifecycle calls
+ * (grants, retire, destroy) never talk to the KMS.
+ */
+static const KsKmsInstance *
+KeyInstance(KeyRec *rec)
+{
+	if (!rec->inst_built)
+	{
+		KsKmsInstanceBuild(rec->kms, rec->kms_type, rec->kms_options, &rec->inst);
+		rec->inst_built = true;
+	}
+	return &rec->inst;
+}
 
 static void
 OpBegin(KsOp *op)
@@ -126,8 +144,10 @@ LockKey(const char *name, int32 key_id, KeyRec *rec)
 	rec->current_version = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 	rec->destroyed = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
 	rec->kms_key = SPI_getvalue(tup, desc, 6);
+	rec->kms_type = SPI_getvalue(tup, desc, 7);
+	rec->kms_options = SPI_getvalue(tup, desc, 8);
+	rec->inst_built = false;
 	rec->text_kek = has_providers;
-	KsKmsInstanceBuild(rec->kms, SPI_getvalue(tup, desc, 7), SPI_getvalue(tup, desc, 8), &rec->inst);
 }
 
 static void
@@ -218,7 +238,7 @@ static void
 AddVersion(KeyRec *rec, int32 version)
 {
 	char		kek_version[KS_KEK_VERSION_LEN] = "";
-	bytea	   *wrapped = WrapNewDek(rec->name, version, &rec->inst, rec->kms_key, kek_version);
+	bytea	   *wrapped = WrapNewDek(rec->name, version, KeyInstance(rec), rec->kms_key, kek_version);
 	Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
 	Datum		values[4] = {Int32GetDatum(rec->key_id), Int32GetDatum(version),
 	PointerGetDatum(wrapped), CStringGetTextDatum(kek_version)};
@@ -282,17 +302,21 @@ keysmith_create_key(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("KMS provider \"%s\" does not exist", kms),
 					 errhint("See keysmith.kms_providers; a superuser creates one with keysmith.create_kms_provider.")));
-		KsKmsInstanceBuild(kms, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
-						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), &rec.inst);
+		rec.kms_type = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		rec.kms_options = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	}
 	else if (strcmp(kms, "local") == 0)
-		KsKmsInstanceBuild(kms, "local", "{}", &rec.inst);
+	{
+		rec.kms_type = "local";
+		rec.kms_options = "{}";
+	}
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("KMS provider \"%s\" does not exist", kms),
 				 errhint("Before keysmith 0.7 the one provider is local; run ALTER EXTENSION keysmith UPDATE.")));
-	if (rec.inst.provider->check_key(&rec.inst, kms_key, &err) != KS_OK)
+	rec.kms = kms;
+	if (KeyInstance(&rec)->provider->check_key(&rec.inst, kms_key, &err) != KS_OK)
 		KsReportError(&err);
 	/* the KMS call comes before any write: a failure leaves nothing behind */
 	wrapped = WrapNewDek(name, 1, &rec.inst, kms_key, kek_version);
@@ -398,11 +422,15 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 	uint64		nrows;
 	SPITupleTable *tuptable;
 	char		last_kek[KS_KEK_VERSION_LEN] = "";
+	const KsKmsInstance *inst;
+	List	   *asked = NIL;	/* KEK versions whose answer is known */
+	List	   *answers = NIL;
 
 	OpBegin(&op);
 	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
 	RequireNotDestroyed(&rec);
+	inst = KeyInstance(&rec);
 	{
 		Oid			types[1] = {INT4OID};
 		Datum		values[1] = {Int32GetDatum(rec.key_id)};
@@ -424,15 +452,29 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 		uint8		wrapped[KS_WRAPPED_MAX];
 		size_t		wrapped_len = 0;
 		char		kek_version[KS_KEK_VERSION_LEN] = "";
-		int			needs = 1;
+		int			needs = -1;
 		bytea	   *nw;
+		ListCell   *a;
+		ListCell   *b;
 
-		/* the provider alone knows whether a blob is under its current KEK */
-		if (rec.inst.provider->needs_rewrap(&rec.inst, rec.kms_key, stored, &needs, &err) != KS_OK)
-			KsReportError(&err);
+		/*
+		 * The provider alone knows whether a blob is under its current KEK;
+		 * asked once per KEK version in use (it may read a file or call the
+		 * KMS), not once per DEK version.
+		 */
+		forboth(a, asked, b, answers)
+			if (strcmp((char *) lfirst(a), stored) == 0)
+				needs = lfirst_int(b);
+		if (needs < 0)
+		{
+			if (inst->provider->needs_rewrap(inst, rec.kms_key, stored, &needs, &err) != KS_OK)
+				KsReportError(&err);
+			asked = lappend(asked, stored);
+			answers = lappend_int(answers, needs);
+		}
 		if (!needs)
 			continue;
-		if (rec.inst.provider->rewrap(&rec.inst, rec.kms_key, (const uint8 *) VARDATA_ANY(old),
+		if (inst->provider->rewrap(inst, rec.kms_key, (const uint8 *) VARDATA_ANY(old),
 									  VARSIZE_ANY_EXHDR(old), aad, aad_len, wrapped, &wrapped_len,
 									  kek_version, &err) != KS_OK)
 			KsReportError(&err);

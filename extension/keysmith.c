@@ -13,6 +13,7 @@
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
+#include "utils/jsonb.h"
 #include "keysmith.h"
 #include "../kms/http.h"
 #include "../rotator/worker.h"
@@ -220,6 +221,35 @@ _PG_init(void)
 	KsHttpSetInterruptCheck(HttpInterrupted);
 }
 
+int
+KsJsonbOptions(Jsonb *options, const char *what, int max, char **names, char **values)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			n = 0;
+
+	if (!JB_ROOT_IS_OBJECT(options))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", what)));
+	it = JsonbIteratorInit(&options->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		if (n == max)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s take at most %d members", what, max)));
+		names[n] = pnstrdup(v.val.string.val, v.val.string.len);
+		(void) JsonbIteratorNext(&it, &v, true);
+		values[n] = v.type == jbvString ? pnstrdup(v.val.string.val, v.val.string.len) : NULL;
+		n++;
+	}
+	return n;
+}
+
 /*
  * libcurl's progress callback asks this: a pending cancel or termination
  * stops a KMS call (it is reported by CHECK_FOR_INTERRUPTS afterwards; a
@@ -293,9 +323,13 @@ KsReportError(const KsError *err)
 		case KS_ERR_NO_MEMORY:
 			code = ERRCODE_OUT_OF_MEMORY;
 			break;
-		case KS_ERR_KMS_UNAVAILABLE:
+		case KS_ERR_INTERRUPTED:
 			/* a KMS call stopped by a cancel or a termination reports that */
 			CHECK_FOR_INTERRUPTS();
+			/* nothing was pending after all: the KMS did not answer */
+			code = ERRCODE_KS_KMS_UNAVAILABLE;
+			break;
+		case KS_ERR_KMS_UNAVAILABLE:
 			code = ERRCODE_KS_KMS_UNAVAILABLE;
 			hint = "The KMS provider named in the message did not answer in time; data keys already cached keep working. Check its URL, the network and its timeout_ms (keysmith.kms_providers).";
 			break;

@@ -25,6 +25,8 @@
 
 #include "postgres.h"
 
+#include "utils/jsonb.h"
+
 #include "nodes/pg_list.h"
 
 #include "../kms/envelope.h"
@@ -111,6 +113,14 @@ extern void KsRequireWorkerCatalog(const char *const *tables, int ntables, const
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), \
 					 errmsg("%s must not be null", (what)))); \
 	} while (0)
+
+/*
+ * The members of a JSON object given as options: names[i] and values[i]
+ * (NULL where the value is not a string), at most max of them; returns how
+ * many.  ERROR (22023) "<what> must be a JSON object", or if there are
+ * more than max.  Used by schedules and KMS providers.
+ */
+extern int	KsJsonbOptions(Jsonb *options, const char *what, int max, char **names, char **values);
 
 /* Report a kms/ failure as an ERROR with the matching SQLSTATE. */
 extern void KsReportError(const KsError *err) pg_attribute_noreturn();

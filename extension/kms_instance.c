@@ -45,33 +45,18 @@ KsKmsCatalogHasProviders(void)
 static void
 ParseOptions(Jsonb *options, KsKmsInstance *inst)
 {
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
+	char	   *names[KS_KMS_MAX_OPTIONS];
+	char	   *values[KS_KMS_MAX_OPTIONS];
+	int			n = KsJsonbOptions(options, "KMS provider options", KS_KMS_MAX_OPTIONS, names, values);
 
-	if (!JB_ROOT_IS_OBJECT(options))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("KMS provider options must be a JSON object")));
-	it = JsonbIteratorInit(&options->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	for (int i = 0; i < n; i++)
 	{
-		char	   *key;
-
-		if (tok != WJB_KEY)
-			continue;
-		key = pnstrdup(v.val.string.val, v.val.string.len);
-		tok = JsonbIteratorNext(&it, &v, true);
-		if (v.type != jbvString)
+		if (values[i] == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("KMS provider option \"%s\" must be a string", key)));
-		if (inst->noptions == KS_KMS_MAX_OPTIONS)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("a KMS provider takes at most %d options", KS_KMS_MAX_OPTIONS)));
-		inst->options[inst->noptions].name = key;
-		inst->options[inst->noptions].value = pnstrdup(v.val.string.val, v.val.string.len);
+					 errmsg("KMS provider option \"%s\" must be a string", names[i])));
+		inst->options[inst->noptions].name = names[i];
+		inst->options[inst->noptions].value = values[i];
 		inst->noptions++;
 	}
 }

@@ -55,36 +55,24 @@ RequirePrimary(const char *what)
 static Interval *
 ParseSecretScheduleOptions(Jsonb *options)
 {
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
+	char	   *names[8];
+	char	   *values[8];
+	int			n = KsJsonbOptions(options, "schedule options", lengthof(names), names, values);
 	Interval   *destroy_after = NULL;
 	Interval	zero = {0};
 
-	if (!JB_ROOT_IS_OBJECT(options))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("schedule options must be a JSON object")));
-	it = JsonbIteratorInit(&options->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	for (int i = 0; i < n; i++)
 	{
-		char	   *key;
-
-		if (tok != WJB_KEY)
-			continue;
-		key = pnstrdup(v.val.string.val, v.val.string.len);
-		tok = JsonbIteratorNext(&it, &v, true);
-		if (strcmp(key, "destroy_previous_after") != 0)
+		if (strcmp(names[i], "destroy_previous_after") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown schedule option \"%s\"", key),
+					 errmsg("unknown schedule option \"%s\"", names[i]),
 					 errhint("The one schedule option is destroy_previous_after.")));
-		if (v.type != jbvString)
+		if (values[i] == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("schedule option destroy_previous_after must be an interval in a string, such as \"7 days\"")));
-		destroy_after = DatumGetIntervalP(DirectFunctionCall3(interval_in,
-															  CStringGetDatum(pnstrdup(v.val.string.val, v.val.string.len)),
+		destroy_after = DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(values[i]),
 															  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
 		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(destroy_after),
 											  IntervalPGetDatum(&zero))) < 0)

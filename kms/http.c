@@ -258,7 +258,7 @@ KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
 		if (rc == CURLE_ABORTED_BY_CALLBACK)
 		{
 			free(sink.buf);
-			st = KsFail(err, KS_ERR_KMS_UNAVAILABLE, "the call to KMS provider \"%s\" was interrupted", req->provider);
+			st = KsFail(err, KS_ERR_INTERRUPTED, "the call to KMS provider \"%s\" was interrupted", req->provider);
 			break;
 		}
 		if (sink.overflow)
@@ -327,7 +327,7 @@ KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
 			jittered = backoff / 2 + (backoff / 2) * r / 255;
 			if (Pause(jittered))
 			{
-				st = KsFail(err, KS_ERR_KMS_UNAVAILABLE, "the call to KMS provider \"%s\" was interrupted",
+				st = KsFail(err, KS_ERR_INTERRUPTED, "the call to KMS provider \"%s\" was interrupted",
 							req->provider);
 				break;
 			}

@@ -49,7 +49,8 @@ typedef struct KsHttpResponse
  * (but not 429 or 5xx when retries ran out, nor a redirect): the caller
  * reads it.  Otherwise KS_ERR_KMS_UNAVAILABLE (no answer in time, refused,
  * TLS failure, 429/5xx to the end), KS_ERR_KMS_BAD_RESPONSE (a redirect, a
- * body over KS_HTTP_MAX_RESPONSE), or KS_ERR_INVALID_ARGUMENT.
+ * body over KS_HTTP_MAX_RESPONSE), KS_ERR_INTERRUPTED (the interrupt check
+ * said stop), or KS_ERR_INVALID_ARGUMENT.
  */
 extern KsStatus KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err);
 extern void KsHttpResponseFree(KsHttpResponse *resp);

@@ -47,7 +47,8 @@ typedef enum KsStatus
 	KS_ERR_INVALID_NAME,		/* a name (identifier) of the wrong shape */
 	KS_ERR_KMS_UNAVAILABLE,		/* the KMS did not answer in time, or refused the connection */
 	KS_ERR_KMS_DENIED,			/* the KMS answered: not allowed */
-	KS_ERR_KMS_BAD_RESPONSE		/* the KMS answered something unusable */
+	KS_ERR_KMS_BAD_RESPONSE,	/* the KMS answered something unusable */
+	KS_ERR_INTERRUPTED			/* the glue's interrupt check stopped the call */
 } KsStatus;
 
 #define KS_ERRMSG_LEN 256

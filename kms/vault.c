@@ -40,8 +40,9 @@
 
 static const char *const VaultOptions[] = {"url", "mount", "token_file", "namespace", "ca_file", "timeout_ms", NULL};
 
+/* A name of letters, digits, _ - . (and / in a path), of 1 to max bytes. */
 static int
-SafeName(const char *s, size_t max)
+SafeName(const char *s, size_t max, int slashes)
 {
 	size_t		n = strlen(s);
 
@@ -49,7 +50,7 @@ SafeName(const char *s, size_t max)
 		return 0;
 	for (size_t i = 0; i < n; i++)
 		if (!(isalnum((unsigned char) s[i]) || s[i] == '_' || s[i] == '-' || s[i] == '.' ||
-			  (s[i] == '/' && max > 128)))
+			  (s[i] == '/' && slashes)))
 			return 0;
 	return 1;
 }
@@ -74,7 +75,7 @@ VaultCheckOptions(const KsKmsInstance *kms, KsError *err)
 	if (KsKmsOptionValue(kms, "token_file") == NULL)
 		return KsFail(err, KS_ERR_INVALID_ARGUMENT,
 					  "vault_transit needs option token_file, a file holding the Vault token");
-	if (mount && !SafeName(mount, 256))
+	if (mount && !SafeName(mount, 256, 1))
 		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "option mount must be a Vault mount path");
 	if (t)
 	{
@@ -90,7 +91,7 @@ VaultCheckOptions(const KsKmsInstance *kms, KsError *err)
 static KsStatus
 VaultCheckKey(const KsKmsInstance *kms, const char *kms_key, KsError *err)
 {
-	if (kms_key == NULL || !SafeName(kms_key, 128))
+	if (kms_key == NULL || !SafeName(kms_key, 128, 0))
 		return KsFail(err, KS_ERR_INVALID_ARGUMENT,
 					  "a key of KMS type vault_transit needs kms_key, the name of its Transit key (letters, digits, _ - .)");
 	return KS_OK;

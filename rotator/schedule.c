@@ -477,8 +477,14 @@ typedef struct PendingColumn
 	bool		more;			/* _reencrypt_step: is there more to do */
 } PendingColumn;
 
-static void
-ReencryptCall(PendingColumn *c, const char *sql, bool returns_more)
+/*
+ * Run sql as the column's registrant, with the column's parameters ($1 the
+ * table, $2 the column, $3 the batch size, $4 the context expression;
+ * typed, so a query need not use them all).  Its boolean result, or false
+ * for a void one.
+ */
+static bool
+ReencryptCall(PendingColumn *c, const char *sql)
 {
 	Oid			types[4] = {OIDOID, NAMEOID, INT4OID, TEXTOID};
 	Datum		values[4];
@@ -486,6 +492,7 @@ ReencryptCall(PendingColumn *c, const char *sql, bool returns_more)
 	KsAsRole	as;
 	bool		isnull;
 	Datum		d;
+	bool		result;
 
 	values[0] = ObjectIdGetDatum(c->relid);
 	values[1] = DirectFunctionCall1(namein, CStringGetDatum(c->col));
@@ -493,12 +500,10 @@ ReencryptCall(PendingColumn *c, const char *sql, bool returns_more)
 	values[3] = c->context_expr ? CStringGetTextDatum(c->context_expr) : (Datum) 0;
 	KsAsRoleBegin(&as, c->registrar);
 	KsSpiExec(sql, 4, types, values, nulls, false, 0, SPI_OK_SELECT);
-	if (returns_more)
-	{
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		c->more = !isnull && DatumGetBool(d);
-	}
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	result = !isnull && SPI_gettypeid(SPI_tuptable->tupdesc, 1) == BOOLOID && DatumGetBool(d);
 	KsAsRoleEnd(&as);
+	return result;
 }
 
 static void
@@ -515,20 +520,17 @@ ReencryptStartItem(void *arg)
 	 * A job this worker left running at its last slice goes on as one run:
 	 * _reencrypt_start would count a resumed job as started mid-table and
 	 * ask for one more full pass, so a table whose pass takes longer than
-	 * a slice would never be done.  Only the lock is taken again.  (The
-	 * parameters are typed; the queries need not use them all.)
+	 * a slice would never be done.  Only the lock is taken again.
 	 */
-	ReencryptCall(c, "SELECT coalesce((SELECT j.state OPERATOR(pg_catalog.=) 'running'"
-				  " FROM keysmith._reencrypt_job_get($1::pg_catalog.regclass, $2) j), false)", true);
-	if (!c->more)
+	if (!ReencryptCall(c, "SELECT coalesce((SELECT j.state OPERATOR(pg_catalog.=) 'running'"
+					   " FROM keysmith._reencrypt_job_get($1::pg_catalog.regclass, $2) j), false)"))
 	{
-		ReencryptCall(c, "SELECT keysmith._reencrypt_start($1::pg_catalog.regclass, $2, $3, '0'::pg_catalog.interval)",
-					  false);
+		(void) ReencryptCall(c, "SELECT keysmith._reencrypt_start($1::pg_catalog.regclass, $2, $3,"
+							 " '0'::pg_catalog.interval)");
 		return;
 	}
-	ReencryptCall(c, "SELECT pg_catalog.pg_try_advisory_lock(" CppAsString2(REENCRYPT_LOCK_CLASS) ","
-				  " $1::pg_catalog.int4)", true);
-	if (!c->more)
+	if (!ReencryptCall(c, "SELECT pg_catalog.pg_try_advisory_lock(" CppAsString2(REENCRYPT_LOCK_CLASS) ","
+					   " $1::pg_catalog.int4)"))
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("keysmith.reencrypt is already running on %s", get_rel_name(c->relid))));
@@ -537,6 +539,8 @@ ReencryptStartItem(void *arg)
 static void
 ReencryptStepItem(void *arg)
 {
+	PendingColumn *c = arg;
+
 	/*
 	 * The worker commits synchronously (rotator/worker.c), but a batch has
 	 * no effect outside the database: a batch lost in a crash, with its
@@ -545,8 +549,7 @@ ReencryptStepItem(void *arg)
 	 */
 	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE, GUC_ACTION_LOCAL,
 							 true, 0, false);
-	ReencryptCall((PendingColumn *) arg,
-				  "SELECT keysmith._reencrypt_step($1::pg_catalog.regclass, $2, $3, $4)", true);
+	c->more = ReencryptCall(c, "SELECT keysmith._reencrypt_step($1::pg_catalog.regclass, $2, $3, $4)");
 }
 
 /* Release reencrypt's lock on the table if this session holds it. */

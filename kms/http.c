@@ -79,8 +79,6 @@ GetHandle(KsError *err)
 		if (Handle == NULL)
 			KsFail(err, KS_ERR_NO_MEMORY, "libcurl could not make a handle");
 	}
-	else
-		curl_easy_reset(Handle);	/* keeps the connection cache */
 	return Handle;
 }
 
@@ -220,7 +218,7 @@ KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
 						req->provider, req->timeout_ms, host);
 			break;
 		}
-		curl_easy_reset(h);
+		curl_easy_reset(h);		/* every option again; keeps the connection cache */
 		curl_easy_setopt(h, CURLOPT_URL, req->url);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
 		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);

@@ -105,15 +105,39 @@ KsDekBindingAad(const char *key_name, uint32_t dek_version,
 	return need;
 }
 
+int
+KsDekBindingParse(const uint8_t *aad, size_t aad_len, char *key_name, size_t name_len,
+				  uint32_t *dek_version)
+{
+	static const char prefix[] = "keysmith-dek";
+	const uint8_t *name = aad + sizeof(prefix);
+	const uint8_t *nul;
+	size_t		n;
+
+	if (aad_len < sizeof(prefix) + 1 + 4 || memcmp(aad, prefix, sizeof(prefix)) != 0)
+		return 0;
+	nul = memchr(name, 0, aad_len - sizeof(prefix) - 4);
+	if (nul == NULL || nul + 1 + 4 != aad + aad_len)
+		return 0;
+	n = (size_t) (nul - name);
+	if (n + 1 > name_len)
+		return 0;
+	memcpy(key_name, name, n + 1);
+	*dek_version = ((uint32_t) nul[1] << 24) | ((uint32_t) nul[2] << 16) |
+		((uint32_t) nul[3] << 8) | (uint32_t) nul[4];
+	return 1;
+}
+
 static const KsKmsProvider *const KsProviders[] = {
 	&KsLocalProvider,
 	&KsVaultTransitProvider,
+	&KsAwsKmsProvider,
 };
 
 const char *
 KsKmsTypeList(void)
 {
-	return "local, vault_transit";
+	return "local, vault_transit, aws_kms";
 }
 
 const KsKmsProvider *

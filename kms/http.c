@@ -3,6 +3,8 @@
  *
  * The KMS providers' HTTP client (see http.h for its rules).
  */
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/evp.h>
 
 #include "http.h"
 
@@ -19,6 +22,7 @@ static pid_t HandlePid = 0;
 static int	GlobalInit = 0;
 static int	(*InterruptCheck) (void) = NULL;
 static long RequestCount = 0;
+static long DefaultTimeoutMs = 5000;
 
 void
 KsHttpSetInterruptCheck(int (*check) (void))
@@ -238,6 +242,11 @@ KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
 		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, Progress);
 		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curlerr);
 		curlerr[0] = '\0';
+		if (req->aws_sigv4)
+		{
+			curl_easy_setopt(h, CURLOPT_AWS_SIGV4, req->aws_sigv4);
+			curl_easy_setopt(h, CURLOPT_USERPWD, req->aws_keys);
+		}
 		if (strcmp(req->method, "POST") == 0)
 		{
 			curl_easy_setopt(h, CURLOPT_POST, 1L);
@@ -293,7 +302,8 @@ KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
 						req->provider, host, status);
 			break;
 		}
-		else if (status == 429 || status >= 500)
+		else if (status == 429 || status >= 500 ||
+				 (req->retryable && req->retryable(status, sink.buf ? sink.buf : "")))
 		{
 			long		wait = hdrs.retry_after >= 0 ? hdrs.retry_after * 1000 : backoff;
 
@@ -333,9 +343,113 @@ KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
 		}
 	}
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	/* libcurl keeps a copy of the AWS secret key: a reset frees it now */
+	if (req->aws_sigv4)
+		curl_easy_reset(h);
 	/* the header list held the token */
 	for (struct curl_slist *l = headers; l != NULL; l = l->next)
 		KsWipe(l->data, strlen(l->data));
 	curl_slist_free_all(headers);
 	return st;
+}
+
+KsStatus
+KsHttpCheckUrl(const KsKmsInstance *kms, const char *opt, KsError *err)
+{
+	const char *url = KsKmsOptionValue(kms, opt);
+
+	if (url == NULL || strncmp(url, "https://", 8) != 0 || strlen(url) > 512 ||
+		strpbrk(url, " \t\r\n\"?#") != NULL)
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "%s needs option %s, an https:// URL",
+					  kms->provider->type, opt);
+	return KS_OK;
+}
+
+KsStatus
+KsHttpCheckTimeout(const KsKmsInstance *kms, KsError *err)
+{
+	const char *t = KsKmsOptionValue(kms, "timeout_ms");
+	char	   *end;
+	long		v;
+
+	if (t == NULL)
+		return KS_OK;
+	errno = 0;
+	v = strtol(t, &end, 10);
+	if (errno != 0 || end == t || *end != '\0' || v < 100 || v > 600000)
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "option timeout_ms must be a whole number from 100 to 600000");
+	return KS_OK;
+}
+
+void
+KsHttpSetDefaultTimeout(long ms)
+{
+	DefaultTimeoutMs = ms;
+}
+
+long
+KsHttpTimeoutMs(const KsKmsInstance *kms)
+{
+	const char *t = KsKmsOptionValue(kms, "timeout_ms");
+
+	return t ? strtol(t, NULL, 10) : DefaultTimeoutMs;
+}
+
+KsStatus
+KsReadSecretFile(const KsKmsInstance *kms, const char *opt, char *buf, size_t max, KsError *err)
+{
+	const char *path = KsKmsOptionValue(kms, opt);
+	FILE	   *f = path ? fopen(path, "r") : NULL;
+	size_t		n;
+
+	if (f == NULL)
+		return KsFail(err, KS_ERR_KMS_DENIED, "KMS provider \"%s\": could not read %s \"%s\": %s",
+					  kms->name, opt, path ? path : "", path ? strerror(errno) : "not set");
+	n = fread(buf, 1, max, f);
+	fclose(f);
+	while (n > 0 && isspace((unsigned char) buf[n - 1]))
+		n--;
+	buf[n] = '\0';
+	if (n == 0 || n == max || strpbrk(buf, "\r\n") != NULL)
+	{
+		KsWipe(buf, max + 1);
+		return KsFail(err, KS_ERR_KMS_DENIED, "KMS provider \"%s\": %s \"%s\" holds no usable secret",
+					  kms->name, opt, path);
+	}
+	return KS_OK;
+}
+
+char *
+KsBase64(const uint8_t *in, size_t len)
+{
+	char	   *out = malloc(4 * ((len + 2) / 3) + 1);
+
+	if (out)
+		EVP_EncodeBlock((unsigned char *) out, in, (int) len);
+	return out;
+}
+
+long
+KsUnbase64(const char *in, uint8_t *out, size_t max)
+{
+	size_t		len = strlen(in);
+	uint8_t    *buf;
+	int			n;
+
+	if (len == 0 || len % 4 != 0 || len / 4 * 3 > max + 2)
+		return -1;
+	buf = malloc(len / 4 * 3 + 1);
+	if (buf == NULL)
+		return -1;
+	n = EVP_DecodeBlock(buf, (const unsigned char *) in, (int) len);
+	/* EVP_DecodeBlock counts the padding as bytes */
+	if (n >= 0 && in[len - 1] == '=')
+		n -= in[len - 2] == '=' ? 2 : 1;
+	if (n < 0 || (size_t) n > max)
+		n = -1;
+	else
+		memcpy(out, buf, n);
+	KsWipe(buf, len / 4 * 3 + 1);
+	free(buf);
+	return n;
 }

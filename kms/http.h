@@ -34,6 +34,20 @@ typedef struct KsHttpRequest
 	const char *ca_file;		/* or NULL: the system's CAs */
 	long		timeout_ms;		/* the whole call, retries included */
 	const char *provider;		/* the provider's name, for messages */
+
+	/*
+	 * AWS Signature Version 4, computed by libcurl (CURLOPT_AWS_SIGV4):
+	 * aws_sigv4 is "aws:amz:<region>:<service>", aws_keys "<key id>:<secret
+	 * key>" (a secret: the caller wipes it).  Both NULL for other KMSs.
+	 */
+	const char *aws_sigv4;
+	const char *aws_keys;
+
+	/*
+	 * Answers that mean "try again" besides 429 and 5xx (AWS KMS throttles
+	 * with HTTP 400 and a ThrottlingException); NULL for none.
+	 */
+	int			(*retryable) (long status, const char *body);
 } KsHttpRequest;
 
 typedef struct KsHttpResponse
@@ -61,6 +75,34 @@ extern void KsHttpResponseFree(KsHttpResponse *resp);
  * must not throw.
  */
 extern void KsHttpSetInterruptCheck(int (*check) (void));
+
+/*
+ * Helpers the HTTP providers share.
+ *
+ * KsHttpCheckUrl: value (of option opt) is an https:// URL keysmith may put
+ * in a request line.  KsHttpCheckTimeout: option timeout_ms, when set, is
+ * 100 to 600000.  KsHttpTimeoutMs: that option, or the default the glue set
+ * from keysmith.kms_timeout (KsHttpSetDefaultTimeout).
+ */
+extern KsStatus KsHttpCheckUrl(const KsKmsInstance *kms, const char *opt, KsError *err);
+extern KsStatus KsHttpCheckTimeout(const KsKmsInstance *kms, KsError *err);
+extern long KsHttpTimeoutMs(const KsKmsInstance *kms);
+extern void KsHttpSetDefaultTimeout(long ms);
+
+/*
+ * Read a secret (a token, a client secret) from the file named by option
+ * opt: at most max bytes, trailing white space dropped, one line.  buf holds
+ * max + 1 bytes; the caller wipes it.  A missing, unreadable or empty file
+ * is KS_ERR_KMS_DENIED (the KMS would refuse the call), naming the file.
+ */
+extern KsStatus KsReadSecretFile(const KsKmsInstance *kms, const char *opt, char *buf, size_t max,
+								 KsError *err);
+
+/* Base64, malloc'd and NUL-terminated; NULL when out of memory. */
+extern char *KsBase64(const uint8_t *in, size_t len);
+
+/* Decode base64 text into out (at most max bytes); the length, or -1. */
+extern long KsUnbase64(const char *in, uint8_t *out, size_t max);
 
 /* How many requests this process has sent (for tests and benchmarks). */
 extern long KsHttpRequestCount(void);

@@ -166,6 +166,9 @@ extern const KsKmsProvider KsLocalProvider;
 /* HashiCorp Vault / OpenBao Transit (kms/vault.c). */
 extern const KsKmsProvider KsVaultTransitProvider;
 
+/* AWS KMS (kms/aws.c). */
+extern const KsKmsProvider KsAwsKmsProvider;
+
 /* The provider types of this build, as "a, b", for messages. */
 extern const char *KsKmsTypeList(void);
 
@@ -175,6 +178,14 @@ extern const char *KsKmsTypeList(void);
  */
 extern size_t KsDekBindingAad(const char *key_name, uint32_t dek_version,
 							  uint8_t *out, size_t out_len);
+
+/*
+ * The reverse, for KMSs that bind through readable fields rather than bytes
+ * (AWS's EncryptionContext): 1 and the name (NUL-terminated, at most
+ * name_len bytes with its NUL) and version when aad is such a binding.
+ */
+extern int	KsDekBindingParse(const uint8_t *aad, size_t aad_len, char *key_name, size_t name_len,
+							  uint32_t *dek_version);
 
 /* Fill buf with bytes from OpenSSL's CSPRNG. */
 extern KsStatus KsRandomBytes(uint8_t *buf, size_t len, KsError *err);

@@ -25,18 +25,15 @@
  * Errors come from Vault's "errors" array; 403 is denied.
  */
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
-#include <openssl/evp.h>
 
 #include "http.h"
 
 #define VAULT_TOKEN_MAX 4096
-#define VAULT_DEFAULT_TIMEOUT_MS 5000
 
 static const char *const VaultOptions[] = {"url", "mount", "token_file", "namespace", "ca_file", "timeout_ms", NULL};
 
@@ -55,37 +52,19 @@ SafeName(const char *s, size_t max, int slashes)
 	return 1;
 }
 
-static long
-TimeoutMs(const KsKmsInstance *kms)
-{
-	const char *t = KsKmsOptionValue(kms, "timeout_ms");
-
-	return t ? strtol(t, NULL, 10) : VAULT_DEFAULT_TIMEOUT_MS;
-}
-
 static KsStatus
 VaultCheckOptions(const KsKmsInstance *kms, KsError *err)
 {
-	const char *url = KsKmsOptionValue(kms, "url");
 	const char *mount = KsKmsOptionValue(kms, "mount");
-	const char *t = KsKmsOptionValue(kms, "timeout_ms");
 
-	if (url == NULL || strncmp(url, "https://", 8) != 0 || strlen(url) > 512 || strpbrk(url, " \r\n\"") != NULL)
-		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "vault_transit needs option url, an https:// URL");
+	if (KsHttpCheckUrl(kms, "url", err) != KS_OK)
+		return err->status;
 	if (KsKmsOptionValue(kms, "token_file") == NULL)
 		return KsFail(err, KS_ERR_INVALID_ARGUMENT,
 					  "vault_transit needs option token_file, a file holding the Vault token");
 	if (mount && !SafeName(mount, 256, 1))
 		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "option mount must be a Vault mount path");
-	if (t)
-	{
-		char	   *end;
-		long		v = strtol(t, &end, 10);
-
-		if (*end != '\0' || v < 100 || v > 600000)
-			return KsFail(err, KS_ERR_INVALID_ARGUMENT, "option timeout_ms must be a whole number from 100 to 600000");
-	}
-	return KS_OK;
+	return KsHttpCheckTimeout(kms, err);
 }
 
 static KsStatus
@@ -94,31 +73,6 @@ VaultCheckKey(const KsKmsInstance *kms, const char *kms_key, KsError *err)
 	if (kms_key == NULL || !SafeName(kms_key, 128, 0))
 		return KsFail(err, KS_ERR_INVALID_ARGUMENT,
 					  "a key of KMS type vault_transit needs kms_key, the name of its Transit key (letters, digits, _ - .)");
-	return KS_OK;
-}
-
-/* The token, trimmed, from token_file; read at every call. */
-static KsStatus
-ReadToken(const KsKmsInstance *kms, char *token, KsError *err)
-{
-	const char *path = KsKmsOptionValue(kms, "token_file");
-	FILE	   *f = fopen(path, "r");
-	size_t		n;
-
-	if (f == NULL)
-		return KsFail(err, KS_ERR_KMS_DENIED, "KMS provider \"%s\": could not read token_file \"%s\": %s",
-					  kms->name, path, strerror(errno));
-	n = fread(token, 1, VAULT_TOKEN_MAX, f);
-	fclose(f);
-	while (n > 0 && isspace((unsigned char) token[n - 1]))
-		n--;
-	token[n] = '\0';
-	if (n == 0 || strpbrk(token, "\r\n") != NULL)
-	{
-		KsWipe(token, VAULT_TOKEN_MAX + 1);
-		return KsFail(err, KS_ERR_KMS_DENIED, "KMS provider \"%s\": token_file \"%s\" holds no usable token",
-					  kms->name, path);
-	}
 	return KS_OK;
 }
 
@@ -156,7 +110,8 @@ VaultCall(const KsKmsInstance *kms, const char *method, const char *path, const 
 
 	*data = NULL;
 	snprintf(url, sizeof(url), "%s/v1/%s/%s", KsKmsOptionValue(kms, "url"), mount ? mount : "transit", path);
-	if ((st = ReadToken(kms, token, err)) != KS_OK)
+	/* read at every call: Vault Agent rewrites the file as tokens renew */
+	if ((st = KsReadSecretFile(kms, "token_file", token, VAULT_TOKEN_MAX, err)) != KS_OK)
 		return st;
 	token_header = malloc(strlen(token) + 32);
 	if (token_header == NULL)
@@ -177,7 +132,7 @@ VaultCall(const KsKmsInstance *kms, const char *method, const char *path, const 
 	}
 	req.body = body;
 	req.ca_file = KsKmsOptionValue(kms, "ca_file");
-	req.timeout_ms = TimeoutMs(kms);
+	req.timeout_ms = KsHttpTimeoutMs(kms);
 	req.provider = kms->name;
 	st = KsHttpDo(&req, &resp, err);
 	KsWipe(token_header, strlen(token_header));
@@ -214,16 +169,6 @@ VaultCall(const KsKmsInstance *kms, const char *method, const char *path, const 
 	return KS_OK;
 }
 
-static char *
-Base64(const uint8_t *in, size_t len)
-{
-	char	   *out = malloc(4 * ((len + 2) / 3) + 1);
-
-	if (out)
-		EVP_EncodeBlock((unsigned char *) out, in, (int) len);
-	return out;
-}
-
 /* The KEK version of a Transit ciphertext "vault:v<N>:...", or 0. */
 static long
 CiphertextVersion(const char *ct, size_t len)
@@ -241,8 +186,8 @@ static KsStatus
 Encrypt(const KsKmsInstance *kms, const char *kms_key, const uint8_t *dek, size_t dek_len,
 		const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len, char *kek_version, KsError *err)
 {
-	char	   *pt = Base64(dek, dek_len);
-	char	   *ad = Base64(aad, aad_len);
+	char	   *pt = KsBase64(dek, dek_len);
+	char	   *ad = KsBase64(aad, aad_len);
 	char		path[256];
 	char	   *body;
 	json_t	   *data;
@@ -316,14 +261,14 @@ VaultUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrappe
 	json_t	   *data;
 	const char *pt;
 	uint8_t		buf[64];
-	int			n;
+	long		n;
 	KsStatus	st;
 
 	if (wrapped_len > KS_WRAPPED_MAX || CiphertextVersion((const char *) wrapped, wrapped_len) == 0)
 		return KsFail(err, KS_ERR_WRAP_MALFORMED, "wrapped data key is not a Transit ciphertext");
 	memcpy(ct, wrapped, wrapped_len);
 	ct[wrapped_len] = '\0';
-	ad = Base64(aad, aad_len);
+	ad = KsBase64(aad, aad_len);
 	req = ad ? json_pack("{s:s, s:s}", "ciphertext", ct, "associated_data", ad) : NULL;
 	free(ad);
 	body = req ? json_dumps(req, JSON_COMPACT) : NULL;
@@ -337,14 +282,11 @@ VaultUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrappe
 	if (st != KS_OK)
 		return st;
 	pt = json_string_value(json_object_get(data, "plaintext"));
-	n = (pt && strlen(pt) <= 64) ? EVP_DecodeBlock(buf, (const unsigned char *) pt, (int) strlen(pt)) : -1;
-	/* EVP_DecodeBlock counts padding as bytes: 32 bytes come back as 33 */
-	if (n >= 0 && pt[strlen(pt) - 1] == '=')
-		n -= (strlen(pt) >= 2 && pt[strlen(pt) - 2] == '=') ? 2 : 1;
+	n = pt ? KsUnbase64(pt, buf, sizeof(buf)) : -1;
 	if (pt)
 		KsWipe((void *) pt, strlen(pt));
 	json_decref(data);
-	if (n != (int) dek_len)
+	if (n != (long) dek_len)
 	{
 		KsWipe(buf, sizeof(buf));
 		return KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" answered a data key of the wrong length",

@@ -20,122 +20,23 @@ X-Vault-Namespace.  Errors are Vault's {"errors": [...]}: 403 "permission
 denied", 400 for bad input.  AES-256-GCM (python3-cryptography) with a
 12-byte nonce, as Transit does; the ciphertext body is nonce || ct || tag.
 
-Test control, needing X-Test-Control equal to the content of --control:
-  POST /test/fault {"mode": none|latency|429|500|redirect|big|badjson,
-                    "count": N, "delay": seconds, "location": URL}
-  GET  /test/stats {"requests": N, "by_path": {...}}
-Each faulted request consumes one of count (count -1: all).
+Test control and faults: see kms_test_server.py.
 """
-import argparse
 import base64
-import json
 import os
-import ssl
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-LOCK = threading.Lock()
+import kms_test_server as base
+
 KEYS = {}             # name -> [key bytes per version, version 1 first]
-FAULT = {"mode": "none", "count": 0, "delay": 0, "location": ""}
-STATS = {"requests": 0, "by_path": {}}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(base.Handler):
+    def error_body(self, msg):
+        return {"errors": [msg]}
 
-    def log_message(self, fmt, *args):  # quiet
-        pass
-
-    def send_json(self, status, obj, extra=None):
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def error(self, status, msg):
-        self.send_json(status, {"errors": [msg]})
-
-    def body(self):
-        try:
-            return json.loads(self.raw) if self.raw else {}
-        except ValueError:
-            return None
-
-    def control_ok(self):
-        with open(self.server.args.control) as f:
-            return self.headers.get("X-Test-Control") == f.read().strip()
-
-    def take_fault(self):
-        with LOCK:
-            if FAULT["mode"] == "none" or FAULT["count"] == 0:
-                return None
-            if FAULT["count"] > 0:
-                FAULT["count"] -= 1
-            return dict(FAULT)
-
-    def do_GET(self):
-        self.route("GET")
-
-    def do_POST(self):
-        self.route("POST")
-
-    def route(self, method):
-        # the body is read first, whatever the answer: on a kept-alive
-        # connection an unread body would be taken for the next request
-        n = int(self.headers.get("Content-Length") or 0)
-        self.raw = self.rfile.read(n) if n else b""
-        path = self.path.split("?")[0]
-        if path.startswith("/test/"):
-            if not self.control_ok():
-                return self.error(403, "permission denied")
-            if path == "/test/fault" and method == "POST":
-                with LOCK:
-                    FAULT.update({"mode": "none", "count": 0, "delay": 0, "location": ""})
-                    FAULT.update(self.body() or {})
-                return self.send_json(200, {"ok": True})
-            if path == "/test/stats":
-                with LOCK:
-                    return self.send_json(200, STATS)
-            return self.error(404, "no such test endpoint")
-        with LOCK:
-            STATS["requests"] += 1
-            STATS["by_path"][path] = STATS["by_path"].get(path, 0) + 1
-        fault = self.take_fault()
-        if fault:
-            mode = fault["mode"]
-            if mode == "latency":
-                time.sleep(float(fault["delay"]))
-            elif mode == "429":
-                return self.send_json(429, {"errors": ["rate limited"]}, {"Retry-After": "1"})
-            elif mode == "500":
-                return self.error(500, "internal error")
-            elif mode == "redirect":
-                self.send_response(307)
-                self.send_header("Location", fault["location"] + path)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            elif mode == "big":
-                body = b'{"data": {"pad": "' + b"x" * (1024 * 1024) + b'"}}'
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            elif mode == "badjson":
-                body = b"<html>not Vault</html>"
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
+    def api(self, method, path):
         if not path.startswith("/v1/"):
             return self.error(404, "unsupported path")
         with open(self.server.args.tokens) as f:
@@ -152,7 +53,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self.body() if method == "POST" else {}
         if body is None:
             return self.error(400, "failed to parse JSON input")
-        with LOCK:
+        with base.LOCK:
             return self.transit(method, op, name, parts[3:], body)
 
     def transit(self, method, op, name, rest, body):
@@ -213,21 +114,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--cert", required=True)
-    ap.add_argument("--key", required=True)
+    ap = base.arguments("imitates Vault Transit")
     ap.add_argument("--tokens", required=True)
-    ap.add_argument("--control", required=True)
     ap.add_argument("--namespace", default="")
     ap.add_argument("--mount", default="transit")
-    args = ap.parse_args()
-    srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    srv.args = args
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(args.cert, args.key)
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    srv.serve_forever()
+    base.serve(Handler, ap.parse_args())
 
 
 if __name__ == "__main__":

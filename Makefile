@@ -21,8 +21,8 @@ DATA_built = extension/keysmith--0.2.sql extension/keysmith--0.3.sql extension/k
 	extension/keysmith--0.5.sql extension/keysmith--0.6.sql extension/keysmith--0.7.sql
 PGFILEDESC = "keysmith - envelope encryption and key management"
 
-KMS_SRCS = kms/common.c kms/envelope.c kms/http.c kms/local.c kms/options.c kms/secret.c kms/vault.c
-KMS_OBJS = kms/common.o kms/envelope.o kms/http.o kms/local.o kms/options.o kms/secret.o kms/vault.o
+KMS_SRCS = kms/aws.c kms/common.c kms/envelope.c kms/http.c kms/local.c kms/options.c kms/secret.c kms/vault.c
+KMS_OBJS = kms/aws.o kms/common.o kms/envelope.o kms/http.o kms/local.o kms/options.o kms/secret.o kms/vault.o
 OBJS = \
 	extension/keysmith.o \
 	extension/owner_spi.o \

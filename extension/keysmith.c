@@ -23,6 +23,7 @@ PG_MODULE_MAGIC;
 char	   *keysmith_local_master_key_file = NULL;
 int			keysmith_dek_cache_ttl = 300;
 int			keysmith_dek_cache_size = 1000;
+int			keysmith_kms_timeout = 5000;
 double		keysmith_max_encryptions_per_dek = 4000000000.0;
 char	   *keysmith_database_name = NULL;
 int			keysmith_reaper_naptime = 1000;
@@ -59,6 +60,12 @@ KsShmemStartup(void)
 }
 
 static void
+AssignKmsTimeout(int newval, void *extra)
+{
+	KsHttpSetDefaultTimeout(newval);
+}
+
+static void
 DefineGucs(void)
 {
 	DefineCustomStringVariable("keysmith.local_master_key_file",
@@ -89,6 +96,16 @@ DefineGucs(void)
 							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("keysmith.kms_timeout",
+							"Longest a call to an external KMS may take, retries included.",
+							"A KMS provider's timeout_ms option overrides it.  Past it the call "
+							"fails as unavailable (SQLSTATE KS015).",
+							&keysmith_kms_timeout,
+							5000, 100, 600000,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, AssignKmsTimeout, NULL);
 
 	DefineCustomRealVariable("keysmith.max_encryptions_per_dek",
 							 "Encryptions after which a DEK version is replaced by a new one.",

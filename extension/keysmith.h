@@ -59,6 +59,7 @@
 extern char *keysmith_local_master_key_file;
 extern int	keysmith_dek_cache_ttl;
 extern int	keysmith_dek_cache_size;
+extern int	keysmith_kms_timeout;
 extern double keysmith_max_encryptions_per_dek;
 extern char *keysmith_database_name;
 extern int	keysmith_reaper_naptime;

@@ -40,12 +40,15 @@ static char *redacted_query = NULL;
 /*
  * keysmith functions whose arguments may be secrets.  Matching is by name,
  * case-insensitively, anywhere in the text: "encrypt_value" also covers
- * decrypt_value, whose context argument may be sensitive too.
+ * decrypt_value, whose context argument may be sensitive too;
+ * "_kms_provider" covers create_ and alter_kms_provider, whose options are
+ * refused when they hold a secret, but whose text would still log it.
  */
 static const char *const SecretFunctions[] = {
 	"encrypt_value",
 	"create_secret",
 	"put_secret_value",
+	"_kms_provider",
 };
 
 static bool

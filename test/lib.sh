@@ -10,7 +10,7 @@ PG_OSUSER=${PG_OSUSER:-postgres}
 
 KEYSMITH_PACKAGES="gcc make libc6-dev postgresql-15 postgresql-server-dev-15 \
 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libssl-dev \
-python3 python3-cryptography libkrb5-dev libjansson-dev libcurl4-openssl-dev openssl \
+python3 python3-cryptography python3-botocore libkrb5-dev libjansson-dev libcurl4-openssl-dev openssl \
 clang libclang-rt-14-dev procps"
 
 # Install whatever of KEYSMITH_PACKAGES is missing (needs root).
@@ -205,6 +205,11 @@ ks_check() {
         KS_TAP_FAILED=$((KS_TAP_FAILED + 1))
         echo "not ok $KS_TAP_N - $2"
     fi
+}
+# ks_check_out RC OUTPUT NAME: ks_check, and on failure OUTPUT as comments.
+ks_check_out() {
+    ks_check "$1" "$3"
+    [ "$1" = 0 ] || printf '%s\n' "$2" | head -20 | sed 's/^/#   /'
 }
 ks_tap_finish() {
     local rc=$?

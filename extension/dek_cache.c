@@ -44,6 +44,8 @@
 
 #include "keysmith.h"
 #include "dek_cache.h"
+#include "dek_shared.h"
+#include "../kms/http.h"
 #include "key_acl.h"
 #include "kms_instance.h"
 #include "key_state.h"
@@ -88,14 +90,7 @@ static DekEntry *MemoDecrypt = NULL;
 static uint8 *SecretPage = NULL;
 
 
-static inline uint64
-MonotonicMs(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64) ts.tv_sec * 1000 + (uint64) ts.tv_nsec / 1000000;
-}
+#define MonotonicMs() KsMonotonicMs()
 
 static void
 ForgetMemos(void)
@@ -384,9 +379,31 @@ FetchKeyRow(const char *name, uint32 key_id, uint32 version, KeyRow *row)
 	KsOwnerSpiEnd(&spi);
 }
 
-/* Unwrap a key version through its KMS and key a cipher context with it. */
+typedef struct UnwrapArgs
+{
+	KsKmsInstance *inst;
+	const KeyRow *row;
+	const uint8 *aad;
+	size_t		aad_len;
+} UnwrapArgs;
+
+static KsStatus
+UnwrapThroughKms(void *arg, uint8 *dek, KsError *err)
+{
+	UnwrapArgs *a = arg;
+
+	return a->inst->provider->unwrap(a->inst, a->row->kms_key, (const uint8 *) VARDATA_ANY(a->row->wrapped),
+									 VARSIZE_ANY_EXHDR(a->row->wrapped), a->aad, a->aad_len,
+									 dek, KS_DEK_LEN, err);
+}
+
+/*
+ * Unwrap a key version through its KMS (or the shared cache, for external
+ * KMSs) and key a cipher context with it.  *valid_until: how long this
+ * backend may keep it.
+ */
 static KsAead *
-UnwrapToAead(const KeyRow *row)
+UnwrapToAead(const KeyRow *row, uint64 *valid_until)
 {
 	KsKmsInstance inst;
 	KsError		err;
@@ -394,6 +411,7 @@ UnwrapToAead(const KeyRow *row)
 	size_t		aad_len;
 	KsAead	   *aead;
 	KsStatus	st;
+	UnwrapArgs	args;
 
 	if (KsKmsLookup(row->kms_type) == NULL)
 		ereport(ERROR,
@@ -405,13 +423,36 @@ UnwrapToAead(const KeyRow *row)
 	if (aad_len == 0)
 		elog(ERROR, "key name too long for binding");
 
-	st = inst.provider->unwrap(&inst, row->kms_key, (const uint8 *) VARDATA_ANY(row->wrapped),
-						  VARSIZE_ANY_EXHDR(row->wrapped), aad, aad_len,
-						  SecretPage, KS_DEK_LEN, &err);
-	if (st != KS_OK)
+	args.inst = &inst;
+	args.row = row;
+	args.aad = aad;
+	args.aad_len = aad_len;
+	if (inst.provider->shared_cache)
 	{
-		KsWipe(SecretPage, KS_DEK_LEN);
-		KsReportError(&err);
+		KsSharedDekId id;
+
+		KsSharedDekIdFor(&id, row->key_id, row->version, row->kms, row->kms_key, aad, aad_len,
+						 (const uint8 *) VARDATA_ANY(row->wrapped), VARSIZE_ANY_EXHDR(row->wrapped));
+		PG_TRY();
+		{
+			KsSharedDekGet(&id, UnwrapThroughKms, &args, KsHttpTimeoutMs(&inst), SecretPage, valid_until);
+		}
+		PG_CATCH();
+		{
+			KsWipe(SecretPage, KS_DEK_LEN);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	else
+	{
+		st = UnwrapThroughKms(&args, SecretPage, &err);
+		if (st != KS_OK)
+		{
+			KsWipe(SecretPage, KS_DEK_LEN);
+			KsReportError(&err);
+		}
+		*valid_until = MonotonicMs() + (uint64) keysmith_dek_cache_ttl * 1000;
 	}
 	aead = KsAeadCreate(SecretPage, KS_DEK_LEN, &err);
 	KsWipe(SecretPage, KS_DEK_LEN);
@@ -450,6 +491,7 @@ EntryForRow(const KeyRow *row, uint64 now)
 	DekEntry   *entry;
 	bool		found;
 	KsAead	   *aead;
+	uint64		valid_until;
 
 	entry = hash_search(DekTable, &key, HASH_FIND, NULL);
 	if (entry != NULL && entry->expires_at > now)
@@ -458,7 +500,7 @@ EntryForRow(const KeyRow *row, uint64 now)
 		EvictEntry(entry);
 
 	/* unwrap before inserting, so an error leaves the table untouched */
-	aead = UnwrapToAead(row);
+	aead = UnwrapToAead(row, &valid_until);
 	MakeRoom();
 	entry = hash_search(DekTable, &key, HASH_ENTER, &found);
 	entry->dek.key_id = row->key_id;
@@ -469,7 +511,7 @@ EntryForRow(const KeyRow *row, uint64 now)
 	entry->dek.counter = NULL;
 	for (int i = 0; i < KS_PRIV_COUNT; i++)
 		entry->dek.allowed[i] = InvalidOid;
-	entry->expires_at = now + (uint64) keysmith_dek_cache_ttl * 1000;
+	entry->expires_at = Min(now + (uint64) keysmith_dek_cache_ttl * 1000, valid_until);
 	entry->last_used = ++LruClock;
 	CacheTouchedInXact = true;
 	return entry;

@@ -27,6 +27,7 @@
 #include "../kms/local.h"
 #include "keysmith.h"
 #include "dek_cache.h"
+#include "dek_shared.h"
 #include "key_acl.h"
 #include "kms_instance.h"
 #include "owner_spi.h"
@@ -34,6 +35,7 @@
 PG_FUNCTION_INFO_V1(keysmith_create_key);
 PG_FUNCTION_INFO_V1(keysmith_rotate_dek);
 PG_FUNCTION_INFO_V1(keysmith_rotate_kek);
+PG_FUNCTION_INFO_V1(keysmith_migrate_key);
 PG_FUNCTION_INFO_V1(keysmith_retire_key_version);
 PG_FUNCTION_INFO_V1(keysmith_restore_key_version);
 PG_FUNCTION_INFO_V1(keysmith_destroy_key_version);
@@ -250,6 +252,27 @@ AddVersion(KeyRec *rec, int32 version)
 	rec->current_version = version;
 }
 
+/* rec's provider type and options, from the kms_provider row kms, locked against drop. */
+static void
+LoadProvider(const char *kms, KeyRec *rec)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(kms)};
+
+	Exec("SELECT type, options::pg_catalog.text FROM keysmith.kms_provider"
+		 " WHERE name OPERATOR(pg_catalog.=) $1 FOR SHARE",
+		 1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("KMS provider \"%s\" does not exist", kms),
+				 errhint("See keysmith.kms_providers; a superuser creates one with keysmith.create_kms_provider.")));
+	rec->kms_type = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	rec->kms_options = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	rec->kms = pstrdup(kms);
+	rec->inst_built = false;
+}
+
 static void
 InsertAcl(int32 key_id, const char *role, const char *privilege)
 {
@@ -290,21 +313,7 @@ keysmith_create_key(PG_FUNCTION_ARGS)
 	memset(&rec, 0, sizeof(rec));
 	rec.text_kek = KsKmsCatalogHasProviders();
 	if (rec.text_kek)
-	{
-		Oid			types[1] = {TEXTOID};
-		Datum		values[1] = {CStringGetTextDatum(kms)};
-
-		Exec("SELECT type, options::pg_catalog.text FROM keysmith.kms_provider"
-			 " WHERE name OPERATOR(pg_catalog.=) $1 FOR SHARE",
-			 1, types, values, NULL, SPI_OK_SELECT);
-		if (SPI_processed == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("KMS provider \"%s\" does not exist", kms),
-					 errhint("See keysmith.kms_providers; a superuser creates one with keysmith.create_kms_provider.")));
-		rec.kms_type = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		rec.kms_options = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	}
+		LoadProvider(kms, &rec);
 	else if (strcmp(kms, "local") == 0)
 	{
 		rec.kms_type = "local";
@@ -371,6 +380,8 @@ keysmith_rotate_dek(PG_FUNCTION_ARGS)
 	RequireAdmin(&op, &rec);
 	RequireNotDestroyed(&rec);
 	AddVersion(&rec, rec.current_version + 1);
+	/* the old versions still decrypt; their shared copies are wiped all the same */
+	KsSharedDekInvalidate(MyDatabaseId, (uint32) rec.key_id);
 	Audit(&op, "rotate_dek", &rec, rec.current_version, NULL);
 	OpEnd(&op);
 	PG_RETURN_INT32(rec.current_version);
@@ -496,9 +507,128 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 		strlcpy(last_kek, kek_version, sizeof(last_kek));
 		n++;
 	}
+	KsSharedDekInvalidate(MyDatabaseId, (uint32) rec.key_id);
 	Audit(&op, "rotate_kek", &rec, 0,
 		  n > 0 ? psprintf("%d version(s) re-wrapped under KEK version %s", n, last_kek[0] ? last_kek : "(not shown by the KMS)")
 		  : pstrdup("every version was already under the current KEK"));
+	OpEnd(&op);
+	PG_RETURN_INT32(n);
+}
+
+/*
+ * keysmith.migrate_key(key_name text, to_provider text, to_kms_key text)
+ * RETURNS integer
+ *
+ * Moves a key to another provider (or another key of the same KMS): every
+ * DEK version that still has its key material is unwrapped by the old
+ * provider and wrapped by the new one, with the same binding, then the key
+ * names its new provider.  Encrypted values are untouched: the DEKs are the
+ * same.  One transaction: a KMS failure half-way leaves every version as it
+ * was.  Returns how many versions were re-wrapped.
+ */
+Datum
+keysmith_migrate_key(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *to_kms;
+	char	   *to_kms_key;
+	KsError		err;
+	KsOp		op;
+	KeyRec		rec;
+	KeyRec		to;
+	const KsKmsInstance *from_inst;
+	const KsKmsInstance *to_inst;
+	uint64		nrows;
+	SPITupleTable *tuptable;
+	char	   *from_desc;
+	int			n = 0;
+
+	KsRequirePrimary("migrate_key", "Keys are changed on the primary.");
+	KsRequireArg(fcinfo, 0, "key_name");
+	KsRequireArg(fcinfo, 1, "to_provider");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	to_kms = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	to_kms_key = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+
+	OpBegin(&op);
+	LockKey(name, 0, &rec);
+	RequireAdmin(&op, &rec);
+	RequireNotDestroyed(&rec);
+	to = rec;
+	memset(&to.inst, 0, sizeof(to.inst));
+	LoadProvider(to_kms, &to);
+	to.kms_key = to_kms_key;
+	to_inst = KeyInstance(&to);
+	if (to_inst->provider->check_key(to_inst, to_kms_key, &err) != KS_OK)
+		KsReportError(&err);
+	if (strcmp(rec.kms, to_kms) == 0 &&
+		((rec.kms_key == NULL && to_kms_key == NULL) ||
+		 (rec.kms_key != NULL && to_kms_key != NULL && strcmp(rec.kms_key, to_kms_key) == 0)))
+	{
+		OpEnd(&op);
+		PG_RETURN_INT32(0);
+	}
+	from_inst = KeyInstance(&rec);
+	from_desc = psprintf("%s%s%s", rec.kms, rec.kms_key ? " " : "", rec.kms_key ? rec.kms_key : "");
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		values[1] = {Int32GetDatum(rec.key_id)};
+
+		Exec("SELECT version, wrapped_dek FROM keysmith.key_version"
+			 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND wrapped_dek IS NOT NULL ORDER BY version",
+			 1, types, values, NULL, SPI_OK_SELECT);
+	}
+	nrows = SPI_processed;
+	tuptable = SPI_tuptable;
+	for (uint64 i = 0; i < nrows; i++)
+	{
+		bool		isnull;
+		int32		version = DatumGetInt32(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull));
+		bytea	   *old = DatumGetByteaPP(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull));
+		uint8		aad[KS_KEY_NAME_MAX + 64];
+		size_t		aad_len = KsDekBindingAad(rec.name, (uint32) version, aad, sizeof(aad));
+		uint8		dek[KS_DEK_LEN];
+		uint8		wrapped[KS_WRAPPED_MAX];
+		size_t		wrapped_len = 0;
+		char		kek_version[KS_KEK_VERSION_LEN] = "";
+		KsStatus	st;
+		bytea	   *nw;
+
+		st = from_inst->provider->unwrap(from_inst, rec.kms_key, (const uint8 *) VARDATA_ANY(old),
+										 VARSIZE_ANY_EXHDR(old), aad, aad_len, dek, sizeof(dek), &err);
+		if (st == KS_OK)
+			st = to_inst->provider->wrap(to_inst, to_kms_key, dek, sizeof(dek), aad, aad_len,
+										 wrapped, &wrapped_len, kek_version, &err);
+		KsWipe(dek, sizeof(dek));
+		if (st != KS_OK)
+			KsReportError(&err);
+		nw = (bytea *) palloc(VARHDRSZ + wrapped_len);
+		SET_VARSIZE(nw, VARHDRSZ + wrapped_len);
+		memcpy(VARDATA(nw), wrapped, wrapped_len);
+		{
+			Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
+			Datum		values[4] = {Int32GetDatum(rec.key_id), Int32GetDatum(version),
+			PointerGetDatum(nw), CStringGetTextDatum(kek_version)};
+
+			Exec("UPDATE keysmith.key_version SET wrapped_dek = $3, kek_version = $4"
+				 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+				 4, types, values, NULL, SPI_OK_UPDATE);
+		}
+		n++;
+	}
+	{
+		Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+		Datum		values[3] = {Int32GetDatum(rec.key_id), CStringGetTextDatum(to_kms),
+		to_kms_key ? CStringGetTextDatum(to_kms_key) : (Datum) 0};
+		char		nulls[3] = {' ', ' ', to_kms_key ? ' ' : 'n'};
+
+		Exec("UPDATE keysmith.key SET kms = $2, kms_key = $3 WHERE key_id OPERATOR(pg_catalog.=) $1",
+			 3, types, values, nulls, SPI_OK_UPDATE);
+	}
+	KsSharedDekInvalidate(MyDatabaseId, (uint32) rec.key_id);
+	Audit(&op, "migrate", &rec, 0,
+		  psprintf("%d version(s) moved from %s to %s%s%s", n, from_desc, to_kms,
+				   to_kms_key ? " " : "", to_kms_key ? to_kms_key : ""));
 	OpEnd(&op);
 	PG_RETURN_INT32(n);
 }
@@ -580,6 +710,8 @@ ChangeVersion(FunctionCallInfo fcinfo, const char *action)
 		RequireNotCurrent(&rec, version, "destroy");
 		SetVersionState(&rec, version, "destroyed");
 	}
+	if (strcmp(action, "restore") != 0)
+		KsSharedDekInvalidate(MyDatabaseId, (uint32) rec.key_id);
 	Audit(&op, action, &rec, version, NULL);
 	OpEnd(&op);
 }
@@ -628,6 +760,7 @@ keysmith_destroy_key(PG_FUNCTION_ARGS)
 	n = (int) SPI_processed;
 	Exec("UPDATE keysmith.key SET state = 'destroyed', destroyed_at = pg_catalog.now()"
 		 " WHERE key_id OPERATOR(pg_catalog.=) $1", 1, types, values, NULL, SPI_OK_UPDATE);
+	KsSharedDekInvalidate(MyDatabaseId, (uint32) rec.key_id);
 	Audit(&op, "destroy", &rec, 0, psprintf("%d version(s) erased", n));
 	OpEnd(&op);
 	PG_RETURN_INT32(n);

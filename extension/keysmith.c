@@ -15,6 +15,7 @@
 
 #include "utils/jsonb.h"
 #include "keysmith.h"
+#include "dek_shared.h"
 #include "../kms/http.h"
 #include "../rotator/worker.h"
 
@@ -48,6 +49,7 @@ KsShmemRequest(void)
 		prev_shmem_request_hook();
 	KsCountersShmemRequest();
 	KsWorkersShmemRequest();
+	KsSharedDekShmemRequest();
 }
 
 static void
@@ -57,6 +59,7 @@ KsShmemStartup(void)
 		prev_shmem_startup_hook();
 	KsCountersShmemStartup();
 	KsWorkersShmemStartup();
+	KsSharedDekShmemStartup();
 }
 
 static void
@@ -209,6 +212,8 @@ DefineGucs(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	KsSharedDekDefineGucs();
 
 	MarkGUCPrefixReserved("keysmith");
 }

@@ -20,8 +20,10 @@
 
 #include "keysmith.h"
 #include "dek_cache.h"
+#include "dek_shared.h"
 #include "key_acl.h"
 #include "key_state.h"
+#include "owner_spi.h"
 #include "values.h"
 
 PG_FUNCTION_INFO_V1(keysmith_encrypt_value);
@@ -29,6 +31,8 @@ PG_FUNCTION_INFO_V1(keysmith_decrypt_value);
 PG_FUNCTION_INFO_V1(keysmith_decrypt_value_bytea);
 PG_FUNCTION_INFO_V1(keysmith_ciphertext_info);
 PG_FUNCTION_INFO_V1(keysmith_flush_dek_cache);
+PG_FUNCTION_INFO_V1(keysmith_flush_shared_dek_cache);
+PG_FUNCTION_INFO_V1(keysmith_dek_cache_stats);
 PG_FUNCTION_INFO_V1(keysmith_rewrap_value);
 PG_FUNCTION_INFO_V1(keysmith_ciphertext_needs_reencrypt);
 
@@ -265,6 +269,43 @@ Datum
 keysmith_flush_dek_cache(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_INT32(KsDekCacheFlush());
+}
+
+/*
+ * keysmith.flush_shared_dek_cache() RETURNS integer
+ *
+ * Wipes this database's data keys from the shared cache, and makes every
+ * backend of the database drop its own at its next transaction (this one
+ * at once); returns how many this backend dropped.
+ */
+Datum
+keysmith_flush_shared_dek_cache(PG_FUNCTION_ARGS)
+{
+	KsSharedDekInvalidate(MyDatabaseId, 0);
+	CacheInvalidateRelcacheByRelid(KsKeyTableOid());
+	PG_RETURN_INT32(KsDekCacheFlush());
+}
+
+/* keysmith.dek_cache_stats(): the shared cache's size and counters since start. */
+Datum
+keysmith_dek_cache_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[7];
+	bool		nulls[7] = {false};
+	KsSharedDekStats st;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "dek_cache_stats must return a record");
+	KsSharedDekGetStats(&st);
+	values[0] = Int32GetDatum(st.slots);
+	values[1] = Int32GetDatum(st.used);
+	values[2] = Int64GetDatum(st.hits);
+	values[3] = Int64GetDatum(st.unwraps);
+	values[4] = Int64GetDatum(st.waits);
+	values[5] = Int64GetDatum(st.stale_uses);
+	values[6] = Int64GetDatum(st.failures);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
 /*

@@ -521,6 +521,7 @@ AwsNeedsRewrap(const KsKmsInstance *kms, const char *kms_key, const char *kek_ve
 
 const KsKmsProvider KsAwsKmsProvider = {
 	.type = "aws_kms",
+	.shared_cache = 1,
 	.option_names = AwsOptions,
 	.check_options = AwsCheckOptions,
 	.check_key = AwsCheckKey,

@@ -126,10 +126,14 @@ extern const char *KsKmsOptionValue(const KsKmsInstance *kms, const char *name);
  * Transit's rewrap, AWS KMS's ReEncrypt).
  *
  * needs_rewrap: would rewrap change a blob wrapped under kek_version?
+ *
+ * shared_cache: unwrapped DEKs may be cached for the whole cluster, to save
+ * calls to a KMS over the network (extension/dek_shared.c).
  */
 typedef struct KsKmsProvider
 {
 	const char *type;
+	int			shared_cache;
 	const char *const *option_names;
 	KsStatus	(*check_options) (const KsKmsInstance *kms, KsError *err);
 	KsStatus	(*check_key) (const KsKmsInstance *kms, const char *kms_key, KsError *err);

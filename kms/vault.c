@@ -340,6 +340,7 @@ VaultNeedsRewrap(const KsKmsInstance *kms, const char *kms_key, const char *kek_
 
 const KsKmsProvider KsVaultTransitProvider = {
 	.type = "vault_transit",
+	.shared_cache = 1,
 	.option_names = VaultOptions,
 	.check_options = VaultCheckOptions,
 	.check_key = VaultCheckKey,

@@ -54,7 +54,7 @@ opts() { # TIMEOUT_MS [PORT] [PROFILE]
         "${2:-$P1}" "$A/credentials" "${3:-default}" "$A/ca-for-keysmith.pem" "$1"
 }
 setopts() { q -c "SELECT keysmith.alter_kms_provider('aws1', '$(opts "$@")')" >/dev/null; }
-decrypt_all() { q -c "SELECT count(*) FROM vt WHERE keysmith.decrypt_value(c, id::text) = 'v' || id"; }
+decrypt_all() { q -c "$KMS_FRESH" -c "SELECT count(*) FROM vt WHERE keysmith.decrypt_value(c, id::text) = 'v' || id"; }
 wrapped() { q -c "SELECT string_agg(md5(wrapped_dek) || kek_version, ',' ORDER BY version) FROM keysmith.key_version v JOIN keysmith.key k USING (key_id) WHERE k.name = '$1'"; }
 
 q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('aws1', 'aws_kms', '$(opts 3000)')" >/dev/null
@@ -77,7 +77,7 @@ ks_check $? "one Encrypt for the key's DEK ($n)"
 q -c "SELECT keysmith.create_key('vk2', 'aws1', 'alias/app')" -c "SELECT keysmith.encrypt_value('vk2', 'x')" >/dev/null
 orig=$(q -c "SELECT encode(wrapped_dek, 'hex') FROM keysmith.key_version WHERE key_id = (SELECT key_id FROM keysmith.key WHERE name = 'vk')")
 q -c "UPDATE keysmith.key_version SET wrapped_dek = (SELECT wrapped_dek FROM keysmith.key_version v JOIN keysmith.key k USING (key_id) WHERE k.name = 'vk2') WHERE key_id = (SELECT key_id FROM keysmith.key WHERE name = 'vk')" >/dev/null
-out=$(qv -c "SELECT keysmith.decrypt_value(c, id::text) FROM vt WHERE id = 1")
+out=$(qv -c "$KMS_FRESH" -c "SELECT keysmith.decrypt_value(c, id::text) FROM vt WHERE id = 1")
 ks_sqlstate KS008 '*does not authenticate (InvalidCiphertextException)*' "$out"
 ks_check_out $? "$out" "attack: vk2's wrapped DEK copied into vk does not unwrap: the EncryptionContext names key and version (KS008)"
 q -c "UPDATE keysmith.key_version SET wrapped_dek = decode('$orig', 'hex') WHERE key_id = (SELECT key_id FROM keysmith.key WHERE name = 'vk')" >/dev/null
@@ -104,7 +104,7 @@ n=$(decrypt_all)
 [ "$n" = 100 ]
 ks_check $? "temporary credentials: profile temp with aws_session_token, sent as X-Amz-Security-Token and signed"
 sed -i "s/^aws_session_token=.*/aws_session_token=$(rnd 32)/" "$A/credentials"
-out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
 creds >"$A/credentials"
 ks_sqlstate KS016 'KMS provider "aws1" denied the request (HTTP 400, UnrecognizedClientException)*' "$out"
 ks_check_out $? "$out" "a session token AWS does not know: denied (KS016)"
@@ -116,23 +116,23 @@ n=$(decrypt_all)
 [ "$n" = 100 ]
 ks_check $? "credentials rotated on disk: the next call reads the new ones"
 sed -i "s/^aws_secret_access_key = .*/aws_secret_access_key = $(rnd 20)/" "$A/credentials"
-out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
 creds >"$A/credentials"
 ks_sqlstate KS016 '*denied the request (HTTP 400, InvalidSignatureException): The request signature we calculated does not match*' "$out"
 ks_check_out $? "$out" "a wrong secret key: botocore finds the signature wrong, denied (KS016)"
 sed -i "s/^aws_access_key_id = .*/aws_access_key_id = AKIAUNKNOWN/" "$A/credentials"
-out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
 creds >"$A/credentials"
 ks_sqlstate KS016 '*denied the request (HTTP 400, UnrecognizedClientException)*' "$out"
 ks_check_out $? "$out" "an access key id AWS does not know: denied (KS016)"
 setopts 3000 "$P1" nope
-out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
 setopts 3000
 ks_sqlstate KS016 "KMS provider \"aws1\": profile \"nope\" of credentials_file \"$A/credentials\" has no aws_access_key_id and aws_secret_access_key" "$out"
 ks_check_out $? "$out" "a profile the credentials file lacks: denied (KS016), naming the file and profile"
 
 kms_ctl "$P1" POST /test/deny '{"actions": ["Decrypt"]}' >/dev/null
-out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
 kms_ctl "$P1" POST /test/deny '{"actions": []}' >/dev/null
 ks_sqlstate KS016 '*denied the request (HTTP 400, AccessDeniedException): User is not authorized to perform: kms:Decrypt' "$out"
 ks_check_out $? "$out" "a key policy that denies kms:Decrypt: denied (KS016)"

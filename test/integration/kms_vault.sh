@@ -52,7 +52,7 @@ opts() { # TIMEOUT_MS [PORT] [NAMESPACE]
     printf '{"url": "https://127.0.0.1:%s", "token_file": "%s", "ca_file": "%s", "namespace": "%s", "timeout_ms": "%s"}' \
         "${2:-$P1}" "$V/vault.token" "$V/ca-for-keysmith.pem" "${3:-team}" "$1"
 }
-decrypt_all() { q -c "SELECT count(*) FROM vt WHERE keysmith.decrypt_value(c, id::text) = 'v' || id"; }
+decrypt_all() { q -c "$KMS_FRESH" -c "SELECT count(*) FROM vt WHERE keysmith.decrypt_value(c, id::text) = 'v' || id"; }
 
 ctl "$P1" POST /v1/transit/keys/app '{}' >/dev/null
 q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('vault1', 'vault_transit', '$(opts 3000)')" >/dev/null
@@ -82,12 +82,12 @@ echo "$new" >"$V/server.tokens"; echo "$new" >"$V/vault.token"; token=$new
 ks_check $? "the token is rotated on disk (as Vault Agent does): the next call reads the new one"
 
 echo "not-the-token" >"$V/server.tokens"
-out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
 echo "$token" >"$V/server.tokens"
 ks_sqlstate KS016 'KMS provider "vault1" denied the request (HTTP 403): permission denied' "$out"
 ks_check $? "a token Vault no longer accepts: denied (KS016)"
 q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 3000 "$P1" other)')" >/dev/null
-out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
 q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 3000)')" >/dev/null
 ks_sqlstate KS016 '*denied*' "$out"
 ks_check $? "the wrong namespace: denied (KS016)"

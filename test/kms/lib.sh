@@ -2,6 +2,10 @@
 # test/lib.sh): a CA and certificates made here by openssl, starting a test
 # server from test/kms/, and calling its control endpoints.
 
+# Run first in a session that must reach the KMS: empties the shared DEK
+# cache of the database (it prints nothing).
+KMS_FRESH="SELECT FROM keysmith.flush_shared_dek_cache()"
+
 # kms_ca DIR: in DIR, a CA (ca.pem), a certificate for 127.0.0.1
 # (good.pem/.key) and one for another name (wrong.pem/.key); a copy of the
 # CA for keysmith (ca-for-keysmith.pem) and the servers' control secret
@@ -73,7 +77,8 @@ print(s['by_op'].get(sys.argv[1], 0) if len(sys.argv) > 1 else s['requests'])" $
 #   vt, vk           a table of 100 values (id, c) encrypted under key vk
 #   decrypt_all      how many of the 100 values of table vt decrypt
 #   kek_upstream     rotates the key in the KMS, so rotate_kek has work
-# Each query is a new session, so every unwrap goes to the KMS.
+# Each query empties the shared DEK cache first, so every unwrap goes to
+# the KMS.
 kms_fault_suite() {
     local out before after n w0 w1 seen
     fault() { kms_ctl "$P1" POST /test/fault "$1" >/dev/null; }
@@ -87,7 +92,7 @@ kms_fault_suite() {
     ks_check $? "$PROV: 429 with Retry-After, then success: retried within the timeout ($((after - before)) requests)"
 
     fault '{"mode": "500", "count": -1}'
-    out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+    out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     ks_sqlstate KS015 "KMS provider \"$PROV\" (127.0.0.1:*) answered HTTP 500 until its time ran out" "$out"
     ks_check $? "$PROV: 500 to the end: unavailable (KS015), after retries"
     out=$(qv -c "SELECT keysmith.create_key('k_down', '$PROV', '$KMS_KEY')")
@@ -103,41 +108,41 @@ kms_fault_suite() {
     ks_sqlstate KS015 '*' "$out" && [ "$w0" = "$w1" ]
     ks_check $? "$PROV: rotate_kek during an outage fails and changes nothing"
     fault '{"mode": "none"}'
-    out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+    out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     [[ $out != *ERROR* ]]
     ks_check $? "$PROV: once it answers again, every value decrypts"
 
     fault "{\"mode\": \"redirect\", \"count\": -1, \"location\": \"https://127.0.0.1:$P2\"}"
-    out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+    out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     seen=$(kms_requests "$P2")
     ks_sqlstate KS017 '*answered with a redirect (HTTP 307), which keysmith never follows' "$out" && [ "$seen" = 0 ]
     ks_check $? "$PROV: a redirect is never followed: bad response (KS017), and its target saw $seen requests"
 
     fault '{"mode": "big", "count": -1}'
-    out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+    out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     ks_sqlstate KS017 '*answered more than 262144 bytes' "$out"
     ks_check $? "$PROV: an oversized body is cut off: bad response (KS017)"
 
     fault '{"mode": "badjson", "count": -1}'
-    out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+    out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     ks_sqlstate KS017 '*answered something that is not*JSON' "$out"
     ks_check $? "$PROV: malformed JSON: bad response (KS017)"
 
     fault '{"mode": "latency", "count": -1, "delay": 6}'
-    out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+    out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     ks_sqlstate KS015 "KMS provider \"$PROV\"*" "$out"
     ks_check $? "$PROV: an answer slower than timeout_ms: unavailable (KS015)"
 
     setopts 60000
     fault '{"mode": "latency", "count": -1, "delay": 30}'
-    out=$(PGOPTIONS='-c statement_timeout=1s' qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+    out=$(PGOPTIONS='-c statement_timeout=1s' qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     ks_sqlstate 57014 'canceling statement due to statement timeout' "$out"
     ks_check $? "$PROV: a query cancel stops a hung KMS call (57014, not a 60 s wait)"
     setopts 3000
     fault '{"mode": "none"}'
 
     setopts 3000 "$P3"
-    out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+    out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     setopts 3000
     ks_sqlstate KS015 '*TLS certificate of 127.0.0.1:*does not verify*' "$out"
     ks_check $? "$PROV: a certificate for another name is refused (KS015, says so)"
@@ -147,7 +152,7 @@ kms_fault_suite() {
     ks_check $? "$PROV: after every fault, all 100 values still decrypt"
 
     setopts 3000 "$(ks_free_port)"
-    out=$(qv -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
+    out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     setopts 3000
     ks_sqlstate KS015 "KMS provider \"$PROV\" (127.0.0.1:*) is unavailable*" "$out" &&
         [[ $out == *"HINT:  The KMS provider named in the message did not answer in time"* ]]

@@ -8,7 +8,8 @@ reached here); this module is the part that is not the API:
   - test control, needing X-Test-Control equal to the content of --control:
       POST /test/fault {"mode": none|latency|429|500|redirect|big|badjson
                                 (and a server's own modes),
-                        "count": N, "delay": seconds, "location": URL}
+                        "count": N, "delay": seconds, "location": URL,
+                        "after": N (requests served before the fault starts)}
       GET  /test/stats {"requests": N, "by_path": {...}, "by_op": {...}}
     and whatever control paths a server adds (Handler.control);
   - the faults: each faulted request consumes one of count (-1: all).
@@ -24,7 +25,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-FAULT = {"mode": "none", "count": 0, "delay": 0, "location": ""}
+FAULT = {"mode": "none", "count": 0, "delay": 0, "location": "", "after": 0}
 STATS = {"requests": 0, "by_path": {}, "by_op": {}}
 
 
@@ -88,6 +89,9 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             if FAULT["mode"] == "none" or FAULT["count"] == 0:
                 return None
+            if FAULT["after"] > 0:
+                FAULT["after"] -= 1
+                return None
             if FAULT["count"] > 0:
                 FAULT["count"] -= 1
             return dict(FAULT)
@@ -109,7 +113,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error(403, "permission denied")
             if path == "/test/fault" and method == "POST":
                 with LOCK:
-                    FAULT.update({"mode": "none", "count": 0, "delay": 0, "location": ""})
+                    FAULT.update({"mode": "none", "count": 0, "delay": 0, "location": "", "after": 0})
                     FAULT.update(self.body() or {})
                 return self.send_json(200, {"ok": True})
             if path == "/test/stats":

@@ -5,7 +5,7 @@
 -- provider of its own, with a master key file of its own, through
 -- encrypt, decrypt, rotate_kek and a changed file.  Rolled back.
 BEGIN;
-SELECT plan(32);
+SELECT plan(45);
 
 CREATE ROLE kp_admin NOLOGIN IN ROLE keysmith_admin;
 
@@ -28,8 +28,8 @@ SELECT throws_ok($$SELECT keysmith.create_kms_provider('kp', NULL)$$,
     '22004', 'type must not be null', 'a NULL type');
 SELECT throws_ok($$SELECT keysmith.create_kms_provider('kp one', 'local')$$,
     '42602', 'invalid KMS provider name', 'a name with a space');
-SELECT throws_ok($$SELECT keysmith.create_kms_provider('kp', 'aws_kms', '{"region": "eu-west-1"}')$$,
-    '22023', 'unknown KMS type "aws_kms"', 'a type this build does not provide');
+SELECT throws_ok($$SELECT keysmith.create_kms_provider('kp', 'nonesuch_kms', '{"region": "eu-west-1"}')$$,
+    '22023', 'unknown KMS type "nonesuch_kms"', 'a type this build does not provide');
 SELECT throws_ok($$SELECT keysmith.create_kms_provider('kp', 'local', '[]')$$,
     '22023', 'KMS provider options must be a JSON object', 'options that are not an object');
 SELECT throws_ok($$SELECT keysmith.create_kms_provider('kp', 'local', '{"master_key_file": 1}')$$,
@@ -86,6 +86,35 @@ SELECT throws_ok($$SELECT keysmith.drop_kms_provider('local')$$,
     '55000', 'the built-in KMS provider "local" cannot be dropped', 'the built-in one neither');
 SELECT throws_ok($$SELECT keysmith.alter_kms_provider('kp_nope', '{}')$$,
     '42704', 'KMS provider "kp_nope" does not exist', 'altering a missing provider');
+
+
+-- migrate_key moves a key between providers without touching a value
+CREATE ROLE kp_user NOLOGIN IN ROLE keysmith_user;
+SET ROLE kp_user;
+SELECT throws_ok($$SELECT keysmith.migrate_key('kp_k', 'local')$$,
+    '42501', 'permission denied for function migrate_key', 'attack: an application role may not move a key');
+RESET ROLE;
+SELECT throws_ok($$SELECT keysmith.migrate_key('kp_k', 'local')$$,
+    'KS007', 'master key version 2 is not in the master key file',
+    'a key its provider cannot unwrap cannot move');
+SELECT is((SELECT kms FROM keysmith.keys WHERE name = 'kp_k'), 'kp_tenant', 'and stays where it was');
+SELECT lives_ok($$SELECT keysmith.alter_kms_provider('kp_tenant', '{"master_key_file": "fixtures/tenant-v2.key"}')$$,
+                'the provider reads its file again');
+SELECT throws_ok($$SELECT keysmith.migrate_key('kp_k', 'kp_nope')$$,
+    '42704', 'KMS provider "kp_nope" does not exist', 'to a provider that does not exist');
+SELECT throws_ok($$SELECT keysmith.migrate_key('kp_k', 'local', 'transit-key')$$,
+    '22023', 'a key of KMS type local takes no kms_key: its KEK is the newest master key of the file',
+    'with a kms_key the target does not take');
+SELECT throws_ok($$SELECT keysmith.migrate_key('kp_k', NULL)$$,
+    '22004', 'to_provider must not be null', 'a NULL target');
+SELECT is(keysmith.migrate_key('kp_k', 'kp_tenant'), 0, 'to where it already is: nothing to do');
+SELECT is(keysmith.migrate_key('kp_k', 'local'), 1, 'to the built-in provider: its one version moves');
+SELECT is((SELECT kms FROM keysmith.keys WHERE name = 'kp_k'), 'local', 'the key now names local');
+SELECT keysmith.flush_dek_cache();
+SELECT is(keysmith.decrypt_value(c), 'tenant secret', 'the value decrypts through the moved DEK') FROM kp_v;
+SELECT is((SELECT detail FROM keysmith.key_event WHERE key_name = 'kp_k' AND event = 'migrate'),
+          '1 version(s) moved from kp_tenant to local', 'the move is audited');
+SELECT lives_ok($$SELECT keysmith.drop_kms_provider('kp_tenant')$$, 'and the old provider, unused now, can go');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -200,6 +200,8 @@ SELECT * FROM keysmith.keys;
 SELECT * FROM keysmith.key_versions;
 SELECT * FROM keysmith.key_grants;
 SELECT keysmith.flush_dek_cache();
+SELECT keysmith.flush_shared_dek_cache();
+SELECT * FROM keysmith.dek_cache_stats();
 SELECT keysmith.destroy_key('h2');
 SELECT * FROM keysmith._reencrypt_job_get('public.ht', 'c');
 SELECT keysmith._reencrypt_job_put('public.ht', 'c', 'done', 50, 50, NULL, 0, false);

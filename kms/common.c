@@ -132,12 +132,14 @@ static const KsKmsProvider *const KsProviders[] = {
 	&KsLocalProvider,
 	&KsVaultTransitProvider,
 	&KsAwsKmsProvider,
+	&KsAzureKeyVaultProvider,
+	&KsGcpKmsProvider,
 };
 
 const char *
 KsKmsTypeList(void)
 {
-	return "local, vault_transit, aws_kms";
+	return "local, vault_transit, aws_kms, azure_keyvault, gcp_kms";
 }
 
 const KsKmsProvider *

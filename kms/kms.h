@@ -173,6 +173,12 @@ extern const KsKmsProvider KsVaultTransitProvider;
 /* AWS KMS (kms/aws.c). */
 extern const KsKmsProvider KsAwsKmsProvider;
 
+/* Azure Key Vault and Managed HSM (kms/azure.c). */
+extern const KsKmsProvider KsAzureKeyVaultProvider;
+
+/* Google Cloud KMS (kms/gcp.c). */
+extern const KsKmsProvider KsGcpKmsProvider;
+
 /* The provider types of this build, as "a, b", for messages. */
 extern const char *KsKmsTypeList(void);
 

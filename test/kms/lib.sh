@@ -126,7 +126,7 @@ kms_fault_suite() {
     fault '{"mode": "badjson", "count": -1}'
     out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     ks_sqlstate KS017 '*answered something that is not*JSON' "$out"
-    ks_check $? "$PROV: malformed JSON: bad response (KS017)"
+    ks_check_out $? "$out" "$PROV: malformed JSON: bad response (KS017)"
 
     fault '{"mode": "latency", "count": -1, "delay": 6}'
     out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")

@@ -57,7 +57,7 @@ setopts() { q -c "SELECT keysmith.alter_kms_provider('aws1', '$(opts "$@")')" >/
 decrypt_all() { q -c "$KMS_FRESH" -c "SELECT count(*) FROM vt WHERE keysmith.decrypt_value(c, id::text) = 'v' || id"; }
 wrapped() { q -c "SELECT string_agg(md5(wrapped_dek) || kek_version, ',' ORDER BY version) FROM keysmith.key_version v JOIN keysmith.key k USING (key_id) WHERE k.name = '$1'"; }
 
-q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('aws1', 'aws_kms', '$(opts 3000)')" >/dev/null
+q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('aws1', 'aws_kms', '$(opts 1500)')" >/dev/null
 ks_check $? "three test servers verifying SigV4 with botocore; an aws_kms provider with an endpoint, a credentials file, a profile, a CA file"
 
 out=$(qv -c "SELECT keysmith.create_key('vk0', 'aws1')")
@@ -99,7 +99,7 @@ n2=$(q -c "SELECT keysmith.rotate_kek('vk')")
 [ "$n2" = 0 ] && [ "$(decrypt_all)" = 100 ]
 ks_check $? "then rotate_kek has nothing to do, and all 100 values decrypt"
 
-setopts 3000 "$P1" temp
+setopts 1500 "$P1" temp
 n=$(decrypt_all)
 [ "$n" = 100 ]
 ks_check $? "temporary credentials: profile temp with aws_session_token, sent as X-Amz-Security-Token and signed"
@@ -108,7 +108,7 @@ out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) F
 creds >"$A/credentials"
 ks_sqlstate KS016 'KMS provider "aws1" denied the request (HTTP 400, UnrecognizedClientException)*' "$out"
 ks_check_out $? "$out" "a session token AWS does not know: denied (KS016)"
-setopts 3000
+setopts 1500
 
 akid=AKIA$(rnd 8 | tr a-f A-F); secret=$(rnd 20)
 creds >"$A/server.credentials"; creds >"$A/credentials"
@@ -125,9 +125,9 @@ out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) F
 creds >"$A/credentials"
 ks_sqlstate KS016 '*denied the request (HTTP 400, UnrecognizedClientException)*' "$out"
 ks_check_out $? "$out" "an access key id AWS does not know: denied (KS016)"
-setopts 3000 "$P1" nope
+setopts 1500 "$P1" nope
 out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
-setopts 3000
+setopts 1500
 ks_sqlstate KS016 "KMS provider \"aws1\": profile \"nope\" of credentials_file \"$A/credentials\" has no aws_access_key_id and aws_secret_access_key" "$out"
 ks_check_out $? "$out" "a profile the credentials file lacks: denied (KS016), naming the file and profile"
 

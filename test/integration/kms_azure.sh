@@ -50,7 +50,7 @@ setopts() { q -c "SELECT keysmith.alter_kms_provider('az1', '$(opts "$@")')" >/d
 decrypt_all() { q -c "$KMS_FRESH" -c "SELECT count(*) FROM vt WHERE keysmith.decrypt_value(c, id::text) = 'v' || id"; }
 count() { q -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt"; }
 
-q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('az1', 'azure_keyvault', '$(opts 3000)')" >/dev/null
+q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('az1', 'azure_keyvault', '$(opts 1500)')" >/dev/null
 ks_check $? "three test servers; an azure_keyvault provider with a tenant, a client, a client secret file and a CA file"
 
 out=$(qv -c "SELECT keysmith.create_key('vk0', 'az1')")
@@ -128,7 +128,7 @@ n=$(q -c "SELECT keysmith.rotate_kek('vpin')"); kv=$(q -c "SELECT kek_version FR
 [ "$n" = 0 ] && [ "$kv" = "$v1" ]
 ks_check $? "a kms_key pinned to a key version stays on it when Key Vault gains another"
 
-q -c "SELECT keysmith.create_kms_provider('hsm1', 'azure_keyvault', '$(opts 3000 "$P1" A256KW)')" \
+q -c "SELECT keysmith.create_kms_provider('hsm1', 'azure_keyvault', '$(opts 1500 "$P1" A256KW)')" \
   -c "SELECT keysmith.create_key('hk', 'hsm1', 'app')" >/dev/null
 out=$(q -c "$KMS_FRESH" -c "SELECT keysmith.decrypt_value(keysmith.encrypt_value('hk', 'hsm'))" 2>&1)
 [ "$out" = hsm ]

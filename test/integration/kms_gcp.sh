@@ -52,7 +52,7 @@ opts() { # TIMEOUT_MS [PORT]
 }
 decrypt_all() { q -c "$KMS_FRESH" -c "SELECT count(*) FROM vt WHERE keysmith.decrypt_value(c, id::text) = 'v' || id"; }
 
-q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('gcp1', 'gcp_kms', '$(opts 3000)')" >/dev/null
+q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('gcp1', 'gcp_kms', '$(opts 1500)')" >/dev/null
 ks_check $? "three test servers; a gcp_kms provider with a service account key file, an endpoint, a token URL and a CA file"
 
 out=$(qv -c "SELECT keysmith.create_key('vk0', 'gcp1', 'projects/p/cryptoKeys/k')")

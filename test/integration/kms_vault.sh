@@ -55,7 +55,7 @@ opts() { # TIMEOUT_MS [PORT] [NAMESPACE]
 decrypt_all() { q -c "$KMS_FRESH" -c "SELECT count(*) FROM vt WHERE keysmith.decrypt_value(c, id::text) = 'v' || id"; }
 
 ctl "$P1" POST /v1/transit/keys/app '{}' >/dev/null
-q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('vault1', 'vault_transit', '$(opts 3000)')" >/dev/null
+q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('vault1', 'vault_transit', '$(opts 1500)')" >/dev/null
 ks_check $? "three test servers with a CA made here; a vault_transit provider naming a token file, a CA file, a namespace"
 
 out=$(qv -c "SELECT keysmith.create_key('vk0', 'vault1')")
@@ -86,9 +86,9 @@ out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) F
 echo "$token" >"$V/server.tokens"
 ks_sqlstate KS016 'KMS provider "vault1" denied the request (HTTP 403): permission denied' "$out"
 ks_check $? "a token Vault no longer accepts: denied (KS016)"
-q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 3000 "$P1" other)')" >/dev/null
+q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500 "$P1" other)')" >/dev/null
 out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
-q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 3000)')" >/dev/null
+q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500)')" >/dev/null
 ks_sqlstate KS016 '*denied*' "$out"
 ks_check $? "the wrong namespace: denied (KS016)"
 

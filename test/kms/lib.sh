@@ -138,12 +138,12 @@ kms_fault_suite() {
     out=$(PGOPTIONS='-c statement_timeout=1s' qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
     ks_sqlstate 57014 'canceling statement due to statement timeout' "$out"
     ks_check $? "$PROV: a query cancel stops a hung KMS call (57014, not a 60 s wait)"
-    setopts 3000
+    setopts 1500
     fault '{"mode": "none"}'
 
-    setopts 3000 "$P3"
+    setopts 1500 "$P3"
     out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
-    setopts 3000
+    setopts 1500
     ks_sqlstate KS015 '*TLS certificate of 127.0.0.1:*does not verify*' "$out"
     ks_check $? "$PROV: a certificate for another name is refused (KS015, says so)"
 
@@ -151,9 +151,9 @@ kms_fault_suite() {
     [ "$n" = 100 ]
     ks_check $? "$PROV: after every fault, all 100 values still decrypt"
 
-    setopts 3000 "$(ks_free_port)"
+    setopts 1500 "$(ks_free_port)"
     out=$(qv -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt")
-    setopts 3000
+    setopts 1500
     ks_sqlstate KS015 "KMS provider \"$PROV\" (127.0.0.1:*) is unavailable*" "$out" &&
         [[ $out == *"HINT:  The KMS provider named in the message did not answer in time"* ]]
     ks_check $? "$PROV: connection refused: unavailable (KS015), with a hint"

@@ -17,11 +17,12 @@
 
 #include "envelope.h"
 #include "local.h"
+#include "oauth.h"
 #include "options.h"
 #include "secret.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 100
+#define TESTS_PLANNED 112
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -631,6 +632,57 @@ test_secret_options(void)
 		  "credential: no NUL in the password; an object only");
 }
 
+/* The helpers of the HTTP providers: pure functions, no network. */
+static void
+test_remote_helpers(void)
+{
+	uint8_t		aad[128];
+	size_t		aad_len = KsDekBindingAad("orders", 0x01020304, aad, sizeof(aad));
+	char		name[64];
+	uint32_t	version = 0;
+	uint8_t		buf[64];
+	char	   *s;
+	KsKmsInstance kms = {.provider = &KsVaultTransitProvider, .name = "t", .noptions = 1};
+
+	check(KsDekBindingParse(aad, aad_len, name, sizeof(name), &version) == 1 &&
+		  strcmp(name, "orders") == 0 && version == 0x01020304,
+		  "binding: parse gives back the key name and version");
+	check(!KsDekBindingParse(aad, aad_len - 1, name, sizeof(name), &version) &&
+		  !KsDekBindingParse(aad, aad_len, name, 4, &version),
+		  "binding: a short blob or a short name buffer is refused");
+	aad[3] ^= 1;
+	check(!KsDekBindingParse(aad, aad_len, name, sizeof(name), &version), "binding: a wrong prefix is refused");
+
+	s = KsBase64((const uint8_t *) "\xff\xfe\x00", 3);
+	check(s && strcmp(s, "//4A") == 0 && KsUnbase64(s, buf, sizeof(buf)) == 3 && buf[0] == 0xff,
+		  "base64: encodes and decodes");
+	free(s);
+	check(KsUnbase64("QQ==", buf, sizeof(buf)) == 1 && buf[0] == 'A' && KsUnbase64("QUI=", buf, sizeof(buf)) == 2,
+		  "base64: padding is not counted as data");
+	check(KsUnbase64("QUJD", buf, 2) == -1 && KsUnbase64("QUJ", buf, sizeof(buf)) == -1 &&
+		  KsUnbase64("", buf, sizeof(buf)) == -1,
+		  "base64: too long for the buffer, a bad length, or empty: -1");
+	s = KsBase64Url((const uint8_t *) "\xff\xfe\xfd\xfc", 4);
+	check(s && strcmp(s, "__79_A") == 0 && KsUnbase64Url(s, buf, sizeof(buf)) == 4 && buf[3] == 0xfc,
+		  "base64url: no padding, - and _, and back");
+	free(s);
+	s = KsFormEncode("a b&c=d/+~");
+	check(s && strcmp(s, "a%20b%26c%3Dd%2F%2B~") == 0, "form encoding escapes all but unreserved characters");
+	free(s);
+
+	kms.options[0].name = "url";
+	kms.options[0].value = "http://vault:8200";
+	check(KsHttpCheckUrl(&kms, "url", NULL) == KS_ERR_INVALID_ARGUMENT, "http: plain http is refused");
+	kms.options[0].value = "https://vault:8200/x?token=1";
+	check(KsHttpCheckUrl(&kms, "url", NULL) == KS_ERR_INVALID_ARGUMENT, "http: a query string is refused");
+	kms.options[0].name = "timeout_ms";
+	kms.options[0].value = "99";
+	check(KsHttpCheckTimeout(&kms, NULL) == KS_ERR_INVALID_ARGUMENT, "http: a timeout under 100 ms is refused");
+	kms.options[0].value = "2500";
+	check(KsHttpCheckTimeout(&kms, NULL) == KS_OK && KsHttpTimeoutMs(&kms) == 2500,
+		  "http: timeout_ms overrides the default");
+}
+
 int
 main(void)
 {
@@ -653,6 +705,7 @@ main(void)
 	test_keyfile_parse();
 	test_template_options();
 	test_secret_options();
+	test_remote_helpers();
 	if (mkdtemp(dir) == NULL)
 	{
 		perror("mkdtemp");

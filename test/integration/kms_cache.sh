@@ -47,7 +47,7 @@ opts() { # TIMEOUT_MS
     printf '{"url": "https://127.0.0.1:%s", "token_file": "%s", "ca_file": "%s", "timeout_ms": "%s"}' \
         "$P1" "$V/vault.token" "$V/ca-for-keysmith.pem" "$1"
 }
-q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('vault1', 'vault_transit', '$(opts 1500)')" \
+q -c "CREATE EXTENSION keysmith" -c "SELECT keysmith.create_kms_provider('vault1', 'vault_transit', '$(opts 5000)')" \
   -c "SELECT keysmith.create_key('vk', 'vault1', 'app')" \
   -c "CREATE TABLE vt AS SELECT i AS id, keysmith.encrypt_value('vk', 'v' || i, i::text) AS c FROM generate_series(1, 100) i" \
   -c "CREATE ROLE app LOGIN" -c "GRANT keysmith_user TO app" -c "GRANT SELECT ON vt TO app" >/dev/null
@@ -92,7 +92,7 @@ ms=$(( (t1 - t0) / 1000000 ))
 ks_sqlstate 57014 'canceling statement due to statement timeout' "$out" && [ "$ms" -lt 5000 ]
 ks_check_out $? "$out" "a query cancel stops a backend waiting for another's unwrap (57014 after $ms ms, not 6 s)"
 wait "$loader"
-q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500)')" >/dev/null
+q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 5000)')" >/dev/null
 
 pm=$(head -1 "$dir/data/postmaster.pid")
 flags=$(awk '/^[0-9a-f]+-[0-9a-f]+ /{m=$0} /^VmFlags:/{if (m ~ /\/dev\/zero/ && $0 ~ / dd/) n++} END{print n+0}' "/proc/$pm/smaps")

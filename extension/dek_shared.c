@@ -111,15 +111,6 @@ typedef struct PendingInval
 static List *Pending = NIL;
 static bool XactCallbackSet = false;
 
-uint64
-KsMonotonicMs(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64) ts.tv_sec * 1000 + (uint64) ts.tv_nsec / 1000000;
-}
-
 void
 KsSharedDekDefineGucs(void)
 {

@@ -15,7 +15,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 . "$ROOT/test/kms/lib.sh"
-ks_plan 28
+ks_plan 29
 
 Z=$KS_WORK/azure
 rm -rf "$Z"; mkdir -p "$Z"

@@ -252,6 +252,45 @@ AddVersion(KeyRec *rec, int32 version)
 	rec->current_version = version;
 }
 
+/*
+ * The versions of rec that still have key material: (version, wrapped_dek,
+ * kek_version as text), oldest first; *n of them.
+ */
+static SPITupleTable *
+LiveVersions(KeyRec *rec, uint64 *n)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(rec->key_id)};
+
+	Exec("SELECT version, wrapped_dek, kek_version::pg_catalog.text FROM keysmith.key_version"
+		 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND wrapped_dek IS NOT NULL ORDER BY version",
+		 1, types, values, NULL, SPI_OK_SELECT);
+	*n = SPI_processed;
+	return SPI_tuptable;
+}
+
+/* Replace the wrapped DEK of one version (rotate_kek, migrate_key). */
+static void
+StoreWrapped(KeyRec *rec, int32 version, const uint8 *wrapped, size_t wrapped_len, const char *kek_version)
+{
+	bytea	   *nw = (bytea *) palloc(VARHDRSZ + wrapped_len);
+	Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
+	Datum		values[4];
+
+	SET_VARSIZE(nw, VARHDRSZ + wrapped_len);
+	memcpy(VARDATA(nw), wrapped, wrapped_len);
+	values[0] = Int32GetDatum(rec->key_id);
+	values[1] = Int32GetDatum(version);
+	values[2] = PointerGetDatum(nw);
+	values[3] = CStringGetTextDatum(kek_version);
+	Exec(rec->text_kek ?
+		 "UPDATE keysmith.key_version SET wrapped_dek = $3, kek_version = $4"
+		 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2" :
+		 "UPDATE keysmith.key_version SET wrapped_dek = $3, kek_version = $4::pg_catalog.int8"
+		 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+		 4, types, values, NULL, SPI_OK_UPDATE);
+}
+
 /* rec's provider type and options, from the kms_provider row kms, locked against drop. */
 static void
 LoadProvider(const char *kms, KeyRec *rec)
@@ -442,16 +481,7 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 	RequireAdmin(&op, &rec);
 	RequireNotDestroyed(&rec);
 	inst = KeyInstance(&rec);
-	{
-		Oid			types[1] = {INT4OID};
-		Datum		values[1] = {Int32GetDatum(rec.key_id)};
-
-		Exec("SELECT version, wrapped_dek, kek_version::pg_catalog.text FROM keysmith.key_version"
-			 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND wrapped_dek IS NOT NULL ORDER BY version",
-			 1, types, values, NULL, SPI_OK_SELECT);
-	}
-	nrows = SPI_processed;
-	tuptable = SPI_tuptable;
+	tuptable = LiveVersions(&rec, &nrows);
 	for (uint64 i = 0; i < nrows; i++)
 	{
 		bool		isnull;
@@ -464,7 +494,6 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 		size_t		wrapped_len = 0;
 		char		kek_version[KS_KEK_VERSION_LEN] = "";
 		int			needs = -1;
-		bytea	   *nw;
 		ListCell   *a;
 		ListCell   *b;
 
@@ -489,21 +518,7 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 									  VARSIZE_ANY_EXHDR(old), aad, aad_len, wrapped, &wrapped_len,
 									  kek_version, &err) != KS_OK)
 			KsReportError(&err);
-		nw = (bytea *) palloc(VARHDRSZ + wrapped_len);
-		SET_VARSIZE(nw, VARHDRSZ + wrapped_len);
-		memcpy(VARDATA(nw), wrapped, wrapped_len);
-		{
-			Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
-			Datum		values[4] = {Int32GetDatum(rec.key_id), Int32GetDatum(version),
-			PointerGetDatum(nw), CStringGetTextDatum(kek_version)};
-
-			Exec(rec.text_kek ?
-				 "UPDATE keysmith.key_version SET wrapped_dek = $3, kek_version = $4"
-				 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2" :
-				 "UPDATE keysmith.key_version SET wrapped_dek = $3, kek_version = $4::pg_catalog.int8"
-				 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
-				 4, types, values, NULL, SPI_OK_UPDATE);
-		}
+		StoreWrapped(&rec, version, wrapped, wrapped_len, kek_version);
 		strlcpy(last_kek, kek_version, sizeof(last_kek));
 		n++;
 	}
@@ -570,16 +585,7 @@ keysmith_migrate_key(PG_FUNCTION_ARGS)
 	}
 	from_inst = KeyInstance(&rec);
 	from_desc = psprintf("%s%s%s", rec.kms, rec.kms_key ? " " : "", rec.kms_key ? rec.kms_key : "");
-	{
-		Oid			types[1] = {INT4OID};
-		Datum		values[1] = {Int32GetDatum(rec.key_id)};
-
-		Exec("SELECT version, wrapped_dek FROM keysmith.key_version"
-			 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND wrapped_dek IS NOT NULL ORDER BY version",
-			 1, types, values, NULL, SPI_OK_SELECT);
-	}
-	nrows = SPI_processed;
-	tuptable = SPI_tuptable;
+	tuptable = LiveVersions(&rec, &nrows);
 	for (uint64 i = 0; i < nrows; i++)
 	{
 		bool		isnull;
@@ -592,7 +598,6 @@ keysmith_migrate_key(PG_FUNCTION_ARGS)
 		size_t		wrapped_len = 0;
 		char		kek_version[KS_KEK_VERSION_LEN] = "";
 		KsStatus	st;
-		bytea	   *nw;
 
 		st = from_inst->provider->unwrap(from_inst, rec.kms_key, (const uint8 *) VARDATA_ANY(old),
 										 VARSIZE_ANY_EXHDR(old), aad, aad_len, dek, sizeof(dek), &err);
@@ -602,18 +607,7 @@ keysmith_migrate_key(PG_FUNCTION_ARGS)
 		KsWipe(dek, sizeof(dek));
 		if (st != KS_OK)
 			KsReportError(&err);
-		nw = (bytea *) palloc(VARHDRSZ + wrapped_len);
-		SET_VARSIZE(nw, VARHDRSZ + wrapped_len);
-		memcpy(VARDATA(nw), wrapped, wrapped_len);
-		{
-			Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
-			Datum		values[4] = {Int32GetDatum(rec.key_id), Int32GetDatum(version),
-			PointerGetDatum(nw), CStringGetTextDatum(kek_version)};
-
-			Exec("UPDATE keysmith.key_version SET wrapped_dek = $3, kek_version = $4"
-				 " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
-				 4, types, values, NULL, SPI_OK_UPDATE);
-		}
+		StoreWrapped(&rec, version, wrapped, wrapped_len, kek_version);
 		n++;
 	}
 	{

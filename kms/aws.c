@@ -41,7 +41,7 @@
 
 #include <jansson.h>
 
-#include "http.h"
+#include "remote.h"
 
 #define AWS_FILE_MAX (64 * 1024)
 #define AWS_FIELD_MAX 2048
@@ -414,9 +414,6 @@ AwsUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrapped,
 	json_t	   *ctx;
 	json_t	   *req;
 	json_t	   *answer;
-	const char *pt;
-	uint8_t		buf[64];
-	long		n;
 	KsStatus	st;
 
 	if (wrapped_len == 0 || wrapped_len > KS_WRAPPED_MAX)
@@ -434,20 +431,9 @@ AwsUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrapped,
 	json_decref(req);
 	if (st != KS_OK)
 		return st;
-	pt = json_string_value(json_object_get(answer, "Plaintext"));
-	n = pt ? KsUnbase64(pt, buf, sizeof(buf)) : -1;
-	if (pt)
-		KsWipe((void *) pt, strlen(pt));
+	st = KsTakeDek(kms, json_string_value(json_object_get(answer, "Plaintext")), dek, dek_len, err);
 	json_decref(answer);
-	if (n != (long) dek_len)
-	{
-		KsWipe(buf, sizeof(buf));
-		return KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" answered a data key of the wrong length",
-					  kms->name);
-	}
-	memcpy(dek, buf, dek_len);
-	KsWipe(buf, sizeof(buf));
-	return KS_OK;
+	return st;
 }
 
 /* ReEncrypt: the DEK never leaves KMS. */

@@ -37,6 +37,7 @@
 #include <openssl/evp.h>
 
 #include "oauth.h"
+#include "remote.h"
 
 #define AZ_API "api-version=7.4"
 #define AZ_SECRET_MAX 4096
@@ -209,37 +210,7 @@ AzureCall(const KsKmsInstance *kms, const char *method, const char *url, json_t 
 	}
 	if (st != KS_OK)
 		return st;
-	if (status != 200)
-	{
-		json_t	   *e = *answer ? json_object_get(*answer, "error") : NULL;
-		char		code[64];
-		char		msg[160];
-
-		snprintf(code, sizeof(code), "%s", json_is_string(json_object_get(e, "code")) ?
-				 json_string_value(json_object_get(e, "code")) : "no error code");
-		snprintf(msg, sizeof(msg), "%s", json_is_string(json_object_get(e, "message")) ?
-				 json_string_value(json_object_get(e, "message")) : "no message");
-		if (*answer)
-			json_decref(*answer);
-		*answer = NULL;
-		if (status == 401 || status == 403 || status == 404)
-			return KsFail(err, KS_ERR_KMS_DENIED, "KMS provider \"%s\" denied the request (HTTP %ld, %s): %s",
-						  kms->name, status, code, msg);
-		if (status == 400 && unwrapping)
-			return KsFail(err, KS_ERR_UNWRAP_FAILED,
-						  "KMS provider \"%s\": the wrapped data key does not authenticate (%s)", kms->name, code);
-		return KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" answered HTTP %ld (%s): %s",
-					  kms->name, status, code, msg);
-	}
-	if (*answer == NULL || !json_is_object(*answer))
-	{
-		if (*answer)
-			json_decref(*answer);
-		*answer = NULL;
-		return KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" answered something that is not Key Vault's JSON",
-					  kms->name);
-	}
-	return KS_OK;
+	return KsJsonApiAnswer(kms, status, answer, "code", unwrapping, "Key Vault", err);
 }
 
 static void
@@ -390,13 +361,8 @@ static KsStatus
 AzureRewrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrapped, size_t wrapped_len,
 			const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len, char *kek_version, KsError *err)
 {
-	uint8_t		dek[KS_DEK_LEN];
-	KsStatus	st = AzureUnwrap(kms, kms_key, wrapped, wrapped_len, aad, aad_len, dek, sizeof(dek), err);
-
-	if (st == KS_OK)
-		st = AzureWrap(kms, kms_key, dek, sizeof(dek), aad, aad_len, out, out_len, kek_version, err);
-	KsWipe(dek, sizeof(dek));
-	return st;
+	return KsUnwrapThenWrap(&KsAzureKeyVaultProvider, kms, kms_key, wrapped, wrapped_len, aad, aad_len,
+							out, out_len, kek_version, err);
 }
 
 /* The current version: the pinned one, else the newest Key Vault names. */

@@ -32,6 +32,7 @@
 #include <openssl/pem.h>
 
 #include "oauth.h"
+#include "remote.h"
 
 #define GCP_FILE_MAX (64 * 1024)
 #define GCP_SCOPE "https://www.googleapis.com/auth/cloudkms"
@@ -273,37 +274,7 @@ GcpCall(const KsKmsInstance *kms, const char *method, const char *path, json_t *
 	}
 	if (st != KS_OK)
 		return st;
-	if (status != 200)
-	{
-		json_t	   *e = *answer ? json_object_get(*answer, "error") : NULL;
-		char		code[64];
-		char		msg[160];
-
-		snprintf(code, sizeof(code), "%s", json_is_string(json_object_get(e, "status")) ?
-				 json_string_value(json_object_get(e, "status")) : "no status");
-		snprintf(msg, sizeof(msg), "%s", json_is_string(json_object_get(e, "message")) ?
-				 json_string_value(json_object_get(e, "message")) : "no message");
-		if (*answer)
-			json_decref(*answer);
-		*answer = NULL;
-		if (status == 401 || status == 403 || status == 404)
-			return KsFail(err, KS_ERR_KMS_DENIED, "KMS provider \"%s\" denied the request (HTTP %ld, %s): %s",
-						  kms->name, status, code, msg);
-		if (status == 400 && decrypting)
-			return KsFail(err, KS_ERR_UNWRAP_FAILED,
-						  "KMS provider \"%s\": the wrapped data key does not authenticate (%s)", kms->name, code);
-		return KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" answered HTTP %ld (%s): %s",
-					  kms->name, status, code, msg);
-	}
-	if (*answer == NULL || !json_is_object(*answer))
-	{
-		if (*answer)
-			json_decref(*answer);
-		*answer = NULL;
-		return KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" answered something that is not Cloud KMS's JSON",
-					  kms->name);
-	}
-	return KS_OK;
+	return KsJsonApiAnswer(kms, status, answer, "status", decrypting, "Cloud KMS", err);
 }
 
 /* N of "<kms_key>/cryptoKeyVersions/N", into version; 0 if it is not that. */
@@ -386,9 +357,6 @@ GcpUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrapped,
 	char		path[600];
 	json_t	   *req;
 	json_t	   *answer;
-	const char *pt;
-	uint8_t		buf[64];
-	long		n;
 	KsStatus	st;
 
 	if (wrapped_len == 0 || wrapped_len > KS_WRAPPED_MAX)
@@ -405,33 +373,18 @@ GcpUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrapped,
 	json_decref(req);
 	if (st != KS_OK)
 		return st;
-	pt = json_string_value(json_object_get(answer, "plaintext"));
-	n = pt ? KsUnbase64(pt, buf, sizeof(buf)) : -1;
-	if (pt)
-		KsWipe((void *) pt, strlen(pt));
+	st = KsTakeDek(kms, json_string_value(json_object_get(answer, "plaintext")), dek, dek_len, err);
 	json_decref(answer);
-	if (n != (long) dek_len)
-	{
-		KsWipe(buf, sizeof(buf));
-		return KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" answered a data key of the wrong length",
-					  kms->name);
-	}
-	memcpy(dek, buf, dek_len);
-	KsWipe(buf, sizeof(buf));
-	return KS_OK;
+	return st;
 }
 
+/* Cloud KMS has no rewrap: decrypt, then encrypt under the primary version. */
 static KsStatus
 GcpRewrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrapped, size_t wrapped_len,
 		  const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len, char *kek_version, KsError *err)
 {
-	uint8_t		dek[KS_DEK_LEN];
-	KsStatus	st = GcpUnwrap(kms, kms_key, wrapped, wrapped_len, aad, aad_len, dek, sizeof(dek), err);
-
-	if (st == KS_OK)
-		st = Encrypt(kms, kms_key, dek, sizeof(dek), aad, aad_len, out, out_len, kek_version, err);
-	KsWipe(dek, sizeof(dek));
-	return st;
+	return KsUnwrapThenWrap(&KsGcpKmsProvider, kms, kms_key, wrapped, wrapped_len, aad, aad_len,
+							out, out_len, kek_version, err);
 }
 
 static KsStatus

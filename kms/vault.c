@@ -31,7 +31,7 @@
 
 #include <jansson.h>
 
-#include "http.h"
+#include "remote.h"
 
 #define VAULT_TOKEN_MAX 4096
 
@@ -259,9 +259,6 @@ VaultUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrappe
 	char	   *body;
 	json_t	   *req;
 	json_t	   *data;
-	const char *pt;
-	uint8_t		buf[64];
-	long		n;
 	KsStatus	st;
 
 	if (wrapped_len > KS_WRAPPED_MAX || CiphertextVersion((const char *) wrapped, wrapped_len) == 0)
@@ -281,20 +278,9 @@ VaultUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrappe
 	free(body);
 	if (st != KS_OK)
 		return st;
-	pt = json_string_value(json_object_get(data, "plaintext"));
-	n = pt ? KsUnbase64(pt, buf, sizeof(buf)) : -1;
-	if (pt)
-		KsWipe((void *) pt, strlen(pt));
+	st = KsTakeDek(kms, json_string_value(json_object_get(data, "plaintext")), dek, dek_len, err);
 	json_decref(data);
-	if (n != (long) dek_len)
-	{
-		KsWipe(buf, sizeof(buf));
-		return KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" answered a data key of the wrong length",
-					  kms->name);
-	}
-	memcpy(dek, buf, dek_len);
-	KsWipe(buf, sizeof(buf));
-	return KS_OK;
+	return st;
 }
 
 /* Decrypt, then encrypt under the newest version: see the header. */
@@ -302,13 +288,8 @@ static KsStatus
 VaultRewrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrapped, size_t wrapped_len,
 			const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len, char *kek_version, KsError *err)
 {
-	uint8_t		dek[KS_DEK_LEN];
-	KsStatus	st = VaultUnwrap(kms, kms_key, wrapped, wrapped_len, aad, aad_len, dek, sizeof(dek), err);
-
-	if (st == KS_OK)
-		st = Encrypt(kms, kms_key, dek, sizeof(dek), aad, aad_len, out, out_len, kek_version, err);
-	KsWipe(dek, sizeof(dek));
-	return st;
+	return KsUnwrapThenWrap(&KsVaultTransitProvider, kms, kms_key, wrapped, wrapped_len, aad, aad_len,
+							out, out_len, kek_version, err);
 }
 
 static KsStatus

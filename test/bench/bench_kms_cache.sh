@@ -25,13 +25,10 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; ks_cluster_stop "$D
 chmod 755 "$DIR"
 mkdir "$DIR/v"
 kms_ca "$DIR/v"
-token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-echo "$token" >"$DIR/v/server.tokens"
-install -m 600 -o "$PG_OSUSER" /dev/null "$DIR/v/vault.token"
-echo "$token" >"$DIR/v/vault.token"
+kms_vault_tokens "$DIR/v" >/dev/null
 P=$(ks_free_port)
 kms_start "$DIR/v/server.log" vault_server.py "$P" good --tokens "$DIR/v/server.tokens"
-KMS_CTL_HEADERS="{\"X-Vault-Token\": \"$token\"}" kms_ctl "$P" POST /v1/transit/keys/app '{}' >/dev/null
+kms_vault_key "$P" app
 
 ks_cluster_init "$DIR/c"
 ks_cluster_start "$DIR/c"

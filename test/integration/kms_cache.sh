@@ -25,15 +25,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
 kms_ca "$V"
-token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-echo "$token" >"$V/server.tokens"
-install -m 600 -o "$PG_OSUSER" /dev/null "$V/vault.token"
-echo "$token" >"$V/vault.token"
+token=$(kms_vault_tokens "$V")
 P1=$(ks_free_port)
 kms_start "$V/server.log" vault_server.py "$P1" good --tokens "$V/server.tokens"
-ctl() { KMS_CTL_HEADERS="{\"X-Vault-Token\": \"$(cat "$V/server.tokens")\"}" kms_ctl "$@"; }
 fault() { kms_ctl "$P1" POST /test/fault "$1" >/dev/null; }
-ctl "$P1" POST /v1/transit/keys/app '{}' >/dev/null
+kms_vault_key "$P1" app
 
 dir=$KS_WORK/extra-kms-cache
 ks_cluster_init "$dir"

@@ -21,10 +21,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/n
 trap cleanup EXIT
 kms_ca "$M"
 rnd() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
-token=$(rnd 16)
-echo "$token" >"$M/server.tokens"
-install -m 600 -o "$PG_OSUSER" /dev/null "$M/vault.token"
-echo "$token" >"$M/vault.token"
+kms_vault_tokens "$M" >/dev/null
 printf '[default]\naws_access_key_id = AKIA%s\naws_secret_access_key = %s\n' "$(rnd 8)" "$(rnd 20)" >"$M/server.credentials"
 install -m 600 -o "$PG_OSUSER" "$M/server.credentials" "$M/aws.credentials"
 PV=$(ks_free_port)
@@ -32,7 +29,7 @@ kms_start "$M/server.log" vault_server.py "$PV" good --tokens "$M/server.tokens"
 PA=$(ks_free_port)
 kms_start "$M/server.log" aws_server.py "$PA" good --credentials "$M/server.credentials" --region eu-west-1
 vault_pid=${pids[0]}
-KMS_CTL_HEADERS="{\"X-Vault-Token\": \"$token\"}" kms_ctl "$PV" POST /v1/transit/keys/app '{}' >/dev/null
+kms_vault_key "$PV" app
 kms_ctl "$PA" POST /test/keys '{"alias": "app"}' >/dev/null
 
 dir=$KS_WORK/extra-kms-migrate

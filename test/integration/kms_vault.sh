@@ -26,11 +26,7 @@ trap cleanup EXIT
 
 . "$ROOT/test/kms/lib.sh"
 kms_ca "$V"
-token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-echo "$token" >"$V/server.tokens"
-# keysmith's token file, readable by the server's OS user only
-install -m 600 -o "$PG_OSUSER" /dev/null "$V/vault.token"
-echo "$token" >"$V/vault.token"
+token=$(kms_vault_tokens "$V")
 
 start_server() { # PORT CERT
     kms_start "$V/server.log" vault_server.py "$1" "$2" --tokens "$V/server.tokens" --namespace team

@@ -43,6 +43,24 @@ kms_start() {
     return 1
 }
 
+# kms_vault_tokens DIR: a random Vault token, in DIR/server.tokens for the
+# test server and in DIR/vault.token (mode 0600, the server's OS user's)
+# for keysmith; prints it.
+kms_vault_tokens() {
+    local token
+    token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    echo "$token" >"$1/server.tokens"
+    install -m 600 -o "$PG_OSUSER" /dev/null "$1/vault.token"
+    echo "$token" >"$1/vault.token"
+    echo "$token"
+}
+
+# kms_vault_key PORT NAME: a Transit key NAME on the Vault test server.
+kms_vault_key() {
+    KMS_CTL_HEADERS="{\"X-Vault-Token\": \"$(cat "${KMS_CA%/*}/server.tokens")\"}" \
+        kms_ctl "$1" POST "/v1/transit/keys/$2" '{}' >/dev/null
+}
+
 # kms_ctl PORT METHOD PATH [BODY]: a request to a test server with the
 # control secret, plus the headers of the JSON object in $KMS_CTL_HEADERS;
 # prints the answer.

@@ -349,6 +349,33 @@ KsCatalogWithTables(KsCatalog *cat, const char *const *tables, int ntables, cons
 	return st;
 }
 
+bool
+KsCatalogHasEpoch(void)
+{
+	KsCatalog	cat;
+	char		why[256];
+	Oid			relid;
+
+	if (KsCatalogFind(&cat, why, sizeof(why)) != KS_CATALOG_OK ||
+		KsCatalogRelation(&cat, "key_version", &relid) != KS_CATALOG_OK)
+		return false;
+	return get_attnum(relid, "server_epoch") != InvalidAttrNumber;
+}
+
+/*
+ * This primary's place in server history: "<system identifier>/<timeline>".
+ * A promoted standby, a point-in-time recovery or a restored base backup
+ * brought up as a primary is on a new timeline; a cluster made by initdb
+ * has a new system identifier.  Only on a primary (a standby's insertion
+ * timeline is not settled).
+ */
+void
+KsServerEpoch(char *buf)
+{
+	Assert(!RecoveryInProgress());
+	snprintf(buf, KS_EPOCH_LEN, UINT64_FORMAT "/%u", GetSystemIdentifier(), GetWALInsertionTimeLine());
+}
+
 void
 KsRequirePrimary(const char *what, const char *hint)
 {

@@ -517,6 +517,37 @@ EntryForRow(const KeyRow *row, uint64 now)
 	return entry;
 }
 
+/*
+ * Was the key version of row made on another server history than this
+ * primary's (KsServerEpoch)?  Versions from before 0.9 record none, and
+ * count as made elsewhere: the update rolls each key over once.
+ */
+static bool
+MadeOnOtherHistory(const KeyRow *row)
+{
+	KsOwnerSpi	spi;
+	char		epoch[KS_EPOCH_LEN];
+	bool		other = false;
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		values[2] = {Int32GetDatum((int32) row->key_id), Int32GetDatum((int32) row->version)};
+
+	if (!KsCatalogHasEpoch())
+		return false;
+	KsServerEpoch(epoch);
+	KsOwnerSpiBegin(&spi);
+	KsSpiExec("SELECT server_epoch FROM keysmith.key_version"
+			  " WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+			  2, types, values, NULL, KsSpiReadOnly(), 1, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+	{
+		char	   *stored = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		other = stored == NULL || strcmp(stored, epoch) != 0;
+	}
+	KsOwnerSpiEnd(&spi);
+	return other;
+}
+
 static void
 ReportUnknownName(const char *name)
 {
@@ -563,7 +594,15 @@ LookupForEncrypt(const char *name, int name_len)
 			goto hit;
 	}
 
+	KsRequirePrimary("encrypt",
+					 "Encryption counts are kept by the primary, so values are encrypted there; decrypt_value works on a standby.");
 	FetchKeyRow(namebuf, 0, 0, &row);
+	if (row.found_key && row.found_version && !row.key_destroyed && MadeOnOtherHistory(&row))
+	{
+		/* its encryption count is not this server's to know: a new version */
+		KsRollover((int32) row.key_id, (int32) row.version, true);
+		FetchKeyRow(namebuf, 0, 0, &row);
+	}
 	if (!row.found_key)
 		ReportUnknownName(namebuf);
 	if (row.key_destroyed)

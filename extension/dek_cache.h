@@ -38,7 +38,10 @@ extern char *KsKeyNameById(uint32 key_id);
 /* Check a key name's shape; ERROR with 22023 if it is unusable. */
 extern void KsCheckKeyName(const char *name);
 
-/* Move a key to a new DEK version when the current one hits its limit (keys.c). */
-extern void KsRollover(int32 key_id, int32 full_version);
+/*
+ * Move a key to a new DEK version when the current one hits its limit, or
+ * was made on another server history (keys.c).
+ */
+extern void KsRollover(int32 key_id, int32 full_version, bool other_history);
 
 #endif							/* KEYSMITH_DEK_CACHE_H */

@@ -231,9 +231,34 @@ WrapNewDek(const char *name, int32 version, const KsKmsInstance *inst, const cha
 	return result;
 }
 
-/* Store a version's wrapped DEK: KEK versions are text from 0.7 on. */
-#define INSERT_VERSION_SQL(kek) \
-	"INSERT INTO keysmith.key_version (key_id, version, wrapped_dek, kek_version) VALUES ($1, $2, $3, " kek ")"
+/*
+ * Store a new version's wrapped DEK.  KEK versions are text from 0.7 on;
+ * from 0.9 on a version records the server history it was made on
+ * (KsServerEpoch), so that a primary on another history rolls the key over
+ * before it encrypts (dek_cache.c).
+ */
+static void
+InsertVersion(KeyRec *rec, int32 version, bytea *wrapped, const char *kek_version)
+{
+	char		epoch[KS_EPOCH_LEN];
+	Oid			types[5] = {INT4OID, INT4OID, BYTEAOID, TEXTOID, TEXTOID};
+	Datum		values[5] = {Int32GetDatum(rec->key_id), Int32GetDatum(version),
+	PointerGetDatum(wrapped), CStringGetTextDatum(kek_version), 0};
+
+	if (KsCatalogHasEpoch())
+	{
+		KsServerEpoch(epoch);
+		values[4] = CStringGetTextDatum(epoch);
+		Exec("INSERT INTO keysmith.key_version (key_id, version, wrapped_dek, kek_version, server_epoch)"
+			 " VALUES ($1, $2, $3, $4, $5)", 5, types, values, NULL, SPI_OK_INSERT);
+	}
+	else
+		Exec(rec->text_kek ?
+			 "INSERT INTO keysmith.key_version (key_id, version, wrapped_dek, kek_version) VALUES ($1, $2, $3, $4)" :
+			 "INSERT INTO keysmith.key_version (key_id, version, wrapped_dek, kek_version)"
+			 " VALUES ($1, $2, $3, $4::pg_catalog.int8)",
+			 4, types, values, NULL, SPI_OK_INSERT);
+}
 
 /* Insert DEK version `version` of rec and make it current. */
 static void
@@ -241,12 +266,10 @@ AddVersion(KeyRec *rec, int32 version)
 {
 	char		kek_version[KS_KEK_VERSION_LEN] = "";
 	bytea	   *wrapped = WrapNewDek(rec->name, version, KeyInstance(rec), rec->kms_key, kek_version);
-	Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
-	Datum		values[4] = {Int32GetDatum(rec->key_id), Int32GetDatum(version),
-	PointerGetDatum(wrapped), CStringGetTextDatum(kek_version)};
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		values[2] = {Int32GetDatum(rec->key_id), Int32GetDatum(version)};
 
-	Exec(rec->text_kek ? INSERT_VERSION_SQL("$4") : INSERT_VERSION_SQL("$4::pg_catalog.int8"),
-		 4, types, values, NULL, SPI_OK_INSERT);
+	InsertVersion(rec, version, wrapped, kek_version);
 	Exec("UPDATE keysmith.key SET current_version = $2, rotated_at = pg_catalog.now()"
 		 " WHERE key_id OPERATOR(pg_catalog.=) $1", 2, types, values, NULL, SPI_OK_UPDATE);
 	rec->current_version = version;
@@ -341,6 +364,7 @@ keysmith_create_key(PG_FUNCTION_ARGS)
 	KeyRec		rec;
 	KsError		err;
 
+	KsRequirePrimary("create a key", KS_PRIMARY_HINT_KEYS);
 	KsRequireArg(fcinfo, 0, "name");
 	KsRequireArg(fcinfo, 1, "kms");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -390,14 +414,7 @@ keysmith_create_key(PG_FUNCTION_ARGS)
 		rec.kms = kms;
 		rec.kms_key = kms_key;
 	}
-	{
-		Oid			types[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
-		Datum		values[4] = {Int32GetDatum(rec.key_id), Int32GetDatum(1), PointerGetDatum(wrapped),
-		CStringGetTextDatum(kek_version)};
-
-		Exec(rec.text_kek ? INSERT_VERSION_SQL("$4") : INSERT_VERSION_SQL("$4::pg_catalog.int8"),
-			 4, types, values, NULL, SPI_OK_INSERT);
-	}
+	InsertVersion(&rec, 1, wrapped, kek_version);
 	InsertAcl(rec.key_id, "keysmith_user", "encrypt");
 	InsertAcl(rec.key_id, "keysmith_user", "decrypt");
 	InsertAcl(rec.key_id, "keysmith_admin", "admin");
@@ -414,6 +431,7 @@ keysmith_rotate_dek(PG_FUNCTION_ARGS)
 	KsOp		op;
 	KeyRec		rec;
 
+	KsRequirePrimary("rotate a key", KS_PRIMARY_HINT_KEYS);
 	OpBegin(&op);
 	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
@@ -428,15 +446,19 @@ keysmith_rotate_dek(PG_FUNCTION_ARGS)
 
 /*
  * Called by encrypt_value when the current version reached
- * keysmith.max_encryptions_per_dek.  Only the first caller for a version
- * rolls over; the others find the key already moved on.  No admin check:
- * the caller holds encrypt, and rollover is the key's own safety rule.
+ * keysmith.max_encryptions_per_dek (other_history false), or was made on
+ * another server history: before a failover, or in the cluster this one
+ * was restored from (other_history true), where its encryption count is
+ * not this server's to know.  Only the first caller for a version rolls
+ * over; the others find the key already moved on.  No admin check: the
+ * caller holds encrypt, and rollover is the key's own safety rule.
  */
 void
-KsRollover(int32 key_id, int32 full_version)
+KsRollover(int32 key_id, int32 full_version, bool other_history)
 {
 	KsOp		op;
 	KeyRec		rec;
+	char		epoch[KS_EPOCH_LEN];
 
 	OpBegin(&op);
 	LockKey(NULL, key_id, &rec);
@@ -444,12 +466,24 @@ KsRollover(int32 key_id, int32 full_version)
 	if (rec.current_version == full_version)
 	{
 		AddVersion(&rec, rec.current_version + 1);
-		Audit(&op, "rollover", &rec, rec.current_version,
-			  psprintf("version %d reached keysmith.max_encryptions_per_dek (%.0f)",
-					   full_version, keysmith_max_encryptions_per_dek));
-		ereport(LOG,
-				(errmsg("keysmith: key \"%s\" rolled over to version %d after %.0f encryptions under version %d",
-						rec.name, rec.current_version, keysmith_max_encryptions_per_dek, full_version)));
+		if (other_history)
+		{
+			KsServerEpoch(epoch);
+			Audit(&op, "rollover", &rec, rec.current_version,
+				  psprintf("version %d was made on another server history; this primary is %s", full_version, epoch));
+			ereport(LOG,
+					(errmsg("keysmith: key \"%s\" rolled over to version %d: version %d was made on another server history (this primary is %s)",
+							rec.name, rec.current_version, full_version, epoch)));
+		}
+		else
+		{
+			Audit(&op, "rollover", &rec, rec.current_version,
+				  psprintf("version %d reached keysmith.max_encryptions_per_dek (%.0f)",
+						   full_version, keysmith_max_encryptions_per_dek));
+			ereport(LOG,
+					(errmsg("keysmith: key \"%s\" rolled over to version %d after %.0f encryptions under version %d",
+							rec.name, rec.current_version, keysmith_max_encryptions_per_dek, full_version)));
+		}
 	}
 	OpEnd(&op);
 }
@@ -476,6 +510,7 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 	List	   *asked = NIL;	/* KEK versions whose answer is known */
 	List	   *answers = NIL;
 
+	KsRequirePrimary("rotate a key's KEK", KS_PRIMARY_HINT_KEYS);
 	OpBegin(&op);
 	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
@@ -558,7 +593,7 @@ keysmith_migrate_key(PG_FUNCTION_ARGS)
 	char	   *from_desc;
 	int			n = 0;
 
-	KsRequirePrimary("migrate_key", "Keys are changed on the primary.");
+	KsRequirePrimary("migrate a key", KS_PRIMARY_HINT_KEYS);
 	KsRequireArg(fcinfo, 0, "key_name");
 	KsRequireArg(fcinfo, 1, "to_provider");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -678,6 +713,7 @@ ChangeVersion(FunctionCallInfo fcinfo, const char *action)
 	KeyRec		rec;
 	char	   *state;
 
+	KsRequirePrimary("change a key version", KS_PRIMARY_HINT_KEYS);
 	OpBegin(&op);
 	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
@@ -742,6 +778,7 @@ keysmith_destroy_key(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	int			n;
 
+	KsRequirePrimary("destroy a key", KS_PRIMARY_HINT_KEYS);
 	OpBegin(&op);
 	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
@@ -784,6 +821,7 @@ GrantOrRevoke(FunctionCallInfo fcinfo, bool grant)
 	KsOp		op;
 	KeyRec		rec;
 
+	KsRequirePrimary("grant or revoke key privileges", KS_PRIMARY_HINT_KEYS);
 	OpBegin(&op);
 	LockKey(name, 0, &rec);
 	RequireAdmin(&op, &rec);
@@ -837,6 +875,7 @@ keysmith_add_local_master_key(PG_FUNCTION_ARGS)
 	uint32		version = 0;
 	KsOp		op;
 
+	KsRequirePrimary("add a master key", KS_PRIMARY_HINT_KEYS);
 	if (KsLocalAppendKey(keysmith_local_master_key_file, &version, &err) != KS_OK)
 		KsReportError(&err);
 	OpBegin(&op);

@@ -103,6 +103,12 @@ extern KsCatalogStatus KsCatalogWithTables(KsCatalog *cat, const char *const *ta
 										   const char *feature, char *why, size_t whylen);
 /* Writers are refused on a standby (25006), what saying what, with hint. */
 extern void KsRequirePrimary(const char *what, const char *hint);
+
+/* From 0.9 on, DEK versions record the server history they were made on. */
+#define KS_EPOCH_LEN 48
+extern bool KsCatalogHasEpoch(void);
+extern void KsServerEpoch(char *buf);
+#define KS_PRIMARY_HINT_KEYS "Keys and KMS providers change on the primary; standbys receive the change by replication."
 extern void KsRequireWorkerCatalog(const char *const *tables, int ntables, const char *feature,
 								   int major, int minor);
 

@@ -154,6 +154,7 @@ keysmith_create_kms_provider(PG_FUNCTION_ARGS)
 	Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, NAMEOID};
 	Datum		values[4];
 
+	KsRequirePrimary("change KMS providers", KS_PRIMARY_HINT_KEYS);
 	KsRequireArg(fcinfo, 0, "name");
 	KsRequireArg(fcinfo, 1, "type");
 	RequireSuperuser("create a KMS provider");
@@ -215,6 +216,7 @@ keysmith_alter_kms_provider(PG_FUNCTION_ARGS)
 	Oid			types[2] = {TEXTOID, JSONBOID};
 	Datum		values[2] = {CStringGetTextDatum(name), JsonbPGetDatum(options)};
 
+	KsRequirePrimary("change KMS providers", KS_PRIMARY_HINT_KEYS);
 	RequireSuperuser("alter a KMS provider");
 	RequireProviderCatalog();
 	KsOwnerSpiBegin(&spi);
@@ -240,6 +242,7 @@ keysmith_drop_kms_provider(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int64		keys;
 
+	KsRequirePrimary("change KMS providers", KS_PRIMARY_HINT_KEYS);
 	RequireSuperuser("drop a KMS provider");
 	RequireProviderCatalog();
 	if (strcmp(name, "local") == 0)

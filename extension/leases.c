@@ -54,6 +54,8 @@
 
 #include "../kms/options.h"
 #include "keysmith.h"
+
+#define KS_PRIMARY_HINT_LEASES "Leases and role templates change on the primary; standbys receive the change by replication."
 #include "owner_spi.h"
 #include "roles.h"
 #include "../rotator/lease_revoke.h"
@@ -310,6 +312,7 @@ keysmith_create_role_template(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	TemplateOptions opt = {0};
 
+	KsRequirePrimary("create a role template", KS_PRIMARY_HINT_LEASES);
 	KsRequireArg(fcinfo, 0, "template name");
 	KsRequireArg(fcinfo, 1, "member_of");
 	KsRequireArg(fcinfo, 2, "default_ttl");
@@ -462,6 +465,7 @@ keysmith_drop_role_template(PG_FUNCTION_ARGS)
 	Datum		values[1] = {CStringGetTextDatum(name)};
 	int64		unrevoked;
 
+	KsRequirePrimary("drop a role template", KS_PRIMARY_HINT_LEASES);
 	RequireLeaseDatabase();
 	if (!KsIsKeysmithAdmin(GetOuterUserId()))
 		ereport(ERROR,
@@ -592,6 +596,7 @@ keysmith_issue_role(PG_FUNCTION_ARGS)
 	bool		outn[4] = {false, false, false, false};
 	ObjectAddress addr;
 
+	KsRequirePrimary("issue a leased role", KS_PRIMARY_HINT_LEASES);
 	KsRequireArg(fcinfo, 0, "template");
 	RequireLeaseCatalog(0, 3);	/* role_template.allow_role_attributes */
 	tname = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -783,6 +788,7 @@ keysmith_renew_lease(PG_FUNCTION_ARGS)
 	TimestampTz wanted;
 	char	   *name;
 
+	KsRequirePrimary("renew a lease", KS_PRIMARY_HINT_LEASES);
 	KsRequireArg(fcinfo, 0, "lease_id");
 	RequireLeaseDatabase();
 	lease_id = PG_GETARG_DATUM(0);
@@ -856,6 +862,7 @@ keysmith_revoke_lease(PG_FUNCTION_ARGS)
 	KsLeaseJob	job;
 	char	   *message = NULL;
 
+	KsRequirePrimary("revoke a lease", KS_PRIMARY_HINT_LEASES);
 	RequireLeaseDatabase();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -89,6 +89,7 @@ keysmith_reencrypt_job_put(PG_FUNCTION_ARGS)
 	char		nulls[8];
 	KsOwnerSpi	spi;
 
+	KsRequirePrimary("re-encrypt", "Re-encryption writes rows: run it on the primary.");
 	for (int i = 0; i < 8; i++)
 	{
 		if (PG_ARGISNULL(i) && i != 5)

@@ -75,7 +75,7 @@ TakeEncryption(const char *name, int name_len, KsDek *dek, KsPrivilege priv)
 			ereport(ERROR,
 					(errcode(ERRCODE_KS_KMS_FAILURE),
 					 errmsg("key \"%s\" could not roll over to a new version", dek->name)));
-		KsRollover((int32) dek->key_id, (int32) dek->version);
+		KsRollover((int32) dek->key_id, (int32) dek->version, false);
 		dek = KsDekForEncrypt(name, name_len, priv);
 	}
 }

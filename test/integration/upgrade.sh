@@ -3,20 +3,20 @@
 #
 # The upgrade chain with data in place: a database created at 0.1, with a
 # key and encrypted rows, is updated to 0.2, given a template, a lease and
-# a finished reencrypt job there, then updated to 0.3, 0.4, 0.5, 0.6, 0.7
-# and 0.8.
+# a finished reencrypt job there, then updated to 0.3, 0.4, 0.5, 0.6, 0.7,
+# 0.8 and 0.9.
 # Its extension objects must be exactly those of
 # test/integration/catalog-<version>.txt at each version from 0.3 on,
 # reviewed descriptions checked in beside this script (a fresh install must
-# match 0.8 too: comparing the two builds with each other would prove
+# match 0.9 too: comparing the two builds with each other would prove
 # nothing, they come from the same SQL).  The 0.1 data, the 0.2 lease and
-# the 0.2 job must work under 0.8, and a secret rotates there, by hand and
+# the 0.2 job must work under 0.9, and a secret rotates there, by hand and
 # on a schedule.  And an install that 0.2 allowed into a schema
 # another role owns is refused the update.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 27
+ks_plan 30
 
 dir=$KS_WORK/extra-upgrade
 ks_cluster_init "$dir"
@@ -98,12 +98,16 @@ v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '0.7'" -c "SELECT extve
 [ "$v" = 0.7 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '0.7' ($v)"
 matches postgres 0.7 "at 0.7 the upgraded extension has exactly the reviewed 0.7 objects"
 
+v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '0.8'" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
+[ "$v" = 0.8 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '0.8' ($v)"
+matches postgres 0.8 "at 0.8 the upgraded extension has exactly the reviewed 0.8 objects"
+
 v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
-[ "$v" = 0.8 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE goes on to the default version ($v)"
+[ "$v" = 0.9 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE goes on to the default version ($v)"
 q -d postgres -c "CREATE DATABASE fresh" && q -d fresh -c "CREATE EXTENSION keysmith"
-ks_check $? "a fresh 0.8 install in another database"
-matches postgres 0.8 "the upgraded extension has exactly the reviewed 0.8 objects"
-matches fresh 0.8 "and so has a fresh install"
+ks_check $? "a fresh 0.9 install in another database"
+matches postgres 0.9 "the upgraded extension has exactly the reviewed 0.9 objects"
+matches fresh 0.9 "and so has a fresh install"
 kv=$(q -d postgres -c "SELECT string_agg(DISTINCT kms || ':' || kek_version, ',') FROM keysmith.key_versions v
                          JOIN keysmith.keys k ON k.name = v.key_name WHERE v.state <> 'destroyed'")
 [ "$kv" = "local:1" ]; ks_check $? "the keys from 0.1 use the built-in provider local, their KEK versions as text ($kv)"
@@ -112,16 +116,20 @@ c2=$(q -d fresh -c "SELECT count(*) FROM pg_constraint WHERE connamespace = 'key
 [ "$c" = "$c2" ]; ks_check $? "and the same constraints ($c)"
 bad=$(q -d postgres -c "SELECT count(*) FROM t WHERE keysmith.decrypt_value(c) <> 'v' || i")
 [ "$bad" = 0 ]; ks_check $? "the 0.1 data still decrypts after the update"
+v=$(q -d postgres -c "SELECT key_version FROM keysmith.ciphertext_info(keysmith.encrypt_value('up', 'x'))" \
+      -c "SELECT key_version FROM keysmith.ciphertext_info(keysmith.encrypt_value('up', 'y'))" \
+      -c "SELECT count(*) FROM keysmith.key_event WHERE key_name = 'up' AND event = 'rollover'" | tr '\n' ' ')
+[ "$v" = "3 3 1 " ]; ks_check $? "the first encryption after the update rolls a key made before 0.9 over, once: its versions record no server history ($v)"
 r=$(q -d postgres -c "SELECT keysmith.revoke_lease(lease_id) FROM lease02" \
       -c "SELECT l.state || ',' || t.allow_role_attributes FROM keysmith.lease l JOIN lease02 USING (lease_id)
             JOIN keysmith.role_templates t ON t.name = l.template" | tail -1)
-[ "$r" = "revoked,false" ]; ks_check $? "the 0.2 lease revokes under 0.8, its template without the opt-in ($(echo $r))"
+[ "$r" = "revoked,false" ]; ks_check $? "the 0.2 lease revokes under 0.9, its template without the opt-in ($(echo $r))"
 n=$(q -d postgres -c "SELECT count(*) FROM keysmith.issue_role('up')")
-[ "$n" = 1 ]; ks_check $? "the 0.2 template issues under 0.8"
+[ "$n" = 1 ]; ks_check $? "the 0.2 template issues under 0.9"
 r=$(q -d postgres -c "SELECT keysmith.rotate_dek('up')" -c "CALL keysmith.reencrypt('t', 'c', 30)" \
       -c "SELECT state || ',' || rows_done FROM keysmith.reencrypt_job" \
       -c "SELECT count(*) FROM t WHERE keysmith.ciphertext_needs_reencrypt(c)" | tr '\n' ' ')
-[ "$r" = "3 done,100 0 " ]; ks_check $? "reencrypt under 0.8 takes over the 0.2 job row ($r)"
+[ "$r" = "4 done,100 0 " ]; ks_check $? "reencrypt under 0.9 takes over the 0.2 job row ($r)"
 
 q -d postgres -c "CREATE ROLE up_app LOGIN" -c "SELECT keysmith.create_secret('up/app', 'up', 'postgres_role', '{\"role\": \"up_app\"}')" >/dev/null
 t=$(q -d postgres -c "SELECT keysmith.rotate_secret('up/app')")

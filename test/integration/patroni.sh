@@ -16,7 +16,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 9
+ks_plan 8
 
 D=$KS_WORK/extra-patroni
 rm -rf "$D"; mkdir -p "$D"; chown "$PG_OSUSER": "$D"; chmod 711 "$D"

@@ -15,7 +15,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 . "$ROOT/test/kms/lib.sh"
-ks_plan 33
+ks_plan $((20 + $(kms_fault_checks aws_kms)))
 
 A=$KS_WORK/aws
 rm -rf "$A"; mkdir -p "$A"
@@ -146,7 +146,7 @@ ks_check $? "KMS throttling (HTTP 400 ThrottlingException) is retried like a 429
 
 PROV=aws1 KMS_KEY=alias/app
 kek_upstream() { kms_ctl "$P1" POST /test/keys '{"alias": "app"}' >/dev/null; }
-kms_fault_suite
+kms_fault_suite aws_kms
 
 out=$(qv -c "SELECT keysmith.create_kms_provider('aws2', 'aws_kms', '{\"endpoint\": \"https://127.0.0.1:$P1\"}')")
 ks_sqlstate 22023 'aws_kms needs option region*' "$out" || st=1

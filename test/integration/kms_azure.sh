@@ -15,7 +15,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 . "$ROOT/test/kms/lib.sh"
-ks_plan 29
+ks_plan $((16 + $(kms_fault_checks azure_keyvault)))
 
 Z=$KS_WORK/azure
 rm -rf "$Z"; mkdir -p "$Z"
@@ -136,7 +136,7 @@ ks_check_out $? "$out" "algorithm A256KW (Managed HSM AES keys): a key round-tri
 
 PROV=az1 KMS_KEY=app
 kek_upstream() { kms_ctl "$P1" POST /test/keys '{"name": "app"}' >/dev/null; }
-kms_fault_suite
+kms_fault_suite azure_keyvault
 
 out=$(qv -c "SELECT keysmith.create_kms_provider('az2', 'azure_keyvault', '{\"vault_url\": \"https://127.0.0.1:$P1\", \"client_id\": \"c\", \"client_secret_file\": \"/x\"}')")
 ks_sqlstate 22023 'azure_keyvault needs option tenant_id*' "$out"

@@ -14,7 +14,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 . "$ROOT/test/kms/lib.sh"
-ks_plan 25
+ks_plan $((12 + $(kms_fault_checks gcp_kms)))
 
 G=$KS_WORK/gcp
 rm -rf "$G"; mkdir -p "$G"
@@ -100,7 +100,7 @@ ks_check_out $? "$out" "IAM without cloudkms.cryptoKeyVersions.useToDecrypt: den
 
 PROV=gcp1 KMS_KEY=$KEY
 kek_upstream() { kms_ctl "$P1" POST /test/keys "{\"name\": \"$KEY\"}" >/dev/null; }
-kms_fault_suite
+kms_fault_suite gcp_kms
 
 out=$(qv -c "SELECT keysmith.create_kms_provider('gcp2', 'gcp_kms', '{\"endpoint\": \"https://127.0.0.1:$P1\"}')")
 ks_sqlstate 22023 'gcp_kms needs option credentials_file*' "$out"

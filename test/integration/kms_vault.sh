@@ -90,7 +90,7 @@ ks_check $? "the wrong namespace: denied (KS016)"
 
 PROV=vault1 KMS_KEY=app
 kek_upstream() { ctl "$P1" POST /v1/transit/keys/app/rotate '{}' >/dev/null; }
-kms_fault_suite
+kms_fault_suite vault_transit
 
 out=$(qv -c "SELECT keysmith.alter_kms_provider('vault1', '{\"url\": \"http://127.0.0.1:$P1\", \"token_file\": \"/x\"}')")
 ks_sqlstate 22023 'vault_transit needs option url, an https:// URL' "$out"

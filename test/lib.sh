@@ -206,10 +206,13 @@ ks_check() {
         echo "not ok $KS_TAP_N - $2"
     fi
 }
-# ks_check_out RC OUTPUT NAME: ks_check, and on failure OUTPUT as comments.
+# ks_check_out RC OUTPUT NAME: ks_check, and on failure OUTPUT as comments;
+# returns whether the check passed.
 ks_check_out() {
     ks_check "$1" "$3"
-    [ "$1" = 0 ] || printf '%s\n' "$2" | head -20 | sed 's/^/#   /'
+    [ "$1" = 0 ] && return 0
+    printf '%s\n' "$2" | head -20 | sed 's/^/#   /'
+    return 1
 }
 ks_tap_finish() {
     local rc=$?

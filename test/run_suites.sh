@@ -179,7 +179,7 @@ run_integration() {
     local t=$1 name t0 rc
     name=$(basename "$t" .sh)
     t0=$SECONDS
-    timeout -k 10 600 bash "$t" >"$WORK/integration-$name.log" 2>&1
+    timeout -k 10 "${2:-600}" bash "$t" >"$WORK/integration-$name.log" 2>&1
     rc=$?
     echo "# integration/$name took $((SECONDS - t0)) s" >>"$WORK/integration-$name.log"
     echo "$rc $((SECONDS - t0))" >"$WORK/integration-$name.rc"
@@ -187,8 +187,16 @@ run_integration() {
 # The tests that work in the suite's own cluster (KS_CLUSTER) take turns
 # in one lane; the others, each with a cluster of its own, fill the rest.
 echo "== integration ($JOBS at a time)"
-shared=(); own=()
+# KEYSMITH_INTEGRATION="name ...": only those (the fresh-machine test uses
+# it to keep its runs short; every other caller runs them all)
+selected=()
 for t in "$ROOT"/test/integration/*.sh; do
+    if [ -z "${KEYSMITH_INTEGRATION:-}" ] || [[ " $KEYSMITH_INTEGRATION " == *" $(basename "$t" .sh) "* ]]; then
+        selected+=("$t")
+    fi
+done
+shared=(); own=()
+for t in "${selected[@]}"; do
     if grep -q KS_CLUSTER "$t"; then shared+=("$t"); else own+=("$t"); fi
 done
 ( for t in "${shared[@]}"; do run_integration "$t"; done ) &
@@ -197,11 +205,37 @@ for t in "${own[@]}"; do
     run_integration "$t" &
 done
 wait
-for t in "$ROOT"/test/integration/*.sh; do
+for t in "${selected[@]}"; do
     name=$(basename "$t" .sh)
     read -r rc secs <"$WORK/integration-$name.rc" 2>/dev/null || { rc=1; secs=0; }
     tap_count "integration/$name ($secs s)" "$WORK/integration-$name.log" "$rc"
 done
+
+# Container suites (test/container), in the plain pass only: the image and
+# the fresh machine are built from the sources, whatever this pass built.
+# They need a Docker engine (started here if none runs, and stopped again).
+if [ "$SAN" = 0 ] && [ "${KEYSMITH_SKIP_CONTAINERS:-0}" != 1 ]; then
+    echo "== containers, on a real Docker engine (host networking, loopback only)"
+    . "$ROOT/test/container/lib.sh"
+    if kc_engine_up >"$WORK/containers-engine.log" 2>&1 && kc_base_image >>"$WORK/containers-engine.log" 2>&1; then
+        pass "Docker engine and a Debian 12 base image ($(tail -1 "$WORK/containers-engine.log"))"
+        for t in "$ROOT"/test/container/*.sh; do
+            [ "$(basename "$t")" = lib.sh ] && continue
+            run_integration "$t" 1500 &
+        done
+        wait
+        for t in "$ROOT"/test/container/*.sh; do
+            name=$(basename "$t" .sh)
+            [ "$name" = lib ] && continue
+            read -r rc secs <"$WORK/integration-$name.rc" 2>/dev/null || { rc=1; secs=0; }
+            tap_count "container/$name ($secs s)" "$WORK/integration-$name.log" "$rc"
+        done
+    else
+        fail "no Docker engine or base image:"
+        tail -30 "$WORK/containers-engine.log"
+    fi
+    kc_engine_down
+fi
 
 if [ "$SAN" = 1 ]; then
     echo "== sanitizer reports"

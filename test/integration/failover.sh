@@ -12,12 +12,14 @@
 #    new primary (the lag from expiry to revocation is printed); the first
 #    encryption after promotion rolls the key to a new DEK version, since
 #    the new primary cannot know the old version's count; no value is lost.
+#  - A key schedule (every 2 s) keeps its period: the new primary serves
+#    the next periods on the same grid, none twice, one DEK rotation each.
 #  - A restore of a base backup with recovery (a new timeline) rolls over
 #    too, so the copy and the original never encrypt under one DEK version.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 13
+ks_plan 15
 
 P=$KS_WORK/extra-failover-primary
 S=$KS_WORK/extra-failover-standby
@@ -25,6 +27,7 @@ R=$KS_WORK/extra-failover-restore
 rm -rf "$P" "$S" "$R"
 ks_cluster_init "$P"
 echo "keysmith.reaper_naptime = '200ms'" >>"$P/data/postgresql.conf"
+echo "keysmith.rotation_naptime = '200ms'" >>"$P/data/postgresql.conf"
 echo "host replication postgres 127.0.0.1/32 trust" >>"$P/data/pg_hba.conf"
 ks_cluster_start "$P"
 . "$P/env"
@@ -37,6 +40,8 @@ SELECT keysmith.create_key('fk');
 CREATE TABLE ft AS SELECT i AS id, keysmith.encrypt_value('fk', 'v' || i, i::text) AS c FROM generate_series(1, 100) i;
 CREATE ROLE f_rw NOLOGIN;
 SELECT keysmith.create_role_template('f', ARRAY['f_rw'], '1 minute', '1 hour');
+SELECT keysmith.create_key('fsk');
+SELECT keysmith.schedule_key_rotation('fsk', '2 seconds', false);
 SQL
 ks_check $? "a primary with a key, 100 values and a lease template"
 
@@ -93,6 +98,13 @@ grep -q "keysmith lease reaper is idle while the server is in recovery" "$S/serv
     grep -q "keysmith rotation worker is idle while the server is in recovery" "$S/server.log"
 ks_check $? "the standby's reaper and rotation worker idle in recovery"
 
+# the schedule has served two periods, and the standby has seen them
+sched_runs() { "$@" -c "SELECT count(*) || ' ' || coalesce(max(period), -1) FROM keysmith.schedule_run WHERE target = 'fsk'"; }
+for _ in $(seq 1 100); do
+    read -r n_before p_before <<<"$(sched_runs qp)"
+    [ "$n_before" -ge 2 ] && [ "$(sched_runs qs)" = "$n_before $p_before" ] && break
+    sleep 0.1
+done
 # a lease that expires during the failover
 lease=$(qp -c "SELECT lease_id FROM keysmith.issue_role('f', '3 seconds')")
 user=$(qp -c "SELECT username FROM keysmith.leases WHERE lease_id = '$lease'")
@@ -118,6 +130,23 @@ gone=$(qs -c "SELECT count(*) FROM pg_roles WHERE rolname = '$user'")
 [ "$st" = revoked ] && [ "$gone" = 0 ]
 ks_check $? "the lease that expired during the failover is revoked by the new primary, its role dropped (revoked ${lag} s after expiry)"
 echo "# failover (SIGKILL to promoted) took $(awk -v a="$t_kill" -v b="$t_up" 'BEGIN {printf "%.2f", b - a}') s; the lease was revoked ${lag} s after it expired"
+
+for _ in $(seq 1 200); do
+    read -r n_after p_after <<<"$(sched_runs qs)"
+    [ "$p_after" -ge $((p_before + 2)) ] && break
+    sleep 0.1
+done
+grid=$(qs -c "SELECT bool_and(r.period_start = s.starting + s.every * r.period)
+                     AND count(*) = count(DISTINCT r.period)
+                     AND max(s.next_due_at) = max(s.starting + s.every * (s.last_period + 1))
+                FROM keysmith.schedule_run r JOIN keysmith.schedule s USING (schedule_id) WHERE r.target = 'fsk'")
+[ "$p_after" -ge $((p_before + 2)) ] && [ "$grid" = t ]
+ks_check_out $? "periods $p_before -> $p_after, grid $grid" \
+    "the key schedule keeps its period across the failover: the new primary serves periods $((p_before + 1))..$p_after on the old grid, none twice"
+vers=$(qs -c "SELECT current_version FROM keysmith.keys WHERE name = 'fsk'")
+rot=$(qs -c "SELECT count(*) FROM keysmith.schedule_run WHERE target = 'fsk' AND result LIKE 'rotated the DEK to version %'")
+[ "$vers" = $((rot + 1)) ] && [ "$rot" = "$n_after" ]
+ks_check_out $? "version $vers, $rot rotations, $n_after runs" "each served period rotated the key once ($n_after runs, version $vers)"
 
 c=$(qs -c "SELECT keysmith.encrypt_value('fk', 'after', 'x')")
 v_after=$(qs -c "SELECT key_version FROM keysmith.ciphertext_info('$c')")

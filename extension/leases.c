@@ -748,6 +748,7 @@ LoadLeaseForCaller(Datum lease_id, Lease *l, const char *action)
 	Oid			caller = GetOuterUserId();
 	MemoryContext old;
 
+	(void) KsLeaseRebind(&lease_id);
 	KsSpiExec("SELECT role_oid, requester_oid, owner_role, state, expires_at, max_expires_at, default_ttl"
 		"  FROM keysmith.lease WHERE lease_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 		1, types, values, NULL, false, 0, SPI_OK_SELECT);

@@ -99,6 +99,74 @@ KsLeaseEvent(Datum lease_id, const char *event, const char *detail)
 
 
 /*
+ * keysmith.lease keeps role_oid and requester_oid as OIDs, and pg_dump
+ * copies them as numbers.  Restored into another cluster (pg_dumpall
+ * --globals-only and pg_dump), the roles come back under new OIDs, and the
+ * old numbers may name unrelated roles there: acting on them would lock
+ * out and drop a role that was never leased, and let another role renew
+ * or revoke the lease.  So an OID is trusted only while the role it names
+ * carries the lease's security label, lease:<id> (pg_shseclabel, which
+ * pg_dumpall carries and only keysmith or a superuser can set).  A lease
+ * whose role_oid does not is bound again, here, to the one role that
+ * carries the label (none, or more than one: InvalidOid, and revocation
+ * then finds the role gone and touches no role), and its requester to the
+ * role named requested_by (none: InvalidOid, so only keysmith admins may
+ * act on it).  The check is one index probe per unrevoked lease.
+ */
+uint64
+KsLeaseRebind(const Datum *lease_id)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {lease_id ? *lease_id : (Datum) 0};
+	char		nulls[1] = {lease_id ? ' ' : 'n'};
+
+	KsSpiExec("WITH moved AS ("
+			  "  SELECT l.lease_id, l.role_oid AS old_oid,"
+			  "         (SELECT CASE WHEN pg_catalog.count(*) OPERATOR(pg_catalog.=) 1"
+			  "                      THEN pg_catalog.min(s.objoid::pg_catalog.int8) END"
+			  "            FROM pg_catalog.pg_shseclabel s"
+			  "           WHERE s.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass"
+			  "             AND s.provider OPERATOR(pg_catalog.=) 'keysmith'"
+			  "             AND s.label OPERATOR(pg_catalog.=) ('lease:' OPERATOR(pg_catalog.||) l.lease_id::pg_catalog.text))"
+			  "           AS new_oid,"
+			  "         (SELECT a.oid FROM pg_catalog.pg_authid a"
+			  "           WHERE a.rolname OPERATOR(pg_catalog.=) l.requested_by) AS new_requester"
+			  "    FROM keysmith.lease l"
+			  "   WHERE l.state OPERATOR(pg_catalog.<>) 'revoked'"
+			  "     AND ($1 IS NULL OR l.lease_id OPERATOR(pg_catalog.=) $1)"
+			  "     AND l.role_oid OPERATOR(pg_catalog.<>) 0"
+			  "     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_shseclabel s"
+			  "                      WHERE s.objoid OPERATOR(pg_catalog.=) l.role_oid"
+			  "                        AND s.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass"
+			  "                        AND s.provider OPERATOR(pg_catalog.=) 'keysmith'"
+			  "                        AND s.label OPERATOR(pg_catalog.=) ('lease:' OPERATOR(pg_catalog.||) l.lease_id::pg_catalog.text))"
+			  "     FOR UPDATE OF l)"
+			  " UPDATE keysmith.lease l"
+			  "    SET role_oid = COALESCE(m.new_oid, 0)::pg_catalog.oid,"
+			  "        requester_oid = COALESCE(m.new_requester, 0::pg_catalog.oid)"
+			  "   FROM moved m WHERE l.lease_id OPERATOR(pg_catalog.=) m.lease_id"
+			  " RETURNING l.lease_id, m.old_oid, l.role_oid",
+			  1, types, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Oid			role = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		char	   *id = SPI_getvalue(tup, desc, 1);
+		char	   *old = SPI_getvalue(tup, desc, 2);
+
+		ereport(LOG,
+				(errmsg("keysmith: lease %s was bound to role OID %s, which does not carry its security label; %s",
+						id, old,
+						OidIsValid(role)
+						? psprintf("bound again to role OID %u, which does (restored from another cluster?)", role)
+						: "no single role carries it, so revocation will find the role gone and touch none")));
+	}
+	return SPI_processed;
+}
+
+/*
  * Step 1: the role can no longer log in.  VALID UNTIL moves to now as
  * well, so the authentication hook refuses it whatever the method.
  */

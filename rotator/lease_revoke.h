@@ -56,6 +56,13 @@ extern void KsLeaseAdvance(KsLeaseJob *job);
 /* A failed step: counted, kept in last_error, retried after backoff. */
 extern void KsLeaseRecordFailure(Datum lease_id, const char *message);
 
+/*
+ * Bind leases to their roles again after a restore into another cluster,
+ * where keysmith.lease's OIDs may name other roles: the lease lease_id, or
+ * every unrevoked one when lease_id is NULL.  Returns how many changed.
+ */
+extern uint64 KsLeaseRebind(const Datum *lease_id);
+
 extern void KsLeaseEvent(Datum lease_id, const char *event, const char *detail);
 extern void KsLeaseTerminateSessions(const Oid *roles, int n);
 extern List *KsLeaseDatabases(Oid roleid, bool *here);

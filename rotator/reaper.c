@@ -273,6 +273,7 @@ KsReaperRound(MemoryContext cxt)
 		KsJobEnd();
 		return false;
 	}
+	(void) KsLeaseRebind(NULL);
 	KsSpiExec("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
 			  " WHERE state OPERATOR(pg_catalog.=) 'active'"
 			  "   AND expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()"

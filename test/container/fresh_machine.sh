@@ -5,7 +5,8 @@
 # it: a container from the plain base image (debian:12, or the debootstrap
 # minbase that test/container/lib.sh makes), only the sources copied in,
 # nothing installed first, run as root.  Twice: with --init, and without
-# an init process, where nobody reaps a killed postmaster.
+# an init process, where nobody reaps a killed postmaster.  After the test
+# command, the README's demo command and demo-stop run there too.
 #
 # To stay short, each run is one pass (KEYSMITH_SANITIZE=0), without the
 # fuzzers and the container suites, and runs the integration tests that
@@ -16,7 +17,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 . "$ROOT/test/container/lib.sh"
-ks_plan 8
+ks_plan 10
 
 W=${KS_WORK:-/tmp}/fresh-machine
 rm -rf "$W"
@@ -56,7 +57,11 @@ run() {
         -e KEYSMITH_SANITIZE=0 -e KEYSMITH_SKIP_FUZZ=1 -e KEYSMITH_SKIP_CONTAINERS=1 \
         -e KEYSMITH_INTEGRATION="$CRASHY" \
         -v "$W/apt-$mode:/var/cache/apt/archives" \
-        "$BASE" bash -c 'cd /root/keysmith && bash test/harness.sh test' >/dev/null &&
+        "$BASE" bash -c 'cd /root/keysmith && bash test/harness.sh test; rc=$?
+            echo "######## the README demo command"
+            bash test/harness.sh demo && bash test/harness.sh demo-stop
+            echo "######## demo exit $?"
+            exit $rc' >/dev/null &&
         kc_docker cp - "$c:/root" <"$W/src.tar" &&
         timeout -k 10 1400 "${KC_DOCKER:-/usr/bin/docker}" start -a "$c" >"$W/$mode.log" 2>&1
     echo $? >"$W/$mode.rc"
@@ -85,4 +90,8 @@ $(tail -40 "$W/$mode.log")" "README test command on a bare Debian 12, $what: exi
     grep -q '^== C unit tests' "$W/$mode.log" && grep -qE '^  unit: [1-9][0-9]* passed, 0 failed$' "$W/$mode.log" &&
         grep -q '^== pgTAP' "$W/$mode.log"
     ks_check_out $? "$(grep -E '^==|^  [a-z/_0-9.]+: ' "$W/$mode.log" | head -20)" "$what: packages installed, built, unit tests, pg_regress and pgTAP ran"
+    demo=$(sed -n '/^######## the README demo command$/,$p' "$W/$mode.log")
+    grep -q '^keysmith demo server is running' <<<"$demo" && grep -q '^keysmith demo stopped and removed$' <<<"$demo" &&
+        grep -q '^######## demo exit 0$' <<<"$demo"
+    ks_check_out $? "$(tail -30 <<<"$demo")" "$what: the README demo command runs its demo and demo-stop removes it"
 done

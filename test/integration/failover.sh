@@ -12,6 +12,9 @@
 #    new primary (the lag from expiry to revocation is printed); the first
 #    encryption after promotion rolls the key to a new DEK version, since
 #    the new primary cannot know the old version's count; no value is lost.
+#  - A rotation paused after its set step (keysmith.rotation_pause_at, on
+#    the old primary only) finishes exactly once on the new primary, and
+#    its current credential logs in.
 #  - A key schedule (every 2 s) keeps its period: the new primary serves
 #    the next periods on the same grid, none twice, one DEK rotation each.
 #  - A restore of a base backup with recovery (a new timeline) rolls over
@@ -19,7 +22,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 15
+ks_plan 17
 
 P=$KS_WORK/extra-failover-primary
 S=$KS_WORK/extra-failover-standby
@@ -42,6 +45,9 @@ CREATE ROLE f_rw NOLOGIN;
 SELECT keysmith.create_role_template('f', ARRAY['f_rw'], '1 minute', '1 hour');
 SELECT keysmith.create_key('fsk');
 SELECT keysmith.schedule_key_rotation('fsk', '2 seconds', false);
+SELECT keysmith.create_key('frk');
+CREATE ROLE fapp LOGIN;
+SELECT keysmith.create_secret('db/fapp', 'frk', 'postgres_role', '{"role": "fapp"}');
 SQL
 ks_check $? "a primary with a key, 100 values and a lease template"
 
@@ -105,6 +111,18 @@ for _ in $(seq 1 100); do
     [ "$n_before" -ge 2 ] && [ "$(sched_runs qs)" = "$n_before $p_before" ] && break
     sleep 0.1
 done
+# a rotation paused after its set step, on the old primary only (ALTER
+# SYSTEM is not replicated)
+old_cred=$(qp -c "SELECT keysmith.get_secret('db/fapp')")
+qp -c "ALTER SYSTEM SET keysmith.rotation_pause_at = 'set:after'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+tok=$(qp -c "SELECT keysmith.rotate_secret('db/fapp')")
+paused=1
+for _ in $(seq 1 100); do
+    [ "$(qp -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'keysmith rotation paused at set:after'")" = 1 ] && { paused=0; break; }
+    sleep 0.1
+done
+for _ in $(seq 1 100); do [ "$(qs -c "SELECT count(*) FROM keysmith.rotation WHERE token = '$tok'" 2>/dev/null)" = 1 ] && break; sleep 0.1; done
 # a lease that expires during the failover
 lease=$(qp -c "SELECT lease_id FROM keysmith.issue_role('f', '3 seconds')")
 user=$(qp -c "SELECT username FROM keysmith.leases WHERE lease_id = '$lease'")
@@ -130,6 +148,20 @@ gone=$(qs -c "SELECT count(*) FROM pg_roles WHERE rolname = '$user'")
 [ "$st" = revoked ] && [ "$gone" = 0 ]
 ks_check $? "the lease that expired during the failover is revoked by the new primary, its role dropped (revoked ${lag} s after expiry)"
 echo "# failover (SIGKILL to promoted) took $(awk -v a="$t_kill" -v b="$t_up" 'BEGIN {printf "%.2f", b - a}') s; the lease was revoked ${lag} s after it expired"
+
+for _ in $(seq 1 150); do
+    st=$(qs -c "SELECT state FROM keysmith.rotations WHERE token = '$tok'" 2>/dev/null)
+    [ "$st" = finished ] && break
+    sleep 0.2
+done
+n=$(qs -c "SELECT count(*) FROM keysmith.rotation WHERE secret_name = 'db/fapp'")
+ev=$(qs -c "SELECT string_agg(event, ',' ORDER BY event_id) FROM keysmith.rotation_event WHERE token = '$tok'")
+[ $paused = 0 ] && [ "$st" = finished ] && [ "$n" = 1 ]
+ks_check_out $? "paused $paused; $st $n $ev" "the rotation paused after set at the failover finishes exactly once on the new primary ($ev)"
+cur=$(qs -c "SELECT keysmith.get_secret('db/fapp')")
+pw=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["password"])' "$cur")
+PGPASSWORD=$pw psql -X -q -t -A -h 127.0.0.1 -p "$SP" -U fapp -d postgres -c 'SELECT 1' >/dev/null 2>&1 && [ "$cur" != "$old_cred" ]
+ks_check $? "and its current credential logs in"
 
 for _ in $(seq 1 200); do
     read -r n_after p_after <<<"$(sched_runs qs)"

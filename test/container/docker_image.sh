@@ -45,8 +45,8 @@ cleanup() {
 }
 trap 'rc=$?; cleanup; (exit $rc); ks_tap_finish' EXIT
 
-out=$(kc_engine_up 2>&1)
-ks_check_out $? "$out" "a Docker engine answers (dockerd started here if none ran)" || exit 1
+kc_engine_up >"$W/engine.log" 2>&1
+ks_check_out $? "$(cat "$W/engine.log")" "a Docker engine answers (dockerd started here if none ran)" || exit 1
 BASE=$(kc_base_image 2>"$W/base.err")
 ks_check_out $? "$(cat "$W/base.err")" "a Debian 12 base image: ${BASE:-none}" || exit 1
 

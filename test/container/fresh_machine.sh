@@ -34,8 +34,8 @@ cleanup() {
 }
 trap 'rc=$?; cleanup; (exit $rc); ks_tap_finish' EXIT
 
-out=$(kc_engine_up 2>&1)
-ks_check_out $? "$out" "a Docker engine answers"
+kc_engine_up >"$W/engine.log" 2>&1
+ks_check_out $? "$(cat "$W/engine.log")" "a Docker engine answers"
 BASE=$(kc_base_image 2>"$W/base.err")
 out=$(kc_docker run --rm --network none "$BASE" sh -c \
     'for c in make gcc cc pg_config psql pgrep pkill sudo git; do command -v $c; done; id -u' 2>&1)

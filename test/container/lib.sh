@@ -6,7 +6,9 @@
 #  kc_engine_up      install docker.io, docker-compose and debootstrap if
 #                    missing; start dockerd (--bridge=none --iptables=false,
 #                    so it adds no network and no firewall rule) if no
-#                    engine answers.  Sets KC_STARTED_DOCKERD=1 if it did.
+#                    engine answers.  Sets KC_STARTED_DOCKERD=1 if it did
+#                    (not exported, and lost if called in a subshell: only
+#                    the shell that started the engine stops it).
 #  kc_engine_down    stop the dockerd that kc_engine_up started, if any.
 #  kc_base_image     print the name of a Debian 12 base image: debian:12
 #                    if the registry answers, else one built here with
@@ -34,6 +36,9 @@ kc_engine_up() {
     # newer client than this engine speaks
     KC_DOCKER=/usr/bin/docker
     export KC_DOCKER
+    # KC_STARTED_DOCKERD is not exported: a suite run under another that
+    # started the engine must not stop it
+    KC_STARTED_DOCKERD=0
     if "$KC_DOCKER" info >/dev/null 2>&1; then
         return 0
     fi
@@ -41,7 +46,6 @@ kc_engine_up() {
     dockerd --bridge=none --iptables=false --ip6tables=false \
         --pidfile "$KC_DOCKERD_DIR/dockerd.pid" >"$KC_DOCKERD_DIR/dockerd.log" 2>&1 &
     KC_STARTED_DOCKERD=1
-    export KC_STARTED_DOCKERD
     for _ in $(seq 1 120); do
         "$KC_DOCKER" info >/dev/null 2>&1 && return 0
         sleep 0.5

@@ -219,11 +219,13 @@ if [ "$SAN" = 0 ] && [ "${KEYSMITH_SKIP_CONTAINERS:-0}" != 1 ]; then
     . "$ROOT/test/container/lib.sh"
     if kc_engine_up >"$WORK/containers-engine.log" 2>&1 && kc_base_image >>"$WORK/containers-engine.log" 2>&1; then
         pass "Docker engine and a Debian 12 base image ($(tail -1 "$WORK/containers-engine.log"))"
+        pids=()
         for t in "$ROOT"/test/container/*.sh; do
             [ "$(basename "$t")" = lib.sh ] && continue
             run_integration "$t" 1500 &
+            pids+=($!)
         done
-        wait
+        wait "${pids[@]}"
         for t in "$ROOT"/test/container/*.sh; do
             name=$(basename "$t" .sh)
             [ "$name" = lib ] && continue

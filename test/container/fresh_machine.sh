@@ -68,8 +68,9 @@ run() {
 }
 t=$SECONDS
 run init --init &
+p1=$!
 run plain &
-wait
+wait $p1 $!
 echo "# both runs took $((SECONDS - t)) s"
 
 for mode in init plain; do

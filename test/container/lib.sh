@@ -43,8 +43,10 @@ kc_engine_up() {
         return 0
     fi
     mkdir -p "$KC_DOCKERD_DIR"
-    dockerd --bridge=none --iptables=false --ip6tables=false \
-        --pidfile "$KC_DOCKERD_DIR/dockerd.pid" >"$KC_DOCKERD_DIR/dockerd.log" 2>&1 &
+    # in a subshell, so that it is no job of this shell: a later plain
+    # `wait` here must not wait for the engine
+    (dockerd --bridge=none --iptables=false --ip6tables=false \
+        --pidfile "$KC_DOCKERD_DIR/dockerd.pid" >"$KC_DOCKERD_DIR/dockerd.log" 2>&1 &)
     KC_STARTED_DOCKERD=1
     for _ in $(seq 1 120); do
         "$KC_DOCKER" info >/dev/null 2>&1 && return 0

@@ -237,6 +237,26 @@ ks_wait_rotation() {
     echo "${st:-missing}"
 }
 
+# ks_rotate_paused SECRET STEP: make the rotation worker of the cluster in
+# the environment pause after STEP's effect (keysmith.rotation_pause_at,
+# by ALTER SYSTEM: not replicated), start a rotation of SECRET and wait (up
+# to 10 s) until the worker is paused there.  Prints the rotation's token;
+# the status says whether it paused.
+ks_rotate_paused() {
+    local tok
+    psql -X -q -t -A -d postgres -c "ALTER SYSTEM SET keysmith.rotation_pause_at = '$2:after'" \
+        -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.3
+    tok=$(psql -X -q -t -A -d postgres -c "SELECT keysmith.rotate_secret('$1')")
+    echo "$tok"
+    for _ in $(seq 1 100); do
+        [ "$(psql -X -q -t -A -d postgres -c "SELECT count(*) FROM pg_stat_activity
+                 WHERE query = 'keysmith rotation paused at $2:after'")" = 1 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # ks_sqlstate SQLSTATE MESSAGE-GLOB OUTPUT: does psql's OUTPUT (run with
 # VERBOSITY verbose) hold an error with exactly this SQLSTATE and a
 # message matching the glob?  "Expect an error" checks use it, so a

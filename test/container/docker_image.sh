@@ -152,6 +152,18 @@ PGPASS=$W/pgpass
 qp() { PGPASSFILE=$PGPASS psql -X -q -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$KEYSMITH_PRIMARY_PORT" -U postgres -d postgres "$@"; }
 qr() { PGPASSFILE=$PGPASS psql -X -q -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$KEYSMITH_REPLICA_PORT" -U postgres -d postgres "$@"; }
 
+# caught_up: wait (up to 20 s) until the replica has replayed all the
+# primary has written so far
+caught_up() {
+    local lsn
+    lsn=$(qp -c 'SELECT pg_current_wal_lsn()')
+    for _ in $(seq 1 200); do
+        [ "$(qr -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'" 2>/dev/null)" = t ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 out=$(qp -c 'CREATE EXTENSION keysmith' -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'" 2>&1)
 [ "$out" = "$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ROOT/keysmith.control")" ]
 ks_check_out $? "$out" "CREATE EXTENSION keysmith over TCP (scram, postgres's password from its secret file)"
@@ -166,11 +178,7 @@ SQL
 [ "$(tail -1 <<<"$out")" = 50 ]
 ks_check_out $? "$out" "encrypt/decrypt round trip on the primary (50 values)"
 
-lsn=$(qp -c 'SELECT pg_current_wal_lsn()')
-for _ in $(seq 1 200); do
-    [ "$(qr -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'" 2>/dev/null)" = t ] && break
-    sleep 0.1
-done
+caught_up
 out=$(qr -c "SELECT count(*) FROM dt WHERE keysmith.decrypt_value(c, id::text) = 'secret-' || id" 2>&1)
 [ "$out" = 50 ]
 ks_check_out $? "$out" "decrypt on the replica (same master key secret)"
@@ -189,11 +197,7 @@ SQL
 read -r luser lpw <<<"$(tail -1 <<<"$out")"
 LPASS=$W/lease-pgpass
 (umask 077; printf '127.0.0.1:*:*:%s:%s\n' "$luser" "$lpw" >"$LPASS")
-lsn=$(qp -c 'SELECT pg_current_wal_lsn()')
-for _ in $(seq 1 200); do
-    [ "$(qr -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'" 2>/dev/null)" = t ] && break
-    sleep 0.1
-done
+caught_up
 lp=$(PGPASSFILE=$LPASS psql -X -q -t -A -h 127.0.0.1 -p "$KEYSMITH_PRIMARY_PORT" -U "$luser" -d postgres \
     -c 'SELECT current_user, count(*) FROM dt' 2>&1)
 lr=$(PGPASSFILE=$LPASS psql -X -q -t -A -h 127.0.0.1 -p "$KEYSMITH_REPLICA_PORT" -U "$luser" -d postgres \

@@ -114,14 +114,8 @@ done
 # a rotation paused after its set step, on the old primary only (ALTER
 # SYSTEM is not replicated)
 old_cred=$(qp -c "SELECT keysmith.get_secret('db/fapp')")
-qp -c "ALTER SYSTEM SET keysmith.rotation_pause_at = 'set:after'" -c "SELECT pg_reload_conf()" >/dev/null
-sleep 0.5
-tok=$(qp -c "SELECT keysmith.rotate_secret('db/fapp')")
-paused=1
-for _ in $(seq 1 100); do
-    [ "$(qp -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'keysmith rotation paused at set:after'")" = 1 ] && { paused=0; break; }
-    sleep 0.1
-done
+tok=$(PGHOST=$P PGPORT=$PP ks_rotate_paused db/fapp set)
+paused=$?
 for _ in $(seq 1 100); do [ "$(qs -c "SELECT count(*) FROM keysmith.rotation WHERE token = '$tok'" 2>/dev/null)" = 1 ] && break; sleep 0.1; done
 # a lease that expires during the failover
 lease=$(qp -c "SELECT lease_id FROM keysmith.issue_role('f', '3 seconds')")
@@ -149,11 +143,7 @@ gone=$(qs -c "SELECT count(*) FROM pg_roles WHERE rolname = '$user'")
 ks_check $? "the lease that expired during the failover is revoked by the new primary, its role dropped (revoked ${lag} s after expiry)"
 echo "# failover (SIGKILL to promoted) took $(awk -v a="$t_kill" -v b="$t_up" 'BEGIN {printf "%.2f", b - a}') s; the lease was revoked ${lag} s after it expired"
 
-for _ in $(seq 1 150); do
-    st=$(qs -c "SELECT state FROM keysmith.rotations WHERE token = '$tok'" 2>/dev/null)
-    [ "$st" = finished ] && break
-    sleep 0.2
-done
+st=$(PGHOST=$S PGPORT=$SP ks_wait_rotation "$tok")
 n=$(qs -c "SELECT count(*) FROM keysmith.rotation WHERE secret_name = 'db/fapp'")
 ev=$(qs -c "SELECT string_agg(event, ',' ORDER BY event_id) FROM keysmith.rotation_event WHERE token = '$tok'")
 [ $paused = 0 ] && [ "$st" = finished ] && [ "$n" = 1 ]

@@ -149,14 +149,8 @@ ks_check $? "keysmith on the leader; the replica decrypts all 100 values with th
 
 old=$(q1 -c "SELECT keysmith.get_secret('db/papp')")
 v_before=$(q1 -c "SELECT current_version FROM keysmith.keys WHERE name = 'pk'")
-q1 -c "ALTER SYSTEM SET keysmith.rotation_pause_at = 'set:after'" -c "SELECT pg_reload_conf()" >/dev/null
-sleep 0.5
-tok=$(q1 -c "SELECT keysmith.rotate_secret('db/papp')")
-paused=1
-for _ in $(seq 1 100); do
-    [ "$(q1 -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'keysmith rotation paused at set:after'")" = 1 ] && { paused=0; break; }
-    sleep 0.1
-done
+tok=$(PGHOST=$D/n1 PGPORT=$P1 PGUSER=postgres ks_rotate_paused db/papp set)
+paused=$?
 lease=$(q1 -c "SELECT lease_id FROM keysmith.issue_role('p', '4 seconds')")
 user=$(q1 -c "SELECT username FROM keysmith.leases WHERE lease_id = '$lease'")
 for _ in $(seq 1 100); do [ "$(q2 -c "SELECT count(*) FROM keysmith.lease WHERE lease_id = '$lease'" 2>/dev/null)" = 1 ] && break; sleep 0.1; done
@@ -183,11 +177,7 @@ lag=$(q2 -c "SELECT round(extract(epoch FROM revoked_at - expires)::numeric, 2) 
 ks_check $? "the lease that expired during the failover is revoked by the new primary and its role dropped"
 echo "# Patroni failover (SIGKILL to promoted) took $failover s; the lease was revoked $lag s after it expired"
 
-for _ in $(seq 1 150); do
-    st=$(q2 -c "SELECT state FROM keysmith.rotations WHERE token = '$tok'" 2>/dev/null)
-    [ "$st" = finished ] && break
-    sleep 0.2
-done
+st=$(PGHOST=$D/n2 PGPORT=$P2 PGUSER=postgres ks_wait_rotation "$tok")
 n=$(q2 -c "SELECT count(*) FROM keysmith.rotation WHERE secret_name = 'db/papp'")
 ev=$(q2 -c "SELECT string_agg(event, ',' ORDER BY event_id) FROM keysmith.rotation_event WHERE token = '$tok'")
 why=$(q2 -c "SELECT last_error FROM keysmith.rotations WHERE token = '$tok'")

@@ -37,24 +37,12 @@ for step in create set test finish; do
     q -c "CREATE ROLE $role LOGIN" \
       -c "SELECT keysmith.create_secret('crash/$step', 'crash', 'postgres_role', '{\"role\": \"$role\"}')" >/dev/null
     old=$(q -c "SELECT keysmith.get_secret('crash/$step')")
-    q -c "ALTER SYSTEM SET keysmith.rotation_pause_at = '$step:after'" -c "SELECT pg_reload_conf()" >/dev/null
-    sleep 0.3
-    tok=$(q -c "SELECT keysmith.rotate_secret('crash/$step')")
-    paused=1
-    for _ in $(seq 1 100); do
-        n=$(q -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'keysmith rotation paused at $step:after'")
-        [ "$n" = 1 ] && { paused=0; break; }
-        sleep 0.1
-    done
+    tok=$(ks_rotate_paused "crash/$step" "$step")
+    paused=$?
     ks_cluster_kill9 "$dir"
     sed -i '/rotation_pause_at/d' "$dir/data/postgresql.auto.conf"
     ks_cluster_start "$dir"
-    st=
-    for _ in $(seq 1 150); do
-        st=$(q -c "SELECT state FROM keysmith.rotations WHERE token = '$tok'" 2>/dev/null)
-        [ "$st" = finished ] && break
-        sleep 0.2
-    done
+    st=$(ks_wait_rotation "$tok")
     ev=$(q -c "SELECT string_agg(event, ',' ORDER BY event_id) FROM keysmith.rotation_event WHERE token = '$tok'")
     n=$(q -c "SELECT count(*) FROM keysmith.rotation WHERE secret_name = 'crash/$step'")
     [ $paused = 0 ] && [ "$st" = finished ] && [ "$n" = 1 ] && [ "$ev" = requested,created,set,tested,finished ]

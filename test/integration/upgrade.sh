@@ -4,7 +4,7 @@
 # The upgrade chain with data in place: a database created at 0.1, with a
 # key and encrypted rows, is updated to 0.2, given a template, a lease and
 # a finished reencrypt job there, then updated to 0.3, 0.4, 0.5, 0.6, 0.7,
-# 0.8 and 0.9.
+# 0.8, 0.9 and 0.10.
 # Its extension objects must be exactly those of
 # test/integration/catalog-<version>.txt at each version from 0.3 on,
 # reviewed descriptions checked in beside this script (a fresh install must
@@ -16,7 +16,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 30
+ks_plan 32
 
 dir=$KS_WORK/extra-upgrade
 ks_cluster_init "$dir"
@@ -102,12 +102,16 @@ v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '0.8'" -c "SELECT extve
 [ "$v" = 0.8 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '0.8' ($v)"
 matches postgres 0.8 "at 0.8 the upgraded extension has exactly the reviewed 0.8 objects"
 
+v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '0.9'" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
+[ "$v" = 0.9 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '0.9' ($v)"
+matches postgres 0.9 "at 0.9 the upgraded extension has exactly the reviewed 0.9 objects"
+
 v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
-[ "$v" = 0.9 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE goes on to the default version ($v)"
+[ "$v" = 0.10 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE goes on to the default version ($v)"
 q -d postgres -c "CREATE DATABASE fresh" && q -d fresh -c "CREATE EXTENSION keysmith"
-ks_check $? "a fresh 0.9 install in another database"
-matches postgres 0.9 "the upgraded extension has exactly the reviewed 0.9 objects"
-matches fresh 0.9 "and so has a fresh install"
+ks_check $? "a fresh 0.10 install in another database"
+matches postgres 0.10 "the upgraded extension has exactly the reviewed 0.10 objects"
+matches fresh 0.10 "and so has a fresh install"
 kv=$(q -d postgres -c "SELECT string_agg(DISTINCT kms || ':' || kek_version, ',') FROM keysmith.key_versions v
                          JOIN keysmith.keys k ON k.name = v.key_name WHERE v.state <> 'destroyed'")
 [ "$kv" = "local:1" ]; ks_check $? "the keys from 0.1 use the built-in provider local, their KEK versions as text ($kv)"

@@ -31,6 +31,7 @@ int			keysmith_reaper_naptime = 1000;
 int			keysmith_reaper_lock_timeout = 5000;
 int			keysmith_rotation_naptime = 1000;
 int			keysmith_rotation_lock_timeout = 5000;
+int			keysmith_rotation_step_timeout = 30000;
 int			keysmith_rotation_max_attempts = 5;
 char	   *keysmith_rotation_test_conninfo = NULL;
 char	   *keysmith_rotation_pause_at = NULL;
@@ -168,6 +169,17 @@ DefineGucs(void)
 							"A step that waits longer fails, is recorded in keysmith.rotations and retried.",
 							&keysmith_rotation_lock_timeout,
 							5000, 1, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("keysmith.rotation_step_timeout",
+							"Longest any one wait of the rotation worker on something a user controls may take.",
+							"A step function, a context_expr batch, a remote server, a KMS call or a test login "
+							"that takes longer is stopped and counts as a failed attempt; an owner's own "
+							"connect_timeout or statement_timeout can only shorten it.",
+							&keysmith_rotation_step_timeout,
+							30000, 100, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

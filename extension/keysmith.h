@@ -67,6 +67,7 @@ extern int	keysmith_reaper_lock_timeout;
 extern bool keysmith_redact_statements;
 extern int	keysmith_rotation_naptime;
 extern int	keysmith_rotation_lock_timeout;
+extern int	keysmith_rotation_step_timeout;
 extern int	keysmith_rotation_max_attempts;
 extern char *keysmith_rotation_test_conninfo;
 extern char *keysmith_rotation_pause_at;

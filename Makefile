@@ -51,6 +51,7 @@ OBJS = \
 	rotator/rotation.o \
 	rotator/role_strategy.o \
 	rotator/sql_strategy.o \
+	rotator/owner_job.o \
 	rotator/schedule.o \
 	$(KMS_OBJS)
 

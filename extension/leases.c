@@ -8,6 +8,12 @@
  * The SQL-callable functions are SECURITY DEFINER and run as the extension
  * owner, a superuser; the requester is GetOuterUserId(), the role the
  * caller's SQL runs as (SET ROLE counts, SECURITY DEFINER wrappers do not).
+ * That holds only where no code of another role runs with the caller's
+ * outer user: inside a security-restricted operation (a materialized
+ * view's or an index expression's owner code, keysmith's own as-role
+ * sections) the outer user is whoever started the operation, so the lease
+ * functions refuse there (LeaseCaller).  keysmith's workers never run a
+ * role's code in their own process (rotator/owner_job.c).
  *
  * The plaintext password exists only in this backend's memory and in the
  * result row.  The role is created by a CREATE ROLE without a password, and
@@ -80,6 +86,23 @@ static void
 RequireLeaseCatalog(int major, int minor)
 {
 	KsRequireWorkerCatalog(KsLeaseTables, KsLeaseTableCount, "leased roles", major, minor);
+}
+
+/*
+ * The role the lease functions act for.  Inside a security-restricted
+ * operation the code that called them may belong to another role than
+ * GetOuterUserId() (REFRESH MATERIALIZED VIEW runs the view owner's code
+ * with the refresher as outer user): refused, 42501.
+ */
+static Oid
+LeaseCaller(void)
+{
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("keysmith's lease functions cannot be called within a security-restricted operation"),
+				 errdetail("There the role that called them need not be the role they would act for.")));
+	return GetOuterUserId();
 }
 
 /* The lease database and trusted lease tables, at any version. */
@@ -300,7 +323,7 @@ OidListToRegroleArray(List *oids)
 Datum
 keysmith_create_role_template(PG_FUNCTION_ARGS)
 {
-	Oid			caller = GetOuterUserId();
+	Oid			caller = LeaseCaller();
 	char	   *name;
 	ArrayType  *member_arr;
 	Datum	   *elems;
@@ -467,7 +490,7 @@ keysmith_drop_role_template(PG_FUNCTION_ARGS)
 
 	KsRequirePrimary("drop a role template", KS_PRIMARY_HINT_LEASES);
 	RequireLeaseDatabase();
-	if (!KsIsKeysmithAdmin(GetOuterUserId()))
+	if (!KsIsKeysmithAdmin(LeaseCaller()))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to drop role templates"),
@@ -577,7 +600,7 @@ Datum
 keysmith_issue_role(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Oid			caller = GetOuterUserId();
+	Oid			caller = LeaseCaller();
 	char	   *tname;
 	Template	t;
 	Interval   *ttl;
@@ -745,7 +768,7 @@ LoadLeaseForCaller(Datum lease_id, Lease *l, const char *action)
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
-	Oid			caller = GetOuterUserId();
+	Oid			caller = LeaseCaller();
 	MemoryContext old;
 
 	(void) KsLeaseRebind(&lease_id);

@@ -25,7 +25,10 @@
  *
  * Pending columns are re-encrypted by the existing resumable reencrypt
  * functions (_reencrypt_start, _reencrypt_step), one batch per transaction,
- * as the role that registered the column (KsAsRoleBegin), at most
+ * as the role that registered the column: its checks and lock as that role
+ * (KsAsRoleBegin, keysmith's own code only), each batch, which runs the
+ * role's context_expr and triggers, in an owner job of that role
+ * (rotator/owner_job.c), at most
  * REENCRYPT_SLICE_MS per worker round so that rotations are not held up.
  * A crash resumes from keysmith.reencrypt_job like a second CALL would.
  *
@@ -48,6 +51,7 @@
 
 #include "../extension/owner_spi.h"
 #include "../extension/roles.h"
+#include "owner_job.h"
 #include "role_strategy.h"
 #include "rotation.h"
 #include "schedule.h"
@@ -536,10 +540,38 @@ ReencryptStartItem(void *arg)
 				 errmsg("keysmith.reencrypt is already running on %s", get_rel_name(c->relid))));
 }
 
+/*
+ * One batch: _reencrypt_step evaluates the registrant's context_expr and
+ * its UPDATE fires the table's triggers, so it runs in an owner job
+ * (rotator/owner_job.c), a process whose session user is the registrant,
+ * never in this superuser worker, and ends at
+ * keysmith.rotation_step_timeout.  This worker keeps reencrypt's advisory
+ * lock on the table meanwhile; the batch takes no lock this transaction
+ * holds.
+ */
 static void
 ReencryptStepItem(void *arg)
 {
 	PendingColumn *c = arg;
+	KsOwnerJob	job = {0};
+	char		relid[16];
+	char		batch[16];
+	char	   *more;
+
+	snprintf(relid, sizeof(relid), "%u", c->relid);
+	snprintf(batch, sizeof(batch), "%d", REENCRYPT_BATCH_ROWS);
+	job.role = c->registrar;
+	job.what = psprintf("the re-encryption batch of column \"%s\" of table OID %u", c->col, c->relid);
+	job.sql = "SELECT keysmith._reencrypt_step($1::pg_catalog.regclass, $2, $3, $4)";
+	job.nargs = 4;
+	job.types[0] = OIDOID;
+	job.types[1] = NAMEOID;
+	job.types[2] = INT4OID;
+	job.types[3] = TEXTOID;
+	job.values[0] = relid;
+	job.values[1] = c->col;
+	job.values[2] = batch;
+	job.values[3] = c->context_expr;
 
 	/*
 	 * The worker commits synchronously (rotator/worker.c), but a batch has
@@ -547,9 +579,9 @@ ReencryptStepItem(void *arg)
 	 * progress, is simply done again.  Waiting for the flush of every
 	 * batch would make a scheduled run a third slower than a CALL.
 	 */
-	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE, GUC_ACTION_LOCAL,
-							 true, 0, false);
-	c->more = ReencryptCall(c, "SELECT keysmith._reencrypt_step($1::pg_catalog.regclass, $2, $3, $4)");
+	job.async_commit = true;
+	more = KsOwnerJobRun(&job);
+	c->more = more != NULL && strcmp(more, "t") == 0;
 }
 
 /* Release reencrypt's lock on the table if this session holds it. */
@@ -753,8 +785,12 @@ ScheduleRound(MemoryContext cxt)
 bool
 KsRotationWorkerRound(MemoryContext cxt)
 {
-	bool		usable = ScheduleRound(cxt);
-	bool		more = KsRotationRound(cxt);
+	bool		usable;
+	bool		more;
+
+	KsOwnerJobNewRound();
+	usable = ScheduleRound(cxt);
+	more = KsRotationRound(cxt);
 
 	if (usable)
 		more |= ReencryptSlice(cxt);

@@ -24,11 +24,13 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
 #include "../extension/roles.h"
+#include "owner_job.h"
 #include "sql_strategy.h"
 
 Oid
@@ -72,24 +74,23 @@ void
 KsSqlStrategyCall(const char *name, Oid owner, const char *step, const char *secret,
 				  const char *token, const char *pending)
 {
-	KsAsRole	as;
-	Oid			fn;
-	FmgrInfo	flinfo;
-	LOCAL_FCINFO(fcinfo, 4);
-	text	   *pending_text = cstring_to_text(pending);
+	Oid			fn = KsSqlStrategyFunction(name, owner);
+	KsOwnerJob	job = {0};
 
-	KsAsRoleBegin(&as, owner);
-	fn = KsSqlStrategyFunction(name, owner);
-	fmgr_info(fn, &flinfo);
-	InitFunctionCallInfoData(*fcinfo, &flinfo, 4, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = CStringGetTextDatum(step);
-	fcinfo->args[1].value = CStringGetTextDatum(secret);
-	fcinfo->args[2].value = DirectFunctionCall1(uuid_in, CStringGetDatum(token));
-	fcinfo->args[3].value = PointerGetDatum(pending_text);
-	for (int i = 0; i < 4; i++)
-		fcinfo->args[i].isnull = false;
-	(void) FunctionCallInvoke(fcinfo);	/* void: the result says nothing */
-	KsAsRoleEnd(&as);
-	explicit_bzero(VARDATA(pending_text), VARSIZE(pending_text) - VARHDRSZ);
-	pfree(pending_text);
+	/* resolved once, by OID; called by its qualified name with exact types */
+	job.role = owner;
+	job.what = psprintf("the %s step function of secret \"%s\"", step, secret);
+	job.sql = psprintf("SELECT %s($1, $2, $3, $4)",
+					   quote_qualified_identifier(get_namespace_name(get_func_namespace(fn)),
+												  get_func_name(fn)));
+	job.nargs = 4;
+	job.types[0] = TEXTOID;
+	job.types[1] = TEXTOID;
+	job.types[2] = UUIDOID;
+	job.types[3] = TEXTOID;
+	job.values[0] = step;
+	job.values[1] = secret;
+	job.values[2] = token;
+	job.values[3] = pending;
+	(void) KsOwnerJobRun(&job);	/* void: the result says nothing */
 }

@@ -17,9 +17,10 @@
 extern Oid	KsSqlStrategyFunction(const char *name, Oid actor);
 
 /*
- * Call it for one step, as owner, with SECURITY_RESTRICTED_OPERATION and
- * its settings confined to the call (as REFRESH MATERIALIZED VIEW runs a
- * view's owner's code).  Errors propagate.
+ * Call it for one step in an owner job (rotator/owner_job.h): a process
+ * whose session user is owner, in a transaction of its own that has
+ * committed when this returns, ended at keysmith.rotation_step_timeout.
+ * Errors propagate, with the function's SQLSTATE.
  */
 extern void KsSqlStrategyCall(const char *name, Oid owner, const char *step, const char *secret,
 							  const char *token, const char *pending);

@@ -34,6 +34,7 @@
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/guc_tables.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -300,15 +301,88 @@ KsRunHelper(Oid dboid, const char *fn, const char *what, const void *extra, size
 	return ok;
 }
 
-/*
- * Every name in keysmith's SQL is schema-qualified; the workers pin
- * search_path anyway, since a database owner may ALTER DATABASE ... SET
- * search_path for every session there, a superuser worker's included.
- */
-static void
-PinSearchPath(void)
+/* The built-in default of a setting, as text; NULL if it has none. */
+static const char *
+BootValue(struct config_generic *g, char *buf, size_t len)
 {
+	switch (g->vartype)
+	{
+		case PGC_BOOL:
+			return ((struct config_bool *) g)->boot_val ? "on" : "off";
+		case PGC_INT:
+			snprintf(buf, len, "%d", ((struct config_int *) g)->boot_val);
+			return buf;
+		case PGC_REAL:
+			snprintf(buf, len, "%.17g", ((struct config_real *) g)->boot_val);
+			return buf;
+		case PGC_STRING:
+			return ((struct config_string *) g)->boot_val;
+		case PGC_ENUM:
+			return config_enum_lookup_by_value((struct config_enum *) g,
+											   ((struct config_enum *) g)->boot_val);
+	}
+	return NULL;
+}
+
+/*
+ * A database's owner can ALTER DATABASE ... SET (and a role's admin ALTER
+ * ROLE ... SET) settings that every session there starts with, a keysmith
+ * worker's included: default_transaction_read_only = on stopped the reaper
+ * and the rotation worker, role = 'x' made them act as x, exit_on_error
+ * turned every caught error into an exit, statement_timeout, lock_timeout,
+ * temp_tablespaces and transform_null_equals changed what their SQL does.
+ * So a worker sets every setting that came from pg_db_role_setting back to
+ * its built-in default, whatever it is (ALTER ROLE ALL ... SET, which only
+ * a superuser can run, is left alone), then pins the ones keysmith relies
+ * on.  Every name in keysmith's SQL is schema-qualified; search_path is
+ * pinned anyway.  Called in a transaction, at the start of every process
+ * keysmith's workers run: the reaper, the rotation worker, their helpers
+ * and owner jobs.
+ */
+void
+KsWorkerPinSettings(void)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+
+	for (int i = 0; i < n; i++)
+	{
+		struct config_generic *g = vars[i];
+		char		buf[64];
+		const char *boot;
+
+		if (g->source != PGC_S_DATABASE && g->source != PGC_S_USER && g->source != PGC_S_DATABASE_USER)
+			continue;
+		if (g->flags & GUC_CUSTOM_PLACEHOLDER)
+			continue;
+		if (g->context != PGC_SUSET && g->context != PGC_USERSET)
+			continue;			/* fixed at connection start */
+		boot = BootValue(g, buf, sizeof(buf));
+		if (boot == NULL)
+			boot = "";
+		(void) set_config_option(g->name, boot, PGC_SUSET, PGC_S_OVERRIDE, GUC_ACTION_SET,
+								 true, WARNING, false);
+	}
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("session_replication_role", "origin", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("exit_on_error", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("transform_null_equals", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("temp_tablespaces", "", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_tablespace", "", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+/* KsWorkerPinSettings, in a transaction of its own. */
+static void
+PinSettingsNow(void)
+{
+	StartTransactionCommand();
+	KsWorkerPinSettings();
+	CommitTransactionCommand();
 }
 
 /* In a helper: connect to its database and copy out its argument. */
@@ -322,7 +396,7 @@ KsHelperStart(void *extra, size_t len)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	PinSearchPath();
+	PinSettingsNow();
 }
 
 void
@@ -378,8 +452,8 @@ KsWorkerMain(Datum arg)
 	 * login, a NOTIFY an application acts on, a role dropped), whatever
 	 * the server's default for synchronous_commit.
 	 */
+	PinSettingsNow();
 	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
-	PinSearchPath();
 	ereport(LOG,
 			(errmsg("%s started in database \"%s\"", spec->name, keysmith_database_name)));
 

@@ -23,6 +23,13 @@ typedef enum KsWorkerKind
 } KsWorkerKind;
 
 extern void KsWorkersRegister(void);
+
+/*
+ * Undo every ALTER DATABASE/ROLE ... SET a non-superuser could have made
+ * for this process, and pin what keysmith's SQL relies on (in a
+ * transaction).  Every keysmith worker process calls it once connected.
+ */
+extern void KsWorkerPinSettings(void);
 extern void KsWorkersShmemRequest(void);
 extern void KsWorkersShmemStartup(void);
 

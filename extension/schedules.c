@@ -110,7 +110,6 @@ keysmith_schedule_rotation(PG_FUNCTION_ARGS)
 	spec.owner = caller;
 	KsScheduleCheckPeriod(spec.every, spec.window);
 
-	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(spec.target, KS_SECRET_ROTATE, caller, &s, true);
 	if (spec.destroy_previous_after && !KsSecretHasPrivilege(s.name, KS_SECRET_ADMIN, caller))
@@ -125,7 +124,8 @@ keysmith_schedule_rotation(PG_FUNCTION_ARGS)
 				  psprintf("every %s%s%s", DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(spec.every))),
 						   spec.destroy_previous_after ? ", previous versions shredded after " : "",
 						   spec.destroy_previous_after ?
-						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(spec.destroy_previous_after))) : ""));
+						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(spec.destroy_previous_after))) : ""),
+				  KsSecretActor(caller));
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_TIMESTAMPTZ(next);
 }
@@ -141,12 +141,11 @@ keysmith_unschedule_rotation(PG_FUNCTION_ARGS)
 
 	RequirePrimary("unschedule a rotation");
 	KsRequireScheduleCatalog();
-	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(text_to_cstring(PG_GETARG_TEXT_PP(0)), KS_SECRET_ROTATE, caller, &s, true);
 	removed = KsScheduleRemove(KS_SCHEDULE_SECRET, s.name);
 	if (removed)
-		KsSecretEvent(s.name, NULL, NULL, "unscheduled", NULL);
+		KsSecretEvent(s.name, NULL, NULL, "unscheduled", NULL, KsSecretActor(caller));
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_BOOL(removed);
 }

@@ -8,6 +8,12 @@
  * name and the version id through the context, so a ciphertext copied to
  * another secret or version does not open.  The tables are the extension
  * owner's; callers reach them through KsOwnerSpiBegin.
+ *
+ * Every event and version records the acting role its caller names
+ * (KsSecretActor): there is no process-wide "current actor", so nothing one
+ * secret's code does in a process can change whom another's records name.
+ * A new current version is announced on the secret's own notification
+ * channel, which only its readers are told (keysmith.secret_channel).
  */
 #include "postgres.h"
 
@@ -27,22 +33,14 @@
 #include "owner_spi.h"
 #include "secret_store.h"
 #include "values.h"
-
-/* Who events and versions are recorded as; InvalidOid: the current user. */
-static Oid	Actor = InvalidOid;
-
-void
-KsSecretSetActor(Oid role)
-{
-	Actor = role;
-}
+#include "../rotator/rotation.h"
 
 char *
-KsSecretActorName(void)
+KsSecretActor(Oid role)
 {
-	char	   *name = GetUserNameFromId(OidIsValid(Actor) ? Actor : GetUserId(), true);
+	char	   *name = GetUserNameFromId(role, true);
 
-	return name ? name : "?";
+	return name ? name : psprintf("(role OID %u)", role);
 }
 
 const char *const KsSecretPrivNames[KS_SECRET_PRIV_COUNT] = {"read", "rotate", "admin"};
@@ -217,12 +215,11 @@ KsSecretOpen(Oid user, const KsSecret *s, const char *version_id, bytea *ct)
 
 void
 KsSecretInsertVersion(const KsSecret *s, const char *version_id, bytea *ct, const char *stage,
-					  const char *username)
+					  const char *username, const char *actor)
 {
 	Oid			types[6] = {UUIDOID, TEXTOID, BYTEAOID, TEXTOID, NAMEOID, TEXTOID};
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', stage ? ' ' : 'n', username ? ' ' : 'n', ' '};
-	char	   *actor = KsSecretActorName();
 
 	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(version_id));
 	values[1] = CStringGetTextDatum(s->name);
@@ -257,6 +254,35 @@ KsSecretFindVersion(const char *name, const char *stage, char *version_id, bytea
 	if (username)
 		strlcpy(username, GetText(3), NAMEDATALEN);
 	return true;
+}
+
+/*
+ * Does the installed catalog give secrets channels of their own (0.10)?
+ * A newer keysmith.so runs on an older catalog until ALTER EXTENSION
+ * UPDATE: then nothing is announced, since 0.9's one channel for all told
+ * every role every secret's name.
+ */
+static bool
+CatalogHasChannels(void)
+{
+	KsCatalog	cat;
+	char		why[256];
+
+	return KsCatalogFind(&cat, why, sizeof(why)) == KS_CATALOG_OK && cat.version >= 10;
+}
+
+/* NOTIFY the secret's channel with payload (as the tables' owner). */
+static void
+NotifyChannel(const char *name, const char *payload)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(payload)};
+
+	if (!CatalogHasChannels())
+		return;
+	KsSpiExec("SELECT pg_catalog.pg_notify(notify_channel, $2) FROM keysmith.secret"
+			  " WHERE name OPERATOR(pg_catalog.=) $1",
+			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
 }
 
 void
@@ -300,19 +326,52 @@ KsSecretPromote(const KsSecret *s, const char *version_id)
 	appendStringInfoString(&payload, "{\"secret\": ");
 	escape_json(&payload, s->name);
 	appendStringInfo(&payload, ", \"version_id\": \"%s\", \"stage\": \"current\"}", version_id);
-	values[0] = CStringGetTextDatum(payload.data);
-	KsSpiExec("SELECT pg_catalog.pg_notify('keysmith_rotation', $1)",
+	NotifyChannel(s->name, payload.data);
+}
+
+bool
+KsSecretChannel(const char *name, char *channel)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+
+	if (!CatalogHasChannels())
+		return false;
+	KsSpiExec("SELECT notify_channel FROM keysmith.secret WHERE name OPERATOR(pg_catalog.=) $1",
 			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return false;
+	strlcpy(channel, GetText(1), NAMEDATALEN);
+	return true;
+}
+
+void
+KsSecretNewChannel(const char *name)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	StringInfoData payload;
+
+	if (!CatalogHasChannels())
+		return;
+	/* the old channel hears it last: it is sent before the new one is set */
+	initStringInfo(&payload);
+	appendStringInfoString(&payload, "{\"secret\": ");
+	escape_json(&payload, name);
+	appendStringInfoString(&payload, ", \"event\": \"channel_changed\"}");
+	NotifyChannel(name, payload.data);
+	/* the column's default is the one generator of channels */
+	KsSpiExec("UPDATE keysmith.secret SET notify_channel = DEFAULT WHERE name OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, false, 0, SPI_OK_UPDATE);
 }
 
 void
 KsSecretEvent(const char *secret, const char *token, const char *version_id, const char *event,
-			  const char *detail)
+			  const char *detail, const char *actor)
 {
 	Oid			types[6] = {TEXTOID, UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[6];
 	char		nulls[6] = {' ', token ? ' ' : 'n', version_id ? ' ' : 'n', ' ', ' ', detail ? ' ' : 'n'};
-	char	   *actor = KsSecretActorName();
 
 	values[0] = CStringGetTextDatum(secret);
 	values[1] = token ? DirectFunctionCall1(uuid_in, CStringGetDatum(token)) : (Datum) 0;
@@ -332,7 +391,7 @@ KsSecretRotationInFlight(const char *name, char **state)
 
 	KsSpiExec("SELECT token::pg_catalog.text, state FROM keysmith.rotation"
 			  " WHERE secret_name OPERATOR(pg_catalog.=) $1"
-			  "   AND state OPERATOR(pg_catalog.=) ANY (ARRAY['create', 'set', 'test', 'finish'])",
+			  "   AND state OPERATOR(pg_catalog.=) ANY (" KS_ROT_IN_FLIGHT_SQL ")",
 			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return NULL;

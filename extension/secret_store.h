@@ -79,9 +79,19 @@ extern bytea *KsSecretSeal(Oid user, const KsSecret *s, const char *version_id,
 						   const char *value, size_t len);
 extern char *KsSecretOpen(Oid user, const KsSecret *s, const char *version_id, bytea *ct);
 
+/*
+ * The role name the audit trail records for role: what the SQL functions
+ * pass as the actor for their caller.  Every function below that writes
+ * an event or a version takes the acting role's name explicitly, so what
+ * one caller (or one secret's step function) did in this process can never
+ * be recorded as another's.  The rotation worker passes the role that
+ * requested the rotation, or that set the schedule.
+ */
+extern char *KsSecretActor(Oid role);
+
 /* Insert a version with stage (NULL for none) and username (or NULL). */
 extern void KsSecretInsertVersion(const KsSecret *s, const char *version_id, bytea *ct,
-								  const char *stage, const char *username);
+								  const char *stage, const char *username, const char *actor);
 
 /*
  * The version carrying stage, or with version_id (stage NULL): fills
@@ -93,21 +103,30 @@ extern bool KsSecretFindVersion(const char *name, const char *stage, char *versi
 /*
  * Make version_id current: previous loses its label, current becomes
  * previous.  Then erase unlabelled versions beyond keep_versions, and
- * NOTIFY keysmith_rotation.  One transaction with the caller's.
+ * NOTIFY the secret's own channel (KsSecretChannel).  One transaction
+ * with the caller's.
  */
 extern void KsSecretPromote(const KsSecret *s, const char *version_id);
 
 /*
- * The role events and versions are recorded as: the SQL functions set
- * their caller (the tables are written as their owner meanwhile); the
- * worker sets InvalidOid, meaning itself.
+ * The secret's notification channel, "keysmith_rotation_" and 32 hex
+ * digits of a random value kept in its row: unguessable, so that only a
+ * role that was told it (keysmith.secret_channel, which needs read) can
+ * LISTEN to it.  Into channel (NAMEDATALEN bytes); false if the secret is
+ * gone or the catalog is older than 0.10, which has none.
  */
-extern void KsSecretSetActor(Oid role);
-extern char *KsSecretActorName(void);
+extern bool KsSecretChannel(const char *name, char *channel);
+
+/*
+ * Give the secret a new channel (a role lost read: it must hear nothing
+ * more), telling listeners of the old one {"secret": ..., "event":
+ * "channel_changed"} so that readers ask for the new one.
+ */
+extern void KsSecretNewChannel(const char *name);
 
 /* The audit trail; token and version_id may be NULL. */
 extern void KsSecretEvent(const char *secret, const char *token, const char *version_id,
-						  const char *event, const char *detail);
+						  const char *event, const char *detail, const char *actor);
 
 /* The token (and next step) of the secret's rotation in flight, or NULL. */
 extern char *KsSecretRotationInFlight(const char *name, char **state);

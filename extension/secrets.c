@@ -3,8 +3,8 @@
  *
  * SQL-callable functions of the secrets store: create_secret,
  * put_secret_value, get_secret, get_secret_version, drop_secret,
- * grant_secret, revoke_secret, rotate_secret, cancel_rotation and the
- * visibility test of the views.  They run as their caller (not SECURITY
+ * grant_secret, revoke_secret, rotate_secret, cancel_rotation,
+ * secret_channel and the visibility test of the views.  They run as their caller (not SECURITY
  * DEFINER): privileges are checked here, the tables are reached as their
  * owner (KsOwnerSpiBegin), values are sealed and opened with the caller's
  * own key privileges, and rotations are left to rotator/rotation.c.
@@ -39,6 +39,7 @@ PG_FUNCTION_INFO_V1(keysmith_revoke_secret);
 PG_FUNCTION_INFO_V1(keysmith_rotate_secret);
 PG_FUNCTION_INFO_V1(keysmith_cancel_rotation);
 PG_FUNCTION_INFO_V1(keysmith_secret_visible);
+PG_FUNCTION_INFO_V1(keysmith_secret_channel);
 
 /* Writers are refused on a standby, with a hint, before anything else. */
 static void
@@ -186,7 +187,6 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 				 errmsg("a secret of strategy %s needs a value", KsStrategyName(s.opt.strategy)),
 				 errdetail("keysmith generates a first credential only for the role strategies; give the value the target holds now.")));
 
-	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	{
 		Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID};
@@ -266,10 +266,10 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 	explicit_bzero(value, strlen(value));
 	if (generated)
 		free(value);
-	KsSecretInsertVersion(&s, version, ct, "current", username);
+	KsSecretInsertVersion(&s, version, ct, "current", username, KsSecretActor(caller));
 	KsSecretEvent(s.name, NULL, version, "created",
 				  psprintf("strategy %s, key %s%s", KsStrategyName(s.opt.strategy), s.key_name,
-						   generated ? ", credential generated and installed" : ""));
+						   generated ? ", credential generated and installed" : ""), KsSecretActor(caller));
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_DATUM(UuidDatum(version));
 }
@@ -290,7 +290,6 @@ keysmith_put_secret_value(PG_FUNCTION_ARGS)
 
 	RequirePrimary("store a secret value");
 	KsRequireSecretCatalog();
-	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(name, KS_SECRET_ROTATE, caller, &s, true);
 	if (s.opt.strategy != KS_STRATEGY_NONE && !KsSecretHasPrivilege(s.name, KS_SECRET_ADMIN, caller))
@@ -307,9 +306,9 @@ keysmith_put_secret_value(PG_FUNCTION_ARGS)
 	KsNewUuid(version);
 	ct = KsSecretSeal(caller, &s, version, plain, strlen(plain));
 	explicit_bzero(plain, strlen(plain));
-	KsSecretInsertVersion(&s, version, ct, NULL, username);
+	KsSecretInsertVersion(&s, version, ct, NULL, username, KsSecretActor(caller));
 	KsSecretPromote(&s, version);
-	KsSecretEvent(s.name, NULL, version, "put", NULL);
+	KsSecretEvent(s.name, NULL, version, "put", NULL, KsSecretActor(caller));
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_DATUM(UuidDatum(version));
 }
@@ -328,7 +327,6 @@ GetValue(FunctionCallInfo fcinfo, const char *name, const char *stage, const cha
 	bool		found;
 
 	KsRequireSecretCatalog();
-	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(name, KS_SECRET_READ, caller, &s, false);
 	if (version_id)
@@ -391,7 +389,6 @@ keysmith_drop_secret(PG_FUNCTION_ARGS)
 
 	RequirePrimary("drop a secret");
 	KsRequireSecretCatalog();
-	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(name, KS_SECRET_ADMIN, caller, &s, true);
 	RequireNoRotationInFlight(&s);
@@ -402,7 +399,7 @@ keysmith_drop_secret(PG_FUNCTION_ARGS)
 	KsSpiExec("DELETE FROM keysmith.secret WHERE name OPERATOR(pg_catalog.=) $1",
 			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
 	KsSecretEvent(s.name, NULL, NULL, "dropped",
-				  psprintf("%llu version(s) erased", (unsigned long long) versions));
+				  psprintf("%llu version(s) erased", (unsigned long long) versions), KsSecretActor(caller));
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_VOID();
 }
@@ -432,7 +429,6 @@ GrantOrRevoke(FunctionCallInfo fcinfo, bool grant)
 				 errmsg("unknown secret privilege \"%s\"", priv),
 				 errhint("Secret privileges are read, rotate and admin.")));
 	roleid = get_role_oid(role, false);
-	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(name, KS_SECRET_ADMIN, caller, &s, true);
 	values[0] = CStringGetTextDatum(s.name);
@@ -443,11 +439,16 @@ GrantOrRevoke(FunctionCallInfo fcinfo, bool grant)
 				  " VALUES ($1, $2::pg_catalog.regrole, $3) ON CONFLICT DO NOTHING",
 				  3, types, values, NULL, false, 0, SPI_OK_INSERT);
 	else
+	{
 		KsSpiExec("DELETE FROM keysmith.secret_acl WHERE secret_name OPERATOR(pg_catalog.=) $1"
 				  " AND grantee::pg_catalog.oid OPERATOR(pg_catalog.=) $2 AND privilege OPERATOR(pg_catalog.=) $3",
 				  3, types, values, NULL, false, 0, SPI_OK_DELETE);
+		/* a role that lost read must hear nothing more of the secret */
+		if (SPI_processed > 0 && p == KS_SECRET_READ)
+			KsSecretNewChannel(s.name);
+	}
 	KsSecretEvent(s.name, NULL, NULL, grant ? "granted" : "revoked",
-				  psprintf("%s %s %s", KsSecretPrivNames[p], grant ? "to" : "from", role));
+				  psprintf("%s %s %s", KsSecretPrivNames[p], grant ? "to" : "from", role), KsSecretActor(caller));
 	KsOwnerSpiEnd(&spi);
 }
 
@@ -480,10 +481,9 @@ keysmith_rotate_secret(PG_FUNCTION_ARGS)
 	KsRequireSecretCatalog();
 	if (given)
 		strlcpy(token, DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(1))), sizeof(token));
-	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(text_to_cstring(PG_GETARG_TEXT_PP(0)), KS_SECRET_ROTATE, caller, &s, true);
-	KsRotationStart(&s, token, given);
+	KsRotationStart(&s, token, given, KsSecretActor(caller));
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_DATUM(UuidDatum(token));
 }
@@ -498,10 +498,9 @@ keysmith_cancel_rotation(PG_FUNCTION_ARGS)
 
 	RequirePrimary("cancel a rotation");
 	KsRequireSecretCatalog();
-	KsSecretSetActor(caller);
 	KsOwnerSpiBegin(&spi);
 	KsSecretLoadForCaller(text_to_cstring(PG_GETARG_TEXT_PP(0)), KS_SECRET_ROTATE, caller, &s, true);
-	KsRotationCancel(&s);
+	KsRotationCancel(&s, KsSecretActor(caller));
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_VOID();
 }
@@ -524,4 +523,30 @@ keysmith_secret_visible(PG_FUNCTION_ARGS)
 	visible = KsSecretHasPrivilege(name, KS_SECRET_ANY, caller);
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_BOOL(visible);
+}
+
+/*
+ * keysmith.secret_channel(name) RETURNS text: the channel on which the
+ * secret's new versions are announced, for a role that holds read on it
+ * (refused like get_secret, so a non-reader learns nothing, not even
+ * whether the secret exists).  Knowing the channel is what lets a role
+ * LISTEN to it: no other channel carries anything about a secret.
+ */
+Datum
+keysmith_secret_channel(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	KsSecret	s;
+	KsOwnerSpi	spi;
+	char		channel[NAMEDATALEN];
+	bool		found;
+
+	KsRequireSecretCatalog();
+	KsOwnerSpiBegin(&spi);
+	KsSecretLoadForCaller(text_to_cstring(PG_GETARG_TEXT_PP(0)), KS_SECRET_READ, caller, &s, false);
+	found = KsSecretChannel(s.name, channel);
+	KsOwnerSpiEnd(&spi);
+	if (!found)
+		elog(ERROR, "keysmith: secret \"%s\" has no notification channel", s.name);
+	PG_RETURN_TEXT_P(cstring_to_text(channel));
 }

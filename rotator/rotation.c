@@ -12,7 +12,7 @@
  *   test     record the outcome of a real login with the pending
  *            password, made outside any transaction           -> finish
  *   finish   pending becomes current, current previous, old unlabelled
- *            versions are erased, NOTIFY keysmith_rotation    -> finished
+ *            versions are erased, NOTIFY the secret's channel -> finished
  *
  * Advance() is the one place a rotation moves: a switch over the state
  * that runs the step and writes the next state in the same transaction as
@@ -35,7 +35,9 @@
  * whole batch in one transaction, so a round of many rotations costs a
  * handful of commits.  Everything done for a secret is done with its
  * owner's privileges: the key privileges through SetUserId, the role
- * checks in rotator/role_strategy.c at every step.
+ * checks in rotator/role_strategy.c at every step.  Its audit events name
+ * the role that requested it (read from its row, passed to every
+ * KsSecretEvent), whatever other code runs in the same round.
  */
 #include "postgres.h"
 
@@ -63,7 +65,7 @@ const char *const KsRotationStateNames[KS_ROT_STATE_COUNT] = {
 	"create", "set", "test", "finish", "finished", "failed", "cancelled"
 };
 
-#define IN_FLIGHT_SQL "ARRAY['create', 'set', 'test', 'finish']"
+#define IN_FLIGHT_SQL KS_ROT_IN_FLIGHT_SQL
 
 typedef struct RotationJob
 {
@@ -78,6 +80,8 @@ typedef struct RotationJob
 	bool		tested;
 	char	   *test_error;		/* why the test login failed, or NULL */
 	bool		skip;			/* gone, locked by another, or failed this round */
+	char		actor[NAMEDATALEN]; /* whom its events name: the requester, or
+									 * the caller of cancel_rotation */
 } RotationJob;
 
 /* Where job strings live: the round's context (the worker) or the caller's. */
@@ -282,9 +286,10 @@ StepCreateSql(RotationJob *job)
 	KsSpiExec("DELETE FROM keysmith.secret_version"
 			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND stage OPERATOR(pg_catalog.=) 'pending'",
 			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
-	KsSecretInsertVersion(s, job->pending, ct, "pending", NULL);
+	KsSecretInsertVersion(s, job->pending, ct, "pending", NULL, job->actor);
 	CallStepFunction(job, "create");
-	KsSecretEvent(s->name, job->token, job->pending, "created", "pending value stored; create step function ran");
+	KsSecretEvent(s->name, job->token, job->pending, "created", "pending value stored; create step function ran",
+				  job->actor);
 }
 
 static void
@@ -334,10 +339,11 @@ StepCreate(RotationJob *job)
 	KsSpiExec("DELETE FROM keysmith.secret_version"
 			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND stage OPERATOR(pg_catalog.=) 'pending'",
 			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
-	KsSecretInsertVersion(s, job->pending, ct, "pending", target);
+	KsSecretInsertVersion(s, job->pending, ct, "pending", target, job->actor);
 	job->verifier = verifier ? MemoryContextStrdup(JobCxt, verifier) : NULL;
 	strlcpy(job->target, target, sizeof(job->target));
-	KsSecretEvent(s->name, job->token, job->pending, "created", psprintf("pending credential for role %s", target));
+	KsSecretEvent(s->name, job->token, job->pending, "created", psprintf("pending credential for role %s", target),
+				  job->actor);
 }
 
 /* set for postgres_remote: the pending password, installed on the remote. */
@@ -351,13 +357,13 @@ StepSet(RotationJob *job)
 	if (job->secret.opt.strategy == KS_STRATEGY_SQL)
 	{
 		CallStepFunction(job, "set");
-		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "set step function ran");
+		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "set step function ran", job->actor);
 		return;
 	}
 	if (job->secret.opt.strategy == KS_STRATEGY_REMOTE)
 	{
 		SetRemote(job);
-		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "on the remote server");
+		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "on the remote server", job->actor);
 		return;
 	}
 	RequireOwner(job);
@@ -365,11 +371,12 @@ StepSet(RotationJob *job)
 	if (job->verifier == NULL)
 		elog(ERROR, "keysmith: rotation %s lost its pending verifier", job->token);
 	if (KsRoleHasVerifier(roleid, job->verifier))
-		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "the role already had the pending credential");
+		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "the role already had the pending credential",
+					  job->actor);
 	else
 	{
 		KsSetRoleVerifier(roleid, job->target, job->verifier, DT_NOBEGIN);
-		KsSecretEvent(job->secret.name, job->token, job->pending, "set", NULL);
+		KsSecretEvent(job->secret.name, job->token, job->pending, "set", NULL, job->actor);
 	}
 }
 
@@ -379,7 +386,7 @@ StepTest(RotationJob *job)
 	if (job->secret.opt.strategy == KS_STRATEGY_SQL)
 	{
 		CallStepFunction(job, "test");
-		KsSecretEvent(job->secret.name, job->token, job->pending, "tested", "test step function ran");
+		KsSecretEvent(job->secret.name, job->token, job->pending, "tested", "test step function ran", job->actor);
 		return;
 	}
 	if (!job->tested)
@@ -388,7 +395,8 @@ StepTest(RotationJob *job)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("%s", job->test_error)));
-	KsSecretEvent(job->secret.name, job->token, job->pending, "tested", "login with the pending credential used the password");
+	KsSecretEvent(job->secret.name, job->token, job->pending, "tested",
+				  "login with the pending credential used the password", job->actor);
 }
 
 static void
@@ -402,7 +410,7 @@ StepFinish(RotationJob *job)
 	KsSecretPromote(&job->secret, job->pending);
 	if (job->secret.opt.strategy == KS_STRATEGY_SQL)
 		CallStepFunction(job, "finish");
-	KsSecretEvent(job->secret.name, job->token, job->pending, "finished", NULL);
+	KsSecretEvent(job->secret.name, job->token, job->pending, "finished", NULL, job->actor);
 }
 
 /*
@@ -535,7 +543,7 @@ RestoreTarget(RotationJob *job)
 	}
 	PG_END_TRY();
 	KsSecretEvent(job->secret.name, job->token, version, "restored",
-				  psprintf("role %s has the credential of this version again", job->target));
+				  psprintf("role %s has the credential of this version again", job->target), job->actor);
 }
 
 static void
@@ -567,7 +575,7 @@ Abandon(RotationJob *job, KsRotationState final, const char *why)
 				  1, types, values, NULL, false, 0, SPI_OK_DELETE);
 	}
 	SaveState(job, final);
-	KsSecretEvent(job->secret.name, job->token, NULL, KsRotationStateNames[final], why);
+	KsSecretEvent(job->secret.name, job->token, NULL, KsRotationStateNames[final], why, job->actor);
 }
 
 /* ------------------------------------------------------------ SQL side */
@@ -599,11 +607,10 @@ KsRotationCheckStrategy(const KsSecret *s)
 }
 
 void
-KsRotationStart(const KsSecret *s, char *token, bool token_given)
+KsRotationStart(const KsSecret *s, char *token, bool token_given, const char *requester)
 {
 	Oid			types[3] = {UUIDOID, TEXTOID, NAMEOID};
 	Datum		values[3];
-	char	   *actor = KsSecretActorName();
 
 	values[1] = CStringGetTextDatum(s->name);
 	if (token_given)
@@ -637,15 +644,15 @@ KsRotationStart(const KsSecret *s, char *token, bool token_given)
 	if (!token_given)
 		KsNewUuid(token);
 	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(token));
-	values[2] = DirectFunctionCall1(namein, CStringGetDatum(actor));
+	values[2] = DirectFunctionCall1(namein, CStringGetDatum(requester));
 	KsSpiExec("INSERT INTO keysmith.rotation (token, secret_name, requested_by) VALUES ($1, $2, $3)",
 			  3, types, values, NULL, false, 0, SPI_OK_INSERT);
-	KsSecretEvent(s->name, token, NULL, "requested", NULL);
+	KsSecretEvent(s->name, token, NULL, "requested", NULL, requester);
 	KsWorkerWakeAtCommit(KS_WORKER_ROTATION);
 }
 
 void
-KsRotationCancel(const KsSecret *s)
+KsRotationCancel(const KsSecret *s, const char *actor)
 {
 	RotationJob job;
 	char	   *token = KsSecretRotationInFlight(s->name, NULL);
@@ -656,6 +663,7 @@ KsRotationCancel(const KsSecret *s)
 				 errmsg("no rotation of secret \"%s\" is in flight", s->name)));
 	memset(&job, 0, sizeof(job));
 	strlcpy(job.token, token, sizeof(job.token));
+	strlcpy(job.actor, actor, sizeof(job.actor));
 	JobCxt = CurrentMemoryContext;
 	if (!LoadJob(&job, false) || IsTerminal(job.state))
 		ereport(ERROR,
@@ -734,7 +742,7 @@ RecordFailure(RotationJob *job, const char *message)
 	attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	KsSecretEvent(job->secret.name, job->token, job->pending[0] ? job->pending : NULL, "step_failed",
 				  psprintf("%s (attempt %d of %d): %s", KsRotationStateNames[job->state], attempts,
-						   keysmith_rotation_max_attempts, message));
+						   keysmith_rotation_max_attempts, message), job->actor);
 	if (attempts < keysmith_rotation_max_attempts)
 	{
 		ereport(LOG,
@@ -798,7 +806,6 @@ KsRotationRound(MemoryContext cxt)
 	MemoryContextCallback *cb;
 
 	JobCxt = cxt;
-	KsSecretSetActor(InvalidOid);
 	KsJobBegin("keysmith rotation: looking for due rotations", keysmith_rotation_lock_timeout);
 	st = KsCatalogWithTables(&cat, KsSecretTables, KsSecretTableCount, "credential rotation", why, sizeof(why));
 	if (!KsWorkerCatalogUsable(KS_WORKER_ROTATION, st, &cat, why))
@@ -806,7 +813,8 @@ KsRotationRound(MemoryContext cxt)
 		KsJobEnd();
 		return false;
 	}
-	KsSpiExec("SELECT token::pg_catalog.text FROM keysmith.rotation"
+	/* each rotation's events name the role that requested it */
+	KsSpiExec("SELECT token::pg_catalog.text, requested_by::pg_catalog.text FROM keysmith.rotation"
 			  " WHERE state OPERATOR(pg_catalog.=) ANY (" IN_FLIGHT_SQL ")"
 			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  " ORDER BY started_at LIMIT " CppAsString2(ROTATION_BATCH),
@@ -814,8 +822,12 @@ KsRotationRound(MemoryContext cxt)
 	n = (int) SPI_processed;
 	jobs = MemoryContextAllocZero(cxt, sizeof(RotationJob) * Max(n, 1));
 	for (int i = 0; i < n; i++)
+	{
 		strlcpy(jobs[i].token, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
 				sizeof(jobs[i].token));
+		strlcpy(jobs[i].actor, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
+				sizeof(jobs[i].actor));
+	}
 	KsJobEnd();
 	if (n == 0)
 		return false;

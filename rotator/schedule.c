@@ -34,6 +34,14 @@
  *
  * The previous version of a secret whose schedule has
  * destroy_previous_after is shredded once it has been previous that long.
+ *
+ * Every run acts with the privileges its creator holds at that run, never
+ * the worker's: a secret's run needs rotate on the secret, a key's admin on
+ * the key (and rotate_dek then runs as that role), a shredding admin on the
+ * secret (what destroy_previous_after needed), and re-encryption runs as
+ * the column's registrant.  A refusal is recorded where the schedule is
+ * watched (rotation_schedules.last_result, shred_error), and the run's
+ * records name the role, passed to them explicitly.
  */
 #include "postgres.h"
 
@@ -49,6 +57,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "../extension/key_acl.h"
 #include "../extension/owner_spi.h"
 #include "../extension/roles.h"
 #include "owner_job.h"
@@ -216,6 +225,7 @@ typedef struct StartArgs
 {
 	KsSecret   *secret;
 	char	   *token;
+	const char *requester;
 } StartArgs;
 
 static void
@@ -223,7 +233,7 @@ StartItem(void *arg)
 {
 	StartArgs  *a = arg;
 
-	KsRotationStart(a->secret, a->token, true);
+	KsRotationStart(a->secret, a->token, true, a->requester);
 }
 
 static void
@@ -252,9 +262,8 @@ ServeSecret(DueSchedule *d)
 		return;
 	}
 	/* the rotation is recorded as requested by the role that scheduled it */
-	KsSecretSetActor(d->owner);
 	{
-		StartArgs	a = {&s, d->token};
+		StartArgs	a = {&s, d->token, owner_name};
 
 		if (KsJobTry(StartItem, &a, &message))
 			d->result = "started";
@@ -264,7 +273,6 @@ ServeSecret(DueSchedule *d)
 			d->token[0] = '\0';
 		}
 	}
-	KsSecretSetActor(InvalidOid);
 }
 
 typedef struct RotateDekArgs
@@ -301,8 +309,26 @@ ServeKey(DueSchedule *d)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(d->target)};
 	uint64		columns = 0;
+	char	   *owner_name = GetUserNameFromId(d->owner, true);
+	bool		isnull;
 
 	d->token[0] = '\0';
+	/* rotate_dek checks it too, as the role; said here as a refusal */
+	KsSpiExec("SELECT key_id FROM keysmith.key WHERE name OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+	{
+		d->result = "failed: the key is gone";
+		return;
+	}
+	if (owner_name == NULL ||
+		!KsHasKeyPrivilege(DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+						   KS_PRIV_ADMIN, d->owner))
+	{
+		d->result = psprintf("refused: role %s no longer holds admin on this key",
+							 owner_name ? owner_name : "(dropped)");
+		return;
+	}
 	if (!KsJobTry(RotateDekItem, &a, &message))
 	{
 		d->result = psprintf("failed: %s", message);
@@ -396,10 +422,46 @@ typedef struct ShredArgs
 	char	   *secret;
 	char	   *version;
 	char	   *username;
+	int64		schedule_id;
+	Oid			owner;			/* the role that set the schedule */
 } ShredArgs;
 
+/* The catalog version the round found (ScheduleCatalogUsable). */
+static int	CatalogVersion = 0;
+
 /*
- * Erase a previous version whose time is up.  For a role pair, the
+ * Record on the schedule why its shredding is refused (error) or that it
+ * is not (NULL), logging only a change, since a refused shredding is
+ * checked again at every round.  A catalog before 0.10 has no place for
+ * it: the log says it, once per worker.
+ */
+static void
+ShredRecord(ShredArgs *a, const char *error)
+{
+	static bool said = false;
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(a->schedule_id), error ? CStringGetTextDatum(error) : (Datum) 0};
+	char		nulls[2] = {' ', error ? ' ' : 'n'};
+
+	if (CatalogVersion < 10)
+	{
+		if (error && !said)
+			ereport(LOG,
+					(errmsg("keysmith schedule of secret \"%s\" does not shred: %s", a->secret, error)));
+		said = error != NULL;
+		return;
+	}
+	KsSpiExec("UPDATE keysmith.schedule SET shred_error = $2"
+			  " WHERE schedule_id OPERATOR(pg_catalog.=) $1 AND shred_error IS DISTINCT FROM $2",
+			  2, types, values, nulls, false, 0, SPI_OK_UPDATE);
+	if (SPI_processed > 0 && error)
+		ereport(LOG,
+				(errmsg("keysmith schedule of secret \"%s\" does not shred: %s", a->secret, error)));
+}
+
+/*
+ * Erase a previous version whose time is up, if the role that set the
+ * schedule still holds admin on the secret.  For a role pair, the
  * previous credential is still the other role's password: it goes too, so
  * that what was shredded no longer logs in either.
  */
@@ -413,9 +475,23 @@ ShredItem(void *arg)
 	char		current[KS_UUID_LEN];
 	char		current_user[NAMEDATALEN] = "";
 	const char *detail = "the previous version's value is erased";
+	char	   *owner_name;
 
 	if (!KsSecretLoad(a->secret, &s, true) || KsSecretRotationInFlight(a->secret, NULL))
 		return;					/* gone, or a rotation will move the labels */
+	owner_name = GetUserNameFromId(a->owner, true);
+	if (owner_name == NULL)
+	{
+		ShredRecord(a, psprintf("refused: the role that set this schedule (OID %u) no longer exists;"
+								" the previous version is kept", a->owner));
+		return;
+	}
+	if (!KsSecretHasPrivilege(a->secret, KS_SECRET_ADMIN, a->owner))
+	{
+		ShredRecord(a, psprintf("refused: role %s no longer holds admin on this secret;"
+								" the previous version is kept", owner_name));
+		return;
+	}
 	if (s.opt.strategy == KS_STRATEGY_ROLE_PAIR && a->username[0] &&
 		KsSecretFindVersion(a->secret, "current", current, NULL, current_user) &&
 		strcmp(current_user, a->username) != 0)
@@ -432,7 +508,8 @@ ShredItem(void *arg)
 			  " AND version_id OPERATOR(pg_catalog.=) $2 AND stage OPERATOR(pg_catalog.=) 'previous'",
 			  2, types, values, NULL, false, 0, SPI_OK_DELETE);
 	if (SPI_processed > 0)
-		KsSecretEvent(a->secret, NULL, a->version, "previous_destroyed", detail);
+		KsSecretEvent(a->secret, NULL, a->version, "previous_destroyed", detail, owner_name);
+	ShredRecord(a, NULL);
 }
 
 static void
@@ -441,23 +518,36 @@ ShredDue(void)
 	int			n;
 	ShredArgs  *items;
 
-	KsSpiExec("SELECT v.secret_name, v.version_id::pg_catalog.text, coalesce(v.username::pg_catalog.text, '')"
-			  " FROM keysmith.schedule sc"
-			  " JOIN keysmith.secret s ON s.name OPERATOR(pg_catalog.=) sc.secret_name"
-			  " JOIN keysmith.secret_version v ON v.secret_name OPERATOR(pg_catalog.=) s.name"
-			  "  AND v.stage OPERATOR(pg_catalog.=) 'previous'"
-			  " WHERE sc.destroy_previous_after IS NOT NULL"
-			  "   AND s.last_rotated_at OPERATOR(pg_catalog.+) sc.destroy_previous_after"
-			  "       OPERATOR(pg_catalog.<=) pg_catalog.now()"
-			  " LIMIT " CppAsString2(SCHEDULE_BATCH),
+	/*
+	 * Refused before, last: a batch of refusals, checked again at every
+	 * round, must not hold up the others.
+	 */
+	KsSpiExec(psprintf("SELECT v.secret_name, v.version_id::pg_catalog.text,"
+					   "  coalesce(v.username::pg_catalog.text, ''), sc.schedule_id, sc.owner_role::pg_catalog.oid"
+					   " FROM keysmith.schedule sc"
+					   " JOIN keysmith.secret s ON s.name OPERATOR(pg_catalog.=) sc.secret_name"
+					   " JOIN keysmith.secret_version v ON v.secret_name OPERATOR(pg_catalog.=) s.name"
+					   "  AND v.stage OPERATOR(pg_catalog.=) 'previous'"
+					   " WHERE sc.destroy_previous_after IS NOT NULL"
+					   "   AND s.last_rotated_at OPERATOR(pg_catalog.+) sc.destroy_previous_after"
+					   "       OPERATOR(pg_catalog.<=) pg_catalog.now()"
+					   " ORDER BY %s sc.schedule_id"
+					   " LIMIT " CppAsString2(SCHEDULE_BATCH),
+					   CatalogVersion >= 10 ? "sc.shred_error IS NOT NULL," : ""),
 			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
 	n = (int) SPI_processed;
 	items = palloc0(sizeof(ShredArgs) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
-		items[i].secret = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		items[i].version = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		items[i].username = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		items[i].secret = SPI_getvalue(tup, desc, 1);
+		items[i].version = SPI_getvalue(tup, desc, 2);
+		items[i].username = SPI_getvalue(tup, desc, 3);
+		items[i].schedule_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+		items[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
 	}
 	for (int i = 0; i < n; i++)
 	{
@@ -729,6 +819,7 @@ ScheduleCatalogUsable(void)
 	if (st == KS_CATALOG_UNTRUSTED && said != st)
 		ereport(LOG, (errmsg("keysmith rotation worker runs no schedules: %s", why)));
 	said = st;
+	CatalogVersion = st == KS_CATALOG_OK ? cat.version : 0;
 	return st == KS_CATALOG_OK && cat.version >= 6;
 }
 
@@ -739,7 +830,6 @@ ScheduleRound(MemoryContext cxt)
 	int			n;
 	bool		usable;
 
-	KsSecretSetActor(InvalidOid);
 	KsJobBegin("keysmith schedules: looking for due runs", keysmith_rotation_lock_timeout);
 	usable = ScheduleCatalogUsable();
 	if (!usable)

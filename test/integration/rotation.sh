@@ -3,7 +3,7 @@
 #
 # Credential rotation on a real server, end to end: a postgres_role secret
 # rotates (the new password logs in over TCP, the old one stops at set,
-# NOTIFY carries the new version); a pair rotates 50 times while a client
+# NOTIFY on the secret's own channel carries the new version); a pair rotates 50 times while a client
 # reads current and logs in, with no failed login; a pg_hba.conf trust line
 # makes the test step fail (PQconnectionUsedPassword), the rotation ends
 # 'failed' and current still logs in; the target role dropped
@@ -71,7 +71,8 @@ p1=$(field "$c1" password)
 ks_check $? "create_secret generates a 40-character password, installs it, and it logs in"
 
 listen_out=$KS_WORK/rotation-listen.out
-psql -X -q -d postgres -c "LISTEN keysmith_rotation" -c "SELECT pg_sleep(2)" >"$listen_out" 2>&1 &
+channel=$(q -c "SELECT keysmith.secret_channel('db/app')")
+psql -X -q -d postgres -c "LISTEN $channel" -c "SELECT pg_sleep(2)" >"$listen_out" 2>&1 &
 listener=$!
 sleep 0.5
 tok=$(q -c "SELECT keysmith.rotate_secret('db/app')")
@@ -86,7 +87,7 @@ ks_check $? "previous is the old credential; no version is pending"
 v2=$(q -c "SELECT current_version FROM keysmith.secrets WHERE name = 'db/app'")
 wait $listener
 grep -qF "\"secret\": \"db/app\", \"version_id\": \"$v2\", \"stage\": \"current\"" "$listen_out"
-ks_check $? "finish sent NOTIFY keysmith_rotation with the secret, the new version id and the stage"
+ks_check $? "finish sent NOTIFY on the secret's channel with the secret, the new version id and the stage"
 n=$(q -c "SELECT string_agg(event, ',' ORDER BY event_id) FROM keysmith.rotation_event WHERE token = '$tok'")
 [ "$n" = "requested,created,set,tested,finished" ]; ks_check $? "the audit trail has each step once ($n)"
 [ "$(q -c "SELECT rotate_secret FROM keysmith.rotate_secret('db/app', '$tok')")" = "$tok" ] &&

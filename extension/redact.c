@@ -88,6 +88,8 @@ static const char *const SecretNames[] = {
 };
 
 #define MAX_NESTED_TEXTS 16
+#define MAX_NUMBERS 64
+#define MIN_NUMBER_DIGITS 4
 
 typedef struct KnownText
 {
@@ -109,6 +111,14 @@ typedef struct RedactState
 	KnownText	top;			/* valid if top_sensitive */
 	int			nnested;
 	KnownText	nested[MAX_NESTED_TEXTS];	/* sensitive nested texts */
+
+	/*
+	 * The numeric constants of those texts (of MIN_NUMBER_DIGITS or more
+	 * characters): a plan prints "Filter: (... = 4111111111111111)" without
+	 * quotes, so these are looked for as whole tokens.
+	 */
+	int			nnumbers;
+	char	   *numbers[MAX_NUMBERS];
 } RedactState;
 
 static RedactState State;
@@ -221,18 +231,29 @@ DollarTag(const char *p)
 	return *q == '$' ? (size_t) (q - p + 1) : 0;
 }
 
+/* Is the token [p, p + len) one of st's numbers? */
+static bool
+IsKnownNumber(RedactState *st, const char *p, size_t len)
+{
+	for (int i = 0; i < st->nnumbers; i++)
+		if (strlen(st->numbers[i]) == len && strncmp(st->numbers[i], p, len) == 0)
+			return true;
+	return false;
+}
+
 /*
  * Replace constants in text, palloc'd in the current context.  With sql,
  * text is a statement: every string constant ('...', E'...',
  * $tag$...$tag$) becomes '***', every numeric constant ***, comments are
- * dropped and quoted identifiers kept.  Without it, text is a log field
- * that holds SQL fragments among other things (a plan, a context line, a
- * parameter list): only quoted constants are replaced, and double quotes
- * and numbers are left alone, since there they are a CSV quote, a plan's
- * row count or another extension's id.
+ * dropped and quoted identifiers kept; the numbers are added to st's, if
+ * st is given.  Without sql, text is a log field that holds SQL fragments
+ * among other things (a plan, a context line, a parameter list): quoted
+ * constants are replaced, and only those numbers that are st's; double
+ * quotes and other numbers are left alone, since there they are a CSV
+ * quote, a plan's row count or another extension's id.
  */
 static char *
-RedactConstants(const char *text, bool sql)
+RedactConstants(const char *text, bool sql, RedactState *st)
 {
 	StringInfoData out;
 	const char *p = text;
@@ -313,7 +334,7 @@ RedactConstants(const char *text, bool sql)
 			if (sql && *end && MentionsSecretName(body))
 			{
 				appendBinaryStringInfo(&out, p, tag);
-				appendStringInfoString(&out, RedactConstants(body, true));
+				appendStringInfoString(&out, RedactConstants(body, true, st));
 				appendBinaryStringInfo(&out, p, tag);
 			}
 			else
@@ -321,12 +342,21 @@ RedactConstants(const char *text, bool sql)
 			pfree(body);
 			p = *end ? end + tag : end;
 		}
-		else if (sql && (*p >= '0' && *p <= '9') && (p == text || !IsIdentChar(p[-1])))
+		else if ((*p >= '0' && *p <= '9') && (p == text || !IsIdentChar(p[-1])) &&
+				 (sql || (st != NULL && (p == text || p[-1] != '.'))))
 		{
+			const char *start = p;
+
 			while (IsIdentChar(*p) || *p == '.' ||
 				   ((*p == '+' || *p == '-') && (p[-1] == 'e' || p[-1] == 'E')))
 				p++;
-			appendStringInfoString(&out, "***");
+			if (sql && st != NULL && p - start >= MIN_NUMBER_DIGITS &&
+				st->nnumbers < MAX_NUMBERS && !IsKnownNumber(st, start, p - start))
+				st->numbers[st->nnumbers++] = pnstrdup(start, p - start);
+			if (sql || IsKnownNumber(st, start, p - start))
+				appendStringInfoString(&out, "***");
+			else
+				appendBinaryStringInfo(&out, start, p - start);
 		}
 		else
 			appendStringInfoChar(&out, *p++);
@@ -342,17 +372,17 @@ RedactConstants(const char *text, bool sql)
 char *
 KsRedactStatement(const char *sql)
 {
-	return RedactConstants(sql, true);
+	return RedactConstants(sql, true, NULL);
 }
 
-/* A copy of text and of its redacted form, in RedactCxt. */
+/* A copy of text and of its redacted form, in RedactCxt; its numbers to st. */
 static void
-MakeKnownText(KnownText *kt, const char *text)
+MakeKnownText(RedactState *st, KnownText *kt, const char *text)
 {
 	MemoryContext old = MemoryContextSwitchTo(RedactCxt);
 
 	kt->text = pstrdup(text);
-	kt->redacted = KsRedactStatement(text);
+	kt->redacted = RedactConstants(text, true, st);
 	MemoryContextSwitchTo(old);
 }
 
@@ -366,10 +396,10 @@ NoteNestedText(RedactState *st, const char *text)
 	for (int i = 0; i < st->nnested; i++)
 		if (strcmp(text, st->nested[i].text) == 0)
 			return;
-	/* beyond this, such records fall back to RedactConstants(, false) */
+	/* beyond this, such records fall back to RedactConstants(, false, ) */
 	if (st->nnested == MAX_NESTED_TEXTS)
 		return;
-	MakeKnownText(&st->nested[st->nnested], text);
+	MakeKnownText(st, &st->nested[st->nnested], text);
 	st->nnested++;
 }
 
@@ -401,7 +431,7 @@ CurrentState(void)
 		prepared = SensitivePreparedText(q);
 		State.top_sensitive = prepared != NULL || MentionsSecretName(q);
 		if (State.top_sensitive)
-			MakeKnownText(&State.top, q);
+			MakeKnownText(&State, &State.top, q);
 		/* "prepare: PREPARE ..." (log_statement's DETAIL) and its plans */
 		if (prepared != NULL)
 			NoteNestedText(&State, prepared);
@@ -451,7 +481,7 @@ RedactField(RedactState *st, char *field)
 	for (int i = 0; i < st->nnested; i++)
 		field = ReplaceAll(field, st->nested[i].text, st->nested[i].redacted);
 	if (MentionsSecretName(field) || (sensitive && strstr(field, "parameters: ") != NULL))
-		field = RedactConstants(field, false);
+		field = RedactConstants(field, false, st);
 	return field;
 }
 

@@ -14,11 +14,13 @@
 #   min_duration   log_min_duration_statement = 0
 #   auto_explain   log_min_duration 0, log_analyze, log_verbose,
 #                  log_nested_statements
+#   auto_explain_json  the same, log_format = json
 #   errors         nothing but the defaults (ERROR, CONTEXT, STATEMENT:)
 #
 # and the same statements run in it twice, with keysmith.redact_statements
 # off and then on, each time with markers of their own: encrypt_value in
-# SELECT, INSERT, UPDATE and a DO block; decrypt_value compared in WHERE;
+# SELECT, INSERT, UPDATE and a DO block; decrypt_value compared in WHERE,
+# with a string and (cast) with a number, which a plan prints unquoted;
 # create_secret (JSON options, so pgaudit doubles quotes) and
 # put_secret_value; a literal with a double quote; a card number as a
 # numeric literal; PREPARE/EXECUTE; bind parameters (pgbench -M extended);
@@ -34,9 +36,9 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 14
+ks_plan 15
 
-channels="audit_all audit_rw audit_param log_statement min_duration auto_explain errors"
+channels="audit_all audit_rw audit_param log_statement min_duration auto_explain auto_explain_json errors"
 settings() {
     case $1 in
         audit_all) echo "pgaudit.log = 'all'" ;;
@@ -44,7 +46,8 @@ settings() {
         audit_param) echo "pgaudit.log = 'all'"; echo "pgaudit.log_parameter = on" ;;
         log_statement) echo "log_statement = 'all'" ;;
         min_duration) echo "log_min_duration_statement = 0" ;;
-        auto_explain)
+        auto_explain|auto_explain_json)
+            [ "$1" = auto_explain_json ] && echo "auto_explain.log_format = json"
             echo "auto_explain.log_min_duration = 0"
             echo "auto_explain.log_analyze = on"
             echo "auto_explain.log_verbose = on"
@@ -73,6 +76,8 @@ CREATE EXTENSION pgaudit;
 CREATE EXTENSION keysmith;
 SELECT keysmith.create_key('card');
 CREATE TABLE t (id int PRIMARY KEY, c bytea);
+CREATE TABLE nums (c bytea);
+INSERT INTO nums VALUES (keysmith.encrypt_value('card', '12345'));
 SQL
 [ "$(q -c "SELECT count(*) FROM pg_extension WHERE extname IN ('pgaudit', 'keysmith')")" = 2 ] &&
     [ "$(q -c "SHOW shared_preload_libraries")" = "keysmith, pgaudit, auto_explain" ]
@@ -97,7 +102,7 @@ use() {
 }
 
 # run TAG N: every statement of the list, with markers MK<TAG>-<kind>, the
-# numeric marker 4111<N>0777 and objects named after TAG; then a rotation,
+# numeric markers 4111<N>0777 and 41<N>0778, objects named after TAG; then a rotation,
 # whose verifier is appended to $KS_WORK/verifiers-TAG
 run() {
     local tag=$1 n=$2 m="MK$1-"
@@ -107,6 +112,7 @@ INSERT INTO t VALUES ($n, keysmith.encrypt_value('card', '${m}ins'));
 UPDATE t SET c = keysmith.encrypt_value('card', '${m}upd') WHERE id = $n;
 DO \$\$BEGIN PERFORM keysmith.encrypt_value('card', '${m}do'); END\$\$;
 SELECT id FROM t WHERE keysmith.decrypt_value(c) = '${m}whr';
+SELECT count(*) FROM nums WHERE keysmith.decrypt_value(c)::int = 41${n}0778;
 SELECT keysmith.create_secret('s_$tag', 'card', 'none', '{"keep_versions": 3}', '${m}crs');
 SELECT keysmith.put_secret_value('s_$tag', '${m}put');
 SELECT keysmith.encrypt_value('card', '${m}dq"x') AS "quoted ""alias""";
@@ -140,6 +146,7 @@ leaks() {
     local tag=$1 n=$2 count v
     count=$(grep -oE "MK$tag-[a-z]+" "$log" | sort -u | wc -l)
     grep -q "4111${n}0777" "$log" && count=$((count + 1))
+    grep -q "41${n}0778" "$log" && count=$((count + 1))
     # the verifier's salt, StoredKey or ServerKey, in any form
     v=$(cat "$KS_WORK/verifiers-$tag")
     if [ -n "$v" ] && grep -qF -e "$(echo "$v" | cut -d'$' -f2 | cut -d: -f2)" \
@@ -162,12 +169,12 @@ for ch in $channels; do
     use "$ch" on && run "${ch}_on" "${i}2"
     off=$(leaks "${ch}_off" "${i}1")
     on=$(leaks "${ch}_on" "${i}2")
-    table="$table$(printf '# %-14s %4s %4s   off: %s' "$ch" "$off" "$on" "$(found "${ch}_off")")"$'\n'
-    [ "$on" = 0 ] || table="$table$(printf '# %-14s %4s %4s    on: %s' "" "" "" "$(found "${ch}_on")")"$'\n'
+    table="$table$(printf '# %-17s %4s %4s   off: %s' "$ch" "$off" "$on" "$(found "${ch}_off")")"$'\n'
+    [ "$on" = 0 ] || table="$table$(printf '# %-17s %4s %4s    on: %s' "" "" "" "$(found "${ch}_on")")"$'\n'
     [ "$off" -gt 0 ] && [ "$on" = 0 ]
     ks_check $? "$ch: with redaction off $off distinct markers reach the log, with it on $on"
 done
-printf '# %-14s %4s %4s\n' channel off on
+printf '# %-17s %4s %4s\n' channel off on
 printf '%s' "$table"
 use errors on
 

@@ -90,6 +90,7 @@ static const char *const SecretNames[] = {
 #define MAX_NESTED_TEXTS 16
 #define MAX_NUMBERS 64
 #define MIN_NUMBER_DIGITS 4
+#define MAX_BODY_DEPTH 4		/* DO bodies within bodies kept in shape */
 
 typedef struct KnownText
 {
@@ -253,7 +254,7 @@ IsKnownNumber(RedactState *st, const char *p, size_t len)
  * quote, a plan's row count or another extension's id.
  */
 static char *
-RedactConstants(const char *text, bool sql, RedactState *st)
+RedactConstantsAt(const char *text, bool sql, RedactState *st, int depth)
 {
 	StringInfoData out;
 	const char *p = text;
@@ -329,12 +330,14 @@ RedactConstants(const char *text, bool sql, RedactState *st)
 			/*
 			 * A DO block's or a function's body that calls a secret
 			 * function keeps its shape, with its own constants replaced;
-			 * any other dollar-quoted string is a constant.
+			 * any other dollar-quoted string is a constant.  The depth is
+			 * bounded: each level copies the body, and this must not be a
+			 * way to exhaust the stack or memory with one statement.
 			 */
-			if (sql && *end && MentionsSecretName(body))
+			if (sql && *end && depth < MAX_BODY_DEPTH && MentionsSecretName(body))
 			{
 				appendBinaryStringInfo(&out, p, tag);
-				appendStringInfoString(&out, RedactConstants(body, true, st));
+				appendStringInfoString(&out, RedactConstantsAt(body, true, st, depth + 1));
 				appendBinaryStringInfo(&out, p, tag);
 			}
 			else
@@ -362,6 +365,12 @@ RedactConstants(const char *text, bool sql, RedactState *st)
 			appendStringInfoChar(&out, *p++);
 	}
 	return out.data;
+}
+
+static char *
+RedactConstants(const char *text, bool sql, RedactState *st)
+{
+	return RedactConstantsAt(text, sql, st, 0);
 }
 
 /*
@@ -480,7 +489,8 @@ RedactField(RedactState *st, char *field)
 		field = ReplaceAll(field, st->top.text, st->top.redacted);
 	for (int i = 0; i < st->nnested; i++)
 		field = ReplaceAll(field, st->nested[i].text, st->nested[i].redacted);
-	if (MentionsSecretName(field) || (sensitive && strstr(field, "parameters: ") != NULL))
+	/* "$1 = '...'" is how the server lists parameters, in any language */
+	if (MentionsSecretName(field) || (sensitive && strstr(field, "$1 = ") != NULL))
 		field = RedactConstants(field, false, st);
 	return field;
 }

@@ -476,7 +476,8 @@ ReplaceAll(char *text, const char *what, const char *with)
  * statement's sensitive texts become their redacted forms; then, if the
  * field still names a secret function (a plan's Output: and Filter: lines,
  * a context line quoting a text never seen whole) or lists a sensitive
- * statement's bind parameters, its quoted constants are replaced.
+ * statement's bind parameters, its quoted constants are replaced, and the
+ * numeric constants of the statement's sensitive texts.
  */
 static char *
 RedactField(RedactState *st, char *field)

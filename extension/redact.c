@@ -1,78 +1,217 @@
 /*
  * extension/redact.c
  *
- * Keeps plaintext typed into SQL out of the server log.  With
- * log_statement = 'all', log_min_duration_statement or
- * log_min_error_statement, "SELECT keysmith.encrypt_value('k', '4111-...')"
- * would be written to the log as it was typed.  An emit_log_hook sees every
- * log line before it is written: when the line is about a statement that
- * calls a keysmith function taking a secret, every string and numeric
- * constant in the statement text is replaced by '***', in the message, in
- * its detail (the PREPARE text or the bind parameters) and in the
- * STATEMENT: line, so the log keeps the statement's shape and loses its
- * values.  keysmith.redact_statements (on by default, superuser-only) turns
- * it off.
+ * Keeps plaintext typed into SQL out of the server log.  A statement such
+ * as "SELECT keysmith.encrypt_value('k', '4111-...')" reaches the log on
+ * many channels: log_statement, log_min_duration_statement and
+ * log_min_error_statement (the message and the STATEMENT: line), bind
+ * parameters (a DETAIL or CONTEXT line), the CONTEXT and QUERY lines of a
+ * failing DO block or function, pgaudit's AUDIT records (with their own CSV
+ * quoting and parameter list) and auto_explain's plans (the query text, and
+ * the constants again in Filter: and Output: lines).
  *
- * What it cannot cover is in docs/security.md: pg_stat_activity and
- * pg_stat_statements (which keep their own copy of the text), logs kept by
- * clients and poolers, and values that reach keysmith through a column or
- * a variable rather than a literal.  Bind parameters with
- * log_parameter_max_length = 0 keep values out of every server-side text.
+ * So redaction is decided once per statement and then applied to every
+ * field of every record that statement produces:
  *
- * The hook runs inside error reporting: it must not throw.  It only scans
- * and copies strings, in ErrorContext, which is reserved for this.
+ *   - A statement text is sensitive when it names a keysmith function that
+ *     takes or returns a secret (SecretNames below), or EXECUTEs a prepared
+ *     statement that does.  The top-level statement (debug_query_string) is
+ *     decided when the first hook of that statement runs; nested statements
+ *     (PL/pgSQL, SQL functions, a prepared statement's body) are decided
+ *     when the executor starts them.  The sensitive texts of the current
+ *     top-level statement are kept, each with its redacted form, until the
+ *     next top-level statement begins.
+ *   - In a sensitive text every string and numeric constant becomes '***' /
+ *     ***; identifiers, keywords and the shape stay (KsRedactStatement).
+ *   - emit_log_hook rewrites each record: every copy of a known sensitive
+ *     text is replaced by its redacted form, in the message, detail, hint,
+ *     context and internal query; a field that still names a secret
+ *     function (a plan, a context line of a text never seen whole) has its
+ *     quoted constants replaced; a sensitive statement's bind parameters are
+ *     replaced; pgaudit's records are parsed as the CSV they are and only
+ *     their statement and parameter fields are touched; the STATEMENT: line
+ *     is printed from a redacted copy of debug_query_string.
+ *
+ * Nothing outside a sensitive statement's records is changed, and in those
+ * only constants are: another extension's ids, durations and plan shapes
+ * stay.  keysmith.redact_statements (on by default, superuser-only) turns it
+ * all off.  What cannot be covered (a user's own wrapper function,
+ * pg_stat_statements, values quoted by error messages) is in
+ * docs/security.md, with what to do instead.
+ *
+ * The emit_log_hook runs inside error reporting: it must not throw.  It only
+ * scans and copies strings, in ErrorContext, which is reserved for this; the
+ * per-statement state lives in a context of its own, reset when a new
+ * top-level statement begins.
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "commands/prepare.h"
+#include "executor/executor.h"
+#include "lib/stringinfo.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
 
 #include "keysmith.h"
 
 bool		keysmith_redact_statements = true;
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
-
-/* Our copy that debug_query_string points to, if any; TopMemoryContext. */
-static char *redacted_query = NULL;
+static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 
 /*
- * keysmith functions whose arguments may be secrets.  Matching is by name,
- * case-insensitively, anywhere in the text: "encrypt_value" also covers
- * decrypt_value, whose context argument may be sensitive too;
- * "_kms_provider" covers create_ and alter_kms_provider, whose options are
- * refused when they hold a secret, but whose text would still log it.
+ * Names whose presence makes a statement text sensitive, matched
+ * case-insensitively anywhere in the text:
+ * - encrypt_value, decrypt_value (and decrypt_value_bytea), rewrap_value:
+ *   the plaintext, the context, and a plaintext compared with a decrypted
+ *   value ("WHERE decrypt_value(ssn) = '...'");
+ * - create_secret, put_secret_value: a secret's value; get_secret (and
+ *   get_secret_version): a value compared with a secret;
+ * - _kms_provider (create_ and alter_kms_provider): options are refused
+ *   when they hold a secret, but the text would still log it;
+ * - pending_verifier: the rotation worker's own statement that carries a
+ *   rotation's SCRAM verifier as a parameter.
+ * Each contains an underscore, which is what the scan looks for first.
  */
-static const char *const SecretFunctions[] = {
+static const char *const SecretNames[] = {
 	"encrypt_value",
+	"decrypt_value",
+	"rewrap_value",
 	"create_secret",
 	"put_secret_value",
+	"get_secret",
 	"_kms_provider",
+	"pending_verifier",
 };
 
-static bool
-MentionsSecretFunction(const char *text)
+#define MAX_NESTED_TEXTS 16
+#define MAX_NUMBERS 64
+#define MIN_NUMBER_DIGITS 4
+#define MAX_BODY_DEPTH 4		/* DO bodies within bodies kept in shape */
+
+typedef struct KnownText
 {
-	if (text == NULL)
-		return false;
-	for (int i = 0; i < (int) lengthof(SecretFunctions); i++)
-	{
-		const char *name = SecretFunctions[i];
-		size_t		len = strlen(name);
+	char	   *text;			/* a sensitive statement text */
+	char	   *redacted;		/* the same with its constants replaced */
+} KnownText;
 
-		for (const char *p = text; *p; p++)
-			if (pg_strncasecmp(p, name, len) == 0)
-				return true;
-	}
-	return false;
-}
+/*
+ * What has been decided for the current top-level statement.  It is the
+ * same statement while the statement start timestamp and debug_query_string
+ * (or our redacted copy of it) are unchanged.
+ */
+typedef struct RedactState
+{
+	bool		valid;
+	TimestampTz started;
+	const char *top_ptr;		/* debug_query_string as postgres.c set it */
+	bool		top_sensitive;
+	KnownText	top;			/* valid if top_sensitive */
+	int			nnested;
+	KnownText	nested[MAX_NESTED_TEXTS];	/* sensitive nested texts */
 
-static bool
+	/*
+	 * The numeric constants of those texts (of MIN_NUMBER_DIGITS or more
+	 * characters): a plan prints "Filter: (... = 4111111111111111)" without
+	 * quotes, so these are looked for as whole tokens.
+	 */
+	int			nnumbers;
+	char	   *numbers[MAX_NUMBERS];
+} RedactState;
+
+static RedactState State;
+static MemoryContext RedactCxt = NULL;
+
+/*
+ * The redacted copy debug_query_string points to, if any, in
+ * TopMemoryContext: it must live as long as debug_query_string may point to
+ * it, which is until postgres.c resets it (the next one frees it).
+ */
+static char *StatementCopy = NULL;
+
+static inline bool
 IsIdentChar(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		c == '_' || c == '$' || (unsigned char) c >= 0x80;
+}
+
+/*
+ * Does text name one of SecretNames?  This runs on every log record and
+ * every executor start, so it looks only at underscores (a memchr-speed
+ * scan) and compares names around each one.
+ */
+static bool
+MentionsSecretName(const char *text)
+{
+	const char *p;
+
+	if (text == NULL)
+		return false;
+	for (p = strchr(text, '_'); p != NULL; p = strchr(p + 1, '_'))
+	{
+		for (int i = 0; i < (int) lengthof(SecretNames); i++)
+		{
+			const char *name = SecretNames[i];
+			size_t		off = strchr(name, '_') - name;
+
+			if (p - text >= (ptrdiff_t) off &&
+				pg_strncasecmp(p - off, name, strlen(name)) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * The prepared statement that text EXECUTEs, if it EXECUTEs one whose
+ * text names a secret function ("EXECUTE ins('4111...')" carries the
+ * plaintext, but only the PREPARE named encrypt_value).  Only a lookup in
+ * this backend's own table: no allocation, no error.
+ */
+static const char *
+SensitivePreparedText(const char *text)
+{
+	for (const char *p = text; *p; p++)
+	{
+		char		name[NAMEDATALEN];
+		int			n = 0;
+		const char *q;
+		PreparedStatement *ps;
+
+		if ((*p != 'e' && *p != 'E') || pg_strncasecmp(p, "execute", 7) != 0 ||
+			(p > text && IsIdentChar(p[-1])) || IsIdentChar(p[7]))
+			continue;
+		for (q = p + 7; *q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'; q++)
+			;
+		if (*q == '"')
+		{
+			for (q++; *q && n < NAMEDATALEN - 1; q++)
+			{
+				if (*q == '"' && q[1] != '"')
+					break;
+				if (*q == '"')
+					q++;
+				name[n++] = *q;
+			}
+		}
+		else
+		{
+			for (; IsIdentChar(*q) && *q != '$' && n < NAMEDATALEN - 1; q++)
+				name[n++] = (*q >= 'A' && *q <= 'Z') ? *q + ('a' - 'A') : *q;
+		}
+		name[n] = '\0';
+		if (n == 0)
+			continue;
+		ps = FetchPreparedStatement(name, false);
+		if (ps != NULL && ps->plansource != NULL &&
+			MentionsSecretName(ps->plansource->query_string))
+			return ps->plansource->query_string;
+	}
+	return NULL;
 }
 
 /*
@@ -93,29 +232,45 @@ DollarTag(const char *p)
 	return *q == '$' ? (size_t) (q - p + 1) : 0;
 }
 
+/* Is the token [p, p + len) one of st's numbers? */
+static bool
+IsKnownNumber(RedactState *st, const char *p, size_t len)
+{
+	for (int i = 0; i < st->nnumbers; i++)
+		if (strlen(st->numbers[i]) == len && strncmp(st->numbers[i], p, len) == 0)
+			return true;
+	return false;
+}
+
 /*
- * The text with every string constant ('...', E'...', $tag$...$tag$) and
- * numeric constant replaced by '***' / ***, and comments dropped; quoted
- * identifiers and everything else kept.  palloc'd in the current context.
+ * Replace constants in text, palloc'd in the current context.  With sql,
+ * text is a statement: every string constant ('...', E'...',
+ * $tag$...$tag$) becomes '***', every numeric constant ***, comments are
+ * dropped and quoted identifiers kept; the numbers are added to st's, if
+ * st is given.  Without sql, text is a log field that holds SQL fragments
+ * among other things (a plan, a context line, a parameter list): quoted
+ * constants are replaced, and only those numbers that are st's; double
+ * quotes and other numbers are left alone, since there they are a CSV
+ * quote, a plan's row count or another extension's id.
  */
-char *
-KsRedactStatement(const char *sql)
+static char *
+RedactConstantsAt(const char *text, bool sql, RedactState *st, int depth)
 {
 	StringInfoData out;
-	const char *p = sql;
+	const char *p = text;
 
 	initStringInfo(&out);
 	while (*p)
 	{
 		size_t		tag;
 
-		if (p[0] == '-' && p[1] == '-')
+		if (sql && p[0] == '-' && p[1] == '-')
 		{
 			while (*p && *p != '\n')
 				p++;
 			appendStringInfoChar(&out, ' ');
 		}
-		else if (p[0] == '/' && p[1] == '*')
+		else if (sql && p[0] == '/' && p[1] == '*')
 		{
 			int			depth = 0;
 
@@ -133,8 +288,8 @@ KsRedactStatement(const char *sql)
 		else if (*p == '\'')
 		{
 			/* E'..' allows backslash escapes; '' is a quote in any form */
-			bool		backslash = p > sql && (p[-1] == 'E' || p[-1] == 'e') &&
-				(p - 1 == sql || !IsIdentChar(p[-2]));
+			bool		backslash = p > text && (p[-1] == 'E' || p[-1] == 'e') &&
+				(p - 1 == text || !IsIdentChar(p[-2]));
 
 			p++;
 			while (*p)
@@ -153,7 +308,7 @@ KsRedactStatement(const char *sql)
 			}
 			appendStringInfoString(&out, "'***'");
 		}
-		else if (*p == '"')
+		else if (sql && *p == '"')
 		{
 			const char *start = p++;
 
@@ -163,22 +318,48 @@ KsRedactStatement(const char *sql)
 				p++;
 			appendBinaryStringInfo(&out, start, p - start);
 		}
-		else if ((tag = DollarTag(p)) > 0 && (p == sql || !IsIdentChar(p[-1])))
+		else if ((tag = DollarTag(p)) > 0 && (p == text || !IsIdentChar(p[-1])))
 		{
-			const char *body = p + tag;
-			const char *end = body;
+			const char *end = p + tag;
+			char	   *body;
 
 			while (*end && strncmp(end, p, tag) != 0)
 				end++;
+			body = pnstrdup(p + tag, end - (p + tag));
+
+			/*
+			 * A DO block's or a function's body that calls a secret
+			 * function keeps its shape, with its own constants replaced;
+			 * any other dollar-quoted string is a constant.  The depth is
+			 * bounded: each level copies the body, and this must not be a
+			 * way to exhaust the stack or memory with one statement.
+			 */
+			if (sql && *end && depth < MAX_BODY_DEPTH && MentionsSecretName(body))
+			{
+				appendBinaryStringInfo(&out, p, tag);
+				appendStringInfoString(&out, RedactConstantsAt(body, true, st, depth + 1));
+				appendBinaryStringInfo(&out, p, tag);
+			}
+			else
+				appendStringInfoString(&out, "'***'");
+			pfree(body);
 			p = *end ? end + tag : end;
-			appendStringInfoString(&out, "'***'");
 		}
-		else if ((*p >= '0' && *p <= '9') && (p == sql || !IsIdentChar(p[-1])))
+		else if ((*p >= '0' && *p <= '9') && (p == text || !IsIdentChar(p[-1])) &&
+				 (sql || (st != NULL && (p == text || p[-1] != '.'))))
 		{
+			const char *start = p;
+
 			while (IsIdentChar(*p) || *p == '.' ||
 				   ((*p == '+' || *p == '-') && (p[-1] == 'e' || p[-1] == 'E')))
 				p++;
-			appendStringInfoString(&out, "***");
+			if (sql && st != NULL && p - start >= MIN_NUMBER_DIGITS &&
+				st->nnumbers < MAX_NUMBERS && !IsKnownNumber(st, start, p - start))
+				st->numbers[st->nnumbers++] = pnstrdup(start, p - start);
+			if (sql || IsKnownNumber(st, start, p - start))
+				appendStringInfoString(&out, "***");
+			else
+				appendBinaryStringInfo(&out, start, p - start);
 		}
 		else
 			appendStringInfoChar(&out, *p++);
@@ -186,70 +367,352 @@ KsRedactStatement(const char *sql)
 	return out.data;
 }
 
-/* Replace the first occurrence of what in text by with; NULL if absent. */
 static char *
-ReplaceOnce(const char *text, const char *what, const char *with)
+RedactConstants(const char *text, bool sql, RedactState *st)
+{
+	return RedactConstantsAt(text, sql, st, 0);
+}
+
+/*
+ * The statement with every string and numeric constant replaced by '***' /
+ * ***, comments dropped, everything else kept.  palloc'd in the current
+ * context.
+ */
+char *
+KsRedactStatement(const char *sql)
+{
+	return RedactConstants(sql, true, NULL);
+}
+
+/* A copy of text and of its redacted form, in RedactCxt; its numbers to st. */
+static void
+MakeKnownText(RedactState *st, KnownText *kt, const char *text)
+{
+	MemoryContext old = MemoryContextSwitchTo(RedactCxt);
+
+	kt->text = pstrdup(text);
+	kt->redacted = RedactConstants(text, true, st);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+NoteNestedText(RedactState *st, const char *text)
+{
+	if (text == NULL || text == st->top_ptr || !MentionsSecretName(text))
+		return;
+	if (st->top_sensitive && strcmp(text, st->top.text) == 0)
+		return;
+	for (int i = 0; i < st->nnested; i++)
+		if (strcmp(text, st->nested[i].text) == 0)
+			return;
+	/* beyond this, such records fall back to RedactConstants(, false, ) */
+	if (st->nnested == MAX_NESTED_TEXTS)
+		return;
+	MakeKnownText(st, &st->nested[st->nnested], text);
+	st->nnested++;
+}
+
+/*
+ * The state of the current top-level statement, starting a new one if the
+ * statement has changed since the last call.
+ */
+static RedactState *
+CurrentState(void)
+{
+	const char *q = debug_query_string;
+	TimestampTz started = GetCurrentStatementStartTimestamp();
+	const char *prepared;
+
+	if (State.valid && State.started == started &&
+		(q == State.top_ptr || (q != NULL && q == StatementCopy)))
+		return &State;
+
+	if (RedactCxt == NULL)
+		RedactCxt = AllocSetContextCreate(TopMemoryContext, "keysmith redaction",
+										  ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(RedactCxt);
+	memset(&State, 0, sizeof(State));
+	State.started = started;
+	State.top_ptr = q;
+	if (q != NULL && *q)
+	{
+		prepared = SensitivePreparedText(q);
+		State.top_sensitive = prepared != NULL || MentionsSecretName(q);
+		if (State.top_sensitive)
+			MakeKnownText(&State, &State.top, q);
+		/* "prepare: PREPARE ..." (log_statement's DETAIL) and its plans */
+		if (prepared != NULL)
+			NoteNestedText(&State, prepared);
+	}
+	State.valid = true;
+	return &State;
+}
+
+/* Every occurrence of what in text replaced by with; text if there is none. */
+static char *
+ReplaceAll(char *text, const char *what, const char *with)
 {
 	const char *at = strstr(text, what);
+	const char *from = text;
+	size_t		len = strlen(what);
 	StringInfoData out;
 
-	if (at == NULL || *what == '\0')
-		return NULL;
+	if (at == NULL || len == 0)
+		return text;
 	initStringInfo(&out);
-	appendBinaryStringInfo(&out, text, at - text);
-	appendStringInfoString(&out, with);
-	appendStringInfoString(&out, at + strlen(what));
+	for (; at != NULL; at = strstr(from, what))
+	{
+		appendBinaryStringInfo(&out, from, at - from);
+		appendStringInfoString(&out, with);
+		from = at + len;
+	}
+	appendStringInfoString(&out, from);
 	return out.data;
+}
+
+/*
+ * One field of a record (message, detail, hint, context): copies of the
+ * statement's sensitive texts become their redacted forms; then, if the
+ * field still names a secret function (a plan's Output: and Filter: lines,
+ * a context line quoting a text never seen whole) or lists a sensitive
+ * statement's bind parameters, its quoted constants are replaced, and the
+ * numeric constants of the statement's sensitive texts.
+ */
+static char *
+RedactField(RedactState *st, char *field)
+{
+	bool		sensitive = st->top_sensitive || st->nnested > 0;
+
+	if (field == NULL)
+		return NULL;
+	if (st->top_sensitive)
+		field = ReplaceAll(field, st->top.text, st->top.redacted);
+	for (int i = 0; i < st->nnested; i++)
+		field = ReplaceAll(field, st->nested[i].text, st->nested[i].redacted);
+	/* "$1 = '...'" is how the server lists parameters, in any language */
+	if (MentionsSecretName(field) || (sensitive && strstr(field, "$1 = ") != NULL))
+		field = RedactConstants(field, false, st);
+	return field;
+}
+
+/*
+ * pgaudit's records, as pgaudit 1.7 writes them:
+ *
+ *   AUDIT: <type>,<statement id>,<substatement id>,<class>,<command>,
+ *          <object type>,<object name>,<statement>,<parameters>[,<rows>]
+ *
+ * each field CSV-quoted when it holds a comma, a double quote or a line
+ * break (inner double quotes doubled), and the parameters a CSV list of
+ * their own, quoted again as one field.  When the statement is sensitive,
+ * it is redacted as a statement and every parameter becomes ***; every
+ * other field is copied byte for byte.  Returns false (and changes nothing)
+ * if the message is not such a record.
+ */
+#define AUDIT_PREFIX "AUDIT: "
+#define AUDIT_STATEMENT 7
+#define AUDIT_PARAMETERS 8
+#define AUDIT_MAX_FIELDS 16
+
+/* End of the CSV field starting at p: the comma after it or the NUL. */
+static const char *
+CsvFieldEnd(const char *p)
+{
+	if (*p == '"')
+	{
+		for (p++; *p; p++)
+		{
+			if (*p == '"' && p[1] == '"')
+				p++;
+			else if (*p == '"')
+				return p + 1;
+		}
+		return p;
+	}
+	while (*p && *p != ',')
+		p++;
+	return p;
+}
+
+/* The value of the CSV field [start, end), unquoted. */
+static char *
+CsvDecode(const char *start, const char *end)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	if (start < end && *start == '"')
+	{
+		for (const char *p = start + 1; p < end; p++)
+		{
+			if (*p == '"' && p + 1 < end && p[1] == '"')
+				appendStringInfoChar(&out, *p++);
+			else if (*p != '"')
+				appendStringInfoChar(&out, *p);
+		}
+	}
+	else
+		appendBinaryStringInfo(&out, start, end - start);
+	return out.data;
+}
+
+/* Append value as pgaudit's append_valid_csv would. */
+static void
+CsvAppend(StringInfo out, const char *value)
+{
+	if (strpbrk(value, ",\"\n\r") == NULL)
+	{
+		appendStringInfoString(out, value);
+		return;
+	}
+	appendStringInfoChar(out, '"');
+	for (const char *p = value; *p; p++)
+	{
+		if (*p == '"')
+			appendStringInfoChar(out, '"');
+		appendStringInfoChar(out, *p);
+	}
+	appendStringInfoChar(out, '"');
+}
+
+/* A parameter list with every non-empty value replaced by ***. */
+static char *
+RedactAuditParameters(const char *list)
+{
+	StringInfoData out;
+	const char *p = list;
+
+	initStringInfo(&out);
+	for (;;)
+	{
+		const char *end = CsvFieldEnd(p);
+
+		if (end > p)
+		{
+			char	   *value = CsvDecode(p, end);
+
+			appendStringInfoString(&out, strcmp(value, "<long field suppressed>") == 0 ?
+								   value : "***");
+		}
+		if (*end != ',')
+			break;
+		appendStringInfoChar(&out, ',');
+		p = end + 1;
+	}
+	return out.data;
+}
+
+static bool
+RedactAuditRecord(ErrorData *edata)
+{
+	const char *msg = edata->message;
+	const char *start[AUDIT_MAX_FIELDS];
+	const char *end[AUDIT_MAX_FIELDS];
+	int			n = 0;
+	const char *p;
+	char	   *statement;
+	char	   *parameters;
+	StringInfoData out;
+
+	if (strncmp(msg, AUDIT_PREFIX, strlen(AUDIT_PREFIX)) != 0)
+		return false;
+	for (p = msg + strlen(AUDIT_PREFIX); n < AUDIT_MAX_FIELDS; p = end[n - 1] + 1)
+	{
+		start[n] = p;
+		end[n] = CsvFieldEnd(p);
+		n++;
+		if (*end[n - 1] != ',')
+			break;
+	}
+	if (n <= AUDIT_PARAMETERS)
+		return false;
+
+	statement = CsvDecode(start[AUDIT_STATEMENT], end[AUDIT_STATEMENT]);
+	if (!MentionsSecretName(statement) && SensitivePreparedText(statement) == NULL)
+		return true;			/* an AUDIT record, and nothing to redact */
+	parameters = CsvDecode(start[AUDIT_PARAMETERS], end[AUDIT_PARAMETERS]);
+
+	initStringInfo(&out);
+	appendBinaryStringInfo(&out, msg, start[AUDIT_STATEMENT] - msg);
+	CsvAppend(&out, KsRedactStatement(statement));
+	appendStringInfoChar(&out, ',');
+	if (parameters[0] == '<')	/* <none>, <not logged>, <previously logged> */
+		appendBinaryStringInfo(&out, start[AUDIT_PARAMETERS],
+							   end[AUDIT_PARAMETERS] - start[AUDIT_PARAMETERS]);
+	else
+		CsvAppend(&out, RedactAuditParameters(parameters));
+	appendStringInfoString(&out, end[AUDIT_PARAMETERS]);
+	edata->message = out.data;
+	return true;
+}
+
+static void
+RedactRecord(ErrorData *edata)
+{
+	RedactState *st = CurrentState();
+	bool		sensitive = st->top_sensitive || st->nnested > 0;
+
+	/* the common path: a statement that involves no secret function */
+	if (!sensitive &&
+		!MentionsSecretName(edata->message) && !MentionsSecretName(edata->detail) &&
+		!MentionsSecretName(edata->detail_log) && !MentionsSecretName(edata->hint) &&
+		!MentionsSecretName(edata->context) && !MentionsSecretName(edata->internalquery))
+		return;
+
+	if (edata->message && !RedactAuditRecord(edata))
+		edata->message = RedactField(st, edata->message);
+	edata->detail = RedactField(st, edata->detail);
+	edata->detail_log = RedactField(st, edata->detail_log);
+	edata->hint = RedactField(st, edata->hint);
+	edata->context = RedactField(st, edata->context);
+	/* a QUERY: line is a statement of its own, failing in a nested level */
+	if (edata->internalquery &&
+		(MentionsSecretName(edata->internalquery) || sensitive))
+		edata->internalquery = KsRedactStatement(edata->internalquery);
+
+	/*
+	 * The STATEMENT: line (and csvlog's query field) is printed from
+	 * debug_query_string after this hook returns.  Point it at a redacted
+	 * copy; postgres.c resets the pointer when the statement ends.
+	 */
+	if (st->top_sensitive && debug_query_string == st->top_ptr)
+	{
+		char	   *copy = MemoryContextStrdup(TopMemoryContext, st->top.redacted);
+		char	   *old = StatementCopy;
+
+		StatementCopy = copy;
+		debug_query_string = copy;
+		if (old)
+			pfree(old);
+	}
 }
 
 static void
 KsEmitLogHook(ErrorData *edata)
 {
-	const char *query = debug_query_string;
-	char	   *query_redacted = NULL;
-
+	/* before any other hook sees the record: one might write it elsewhere */
+	if (keysmith_redact_statements && edata->output_to_server)
+		RedactRecord(edata);
 	if (prev_emit_log_hook)
 		(*prev_emit_log_hook) (edata);
-	if (!keysmith_redact_statements || !edata->output_to_server)
-		return;
-	if (!MentionsSecretFunction(query) && !MentionsSecretFunction(edata->message) &&
-		!MentionsSecretFunction(edata->detail) && !MentionsSecretFunction(edata->internalquery))
-		return;
+}
 
-	if (query != NULL)
-		query_redacted = KsRedactStatement(query);
-	if (edata->message)
-	{
-		/* "statement: <query>", "duration: ... statement: <query>", ... */
-		char	   *m = query ? ReplaceOnce(edata->message, query, query_redacted) : NULL;
-
-		if (m)
-			edata->message = m;
-		else if (MentionsSecretFunction(edata->message))
-			edata->message = KsRedactStatement(edata->message);
-	}
-
-	/* "prepare: PREPARE ..." and "parameters: $1 = '...'" */
-	if (edata->detail)
-		edata->detail = KsRedactStatement(edata->detail);
-	if (edata->internalquery)
-		edata->internalquery = KsRedactStatement(edata->internalquery);
-
-	/*
-	 * The STATEMENT: line is printed from debug_query_string after this
-	 * hook returns.  Point it at a redacted copy that lives until the next
-	 * one; postgres.c resets the pointer when the statement ends.
-	 */
-	if (query_redacted != NULL && query != redacted_query)
-	{
-		char	   *copy = MemoryContextStrdup(TopMemoryContext, query_redacted);
-		char	   *old = redacted_query;
-
-		redacted_query = copy;
-		debug_query_string = copy;
-		if (old)
-			pfree(old);
-	}
+/*
+ * Every statement the executor starts, nested ones included: a nested
+ * statement that names a secret function (a PL/pgSQL statement, a SQL
+ * function's body, a prepared statement) becomes a known text of the
+ * current top-level statement, so that its copies in CONTEXT lines, plans
+ * and AUDIT records are redacted whole.
+ */
+static void
+KsExecutorStart(QueryDesc *queryDesc, int eflags)
+{
+	if (keysmith_redact_statements && queryDesc->sourceText != NULL)
+		NoteNestedText(CurrentState(), queryDesc->sourceText);
+	if (prev_ExecutorStart)
+		prev_ExecutorStart(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
 }
 
 void
@@ -257,4 +720,6 @@ KsRedactInit(void)
 {
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = KsEmitLogHook;
+	prev_ExecutorStart = ExecutorStart_hook;
+	ExecutorStart_hook = KsExecutorStart;
 }

@@ -9,7 +9,7 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_OSUSER=${PG_OSUSER:-postgres}
 
 KEYSMITH_PACKAGES="gcc make libc6-dev postgresql-15 postgresql-server-dev-15 \
-postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libssl-dev \
+postgresql-15-pgtap postgresql-15-pgaudit libtap-parser-sourcehandler-pgtap-perl libssl-dev \
 python3 python3-cryptography python3-botocore python3-psycopg2 libkrb5-dev libjansson-dev libcurl4-openssl-dev openssl \
 clang libclang-rt-14-dev procps patroni etcd-server"
 

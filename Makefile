@@ -157,7 +157,7 @@ demo-stop:
 	bash test/harness.sh demo-stop
 
 test:
-	KEYSMITH_SANITIZE=$(SANITIZE) bash test/harness.sh test
+	KEYSMITH_SANITIZE=$(SANITIZE) bash test/harness.sh test $(if $(filter 1,$(FULL)),--full)
 
 # for test/run_suites.sh: the pg_regress suites it must see pass
 print-regress:

@@ -6,10 +6,13 @@
 #              (loopback, keysmith preloaded, fresh local master key), run
 #              test/demo.sql, leave the server running
 #   demo-stop  stop the demo cluster and delete it
-#   test       the same set-up in a scratch directory, then every suite:
-#              C unit tests, pg_regress, pgTAP, integration; prints
-#              "N passed, N failed", exits non-zero on any failure, and
-#              stops what it started.
+#   test       the same set-up in a scratch directory, then every suite
+#              once, as built for users: C unit tests, fuzzers (briefly),
+#              pg_regress, pgTAP, integration; prints "N passed, N failed",
+#              exits non-zero on any failure, and stops what it started.
+#   test --full  all of that, then the slow passes: the container suites
+#              on a real Docker engine, and every suite again built with
+#              sanitizers (ASan and UBSan).  What .ci/run runs.
 #
 # Needs root (or sudo) for apt-get and `make install`; the server itself
 # always runs as the unprivileged postgres OS user.
@@ -72,15 +75,23 @@ demo-stop)
     echo "keysmith demo stopped and removed"
     ;;
 test)
-    # KEYSMITH_SANITIZE unset (the README's command, and CI): the suite
-    # twice, as built for users and then with sanitizers (docs/testing.md),
-    # one closing line for both.  KEYSMITH_SANITIZE=1 or 0 (make test
-    # SANITIZE=1 or 0): that pass alone.
+    # test: one pass, as built for users, without the container suites (the
+    # everyday command).  test --full (CI): that pass with the container
+    # suites, then the sanitizer pass (docs/testing.md), one closing line
+    # for both.  KEYSMITH_SANITIZE=1 or 0 (make test SANITIZE=1 or 0): that
+    # pass alone.
     case "${KEYSMITH_SANITIZE:-}" in
     0 | 1)
         exec bash "$ROOT/test/run_suites.sh"
         ;;
     esac
+    if [ "${2:-}" != --full ]; then
+        if [ -n "${2:-}" ]; then
+            echo "usage: $0 test [--full]" >&2
+            exit 2
+        fi
+        KEYSMITH_SANITIZE=0 KEYSMITH_SKIP_CONTAINERS=${KEYSMITH_SKIP_CONTAINERS:-1} exec bash "$ROOT/test/run_suites.sh"
+    fi
     total_p=0; total_f=0; rc=0
     for san in 0 1; do
         echo "######## pass $((san + 1)) of 2: $([ $san = 0 ] && echo "plain build" || echo "SANITIZE=1")"
@@ -104,7 +115,7 @@ test)
     exit $?
     ;;
 *)
-    echo "usage: $0 demo|demo-stop|test" >&2
+    echo "usage: $0 demo|demo-stop|test [--full]" >&2
     exit 2
     ;;
 esac

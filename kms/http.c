@@ -395,12 +395,22 @@ KsHttpSetDefaultTimeout(long ms)
 	DefaultTimeoutMs = ms;
 }
 
+/* The longest any call may take in this process (0: no cap); see http.h. */
+static long TimeoutCapMs = 0;
+
+void
+KsHttpSetTimeoutCap(long ms)
+{
+	TimeoutCapMs = ms;
+}
+
 long
 KsHttpTimeoutMs(const KsKmsInstance *kms)
 {
 	const char *t = KsKmsOptionValue(kms, "timeout_ms");
+	long		ms = t ? strtol(t, NULL, 10) : DefaultTimeoutMs;
 
-	return t ? strtol(t, NULL, 10) : DefaultTimeoutMs;
+	return TimeoutCapMs > 0 && ms > TimeoutCapMs ? TimeoutCapMs : ms;
 }
 
 KsStatus

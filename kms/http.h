@@ -90,6 +90,14 @@ extern long KsHttpTimeoutMs(const KsKmsInstance *kms);
 extern void KsHttpSetDefaultTimeout(long ms);
 
 /*
+ * A cap on every provider's timeout in this process, whatever its
+ * timeout_ms option says (0: none).  The rotation worker sets it to
+ * keysmith.rotation_step_timeout: a provider that a keysmith admin gave a
+ * ten-minute timeout must not hold up every owner's rotation that long.
+ */
+extern void KsHttpSetTimeoutCap(long ms);
+
+/*
  * Read a secret (a token, a client secret) from the file named by option
  * opt: at most max bytes, trailing white space dropped, one line.  buf holds
  * max + 1 bytes; the caller wipes it.  A missing, unreadable or empty file

@@ -61,6 +61,7 @@
 #include "../extension/owner_spi.h"
 #include "../extension/roles.h"
 #include "owner_job.h"
+#include "http.h"
 #include "role_strategy.h"
 #include "rotation.h"
 #include "schedule.h"
@@ -879,6 +880,8 @@ KsRotationWorkerRound(MemoryContext cxt)
 	bool		more;
 
 	KsOwnerJobNewRound();
+	/* every KMS call this worker makes waits at most one step's deadline */
+	KsHttpSetTimeoutCap(keysmith_rotation_step_timeout);
 	usable = ScheduleRound(cxt);
 	more = KsRotationRound(cxt);
 

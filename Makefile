@@ -41,6 +41,7 @@ OBJS = \
 	extension/reencrypt.o \
 	extension/redact.o \
 	extension/roles.o \
+	extension/secret_mem.o \
 	extension/secret_store.o \
 	extension/secrets.o \
 	extension/schedules.o \
@@ -84,7 +85,7 @@ include $(PGXS)
 # PGXS tracks no header dependencies: a struct changed in a header and an
 # object not rebuilt smashes the stack (seen here).
 $(OBJS): extension/keysmith.h extension/owner_spi.h extension/key_acl.h extension/key_state.h \
-	extension/dek_cache.h extension/values.h extension/roles.h extension/secret_store.h extension/kms_instance.h \
+	extension/dek_cache.h extension/values.h extension/roles.h extension/secret_mem.h extension/secret_store.h extension/kms_instance.h \
 	rotator/worker.h rotator/lease_revoke.h rotator/rotation.h rotator/role_strategy.h rotator/sql_strategy.h rotator/schedule.h \
 	kms/envelope.h kms/http.h kms/kms.h kms/local.h kms/oauth.h kms/options.h kms/remote.h kms/secret.h
 

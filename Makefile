@@ -41,6 +41,7 @@ OBJS = \
 	extension/reencrypt.o \
 	extension/redact.o \
 	extension/roles.o \
+	extension/secret_mem.o \
 	extension/secret_store.o \
 	extension/secrets.o \
 	extension/schedules.o \
@@ -67,25 +68,40 @@ endif
 SHLIB_LINK = -lcrypto -ljansson -lcurl -lm
 # libpq: the rotation worker's test step logs in with the new credential
 SHLIB_LINK_INTERNAL = $(libpq)
-# make test SANITIZE=1: keysmith.so with UBSan, the unit tests (and, always,
-# the fuzzers) with ASan and UBSan.  ASan cannot run inside Debian's server:
-# with the ASan runtime preloaded, /usr/lib/postgresql/15/bin/postgres
-# deadlocks at start in bindtextdomain (docs/testing.md, "Sanitizers").
+# make test SANITIZE=1: keysmith.so, the unit tests (and, always, the
+# fuzzers) with ASan and UBSan.  The server is Debian's, not instrumented:
+# test/lib.sh preloads gcc's ASan runtime into it, together with
+# keysmith_asan_init.so (test/asan_init.c), without which the preloaded
+# runtime deadlocks the server at start in bindtextdomain (docs/testing.md,
+# "Sanitizers").  A keysmith.so built so loads only into such a server.
 SANITIZE ?=
 ifeq ($(SANITIZE),1)
-SO_SAN_FLAGS = -fsanitize=undefined -fno-omit-frame-pointer
+SO_SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer
 SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer
 PG_CFLAGS += $(SO_SAN_FLAGS)
 SHLIB_LINK += $(SO_SAN_FLAGS)
+ASAN_INIT = test/keysmith_asan_init.so
 endif
+EXTRA_CLEAN = test/keysmith_asan_init.so
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+ifeq ($(SANITIZE),1)
+all: $(ASAN_INIT)
+install: install-asan-init
+endif
+# built without sanitizers: it runs before the ASan runtime is initialised
+test/keysmith_asan_init.so: test/asan_init.c
+	$(CC) -shared -fPIC -O2 -Wall -Wextra $(if $(filter 1,$(KEYSMITH_WERROR)),-Werror) -o $@ $< -ldl
+.PHONY: install-asan-init
+install-asan-init: test/keysmith_asan_init.so
+	$(INSTALL_SHLIB) $< '$(DESTDIR)$(pkglibdir)/keysmith_asan_init.so'
+
 # PGXS tracks no header dependencies: a struct changed in a header and an
 # object not rebuilt smashes the stack (seen here).
 $(OBJS): extension/keysmith.h extension/owner_spi.h extension/key_acl.h extension/key_state.h \
-	extension/dek_cache.h extension/values.h extension/roles.h extension/secret_store.h extension/kms_instance.h \
+	extension/dek_cache.h extension/values.h extension/roles.h extension/secret_mem.h extension/secret_store.h extension/kms_instance.h \
 	rotator/worker.h rotator/lease_revoke.h rotator/rotation.h rotator/role_strategy.h rotator/sql_strategy.h rotator/schedule.h \
 	kms/envelope.h kms/http.h kms/kms.h kms/local.h kms/oauth.h kms/options.h kms/remote.h kms/secret.h
 

@@ -31,6 +31,7 @@
 #include "key_acl.h"
 #include "kms_instance.h"
 #include "owner_spi.h"
+#include "secret_mem.h"
 
 PG_FUNCTION_INFO_V1(keysmith_create_key);
 PG_FUNCTION_INFO_V1(keysmith_rotate_dek);
@@ -887,7 +888,9 @@ keysmith_add_local_master_key(PG_FUNCTION_ARGS)
 /*
  * keysmith._local_master_key_versions() RETURNS TABLE(version, is_current)
  *
- * The versions in the master key file, never the keys.
+ * The versions in the master key file, never the keys.  The keys are read
+ * too (the file is checked whole), into a secret buffer: an ERROR while
+ * the rows are stored leaves them wiped with the query's memory.
  */
 Datum
 keysmith_local_master_key_versions(PG_FUNCTION_ARGS)
@@ -897,7 +900,8 @@ keysmith_local_master_key_versions(PG_FUNCTION_ARGS)
 	KsError		err;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (KsLocalLoad(keysmith_local_master_key_file, &set, &err) != KS_OK)
+	set = KsSecretAlloc(CurrentMemoryContext, sizeof(KsMasterKeySet));
+	if (KsLocalLoad(keysmith_local_master_key_file, set, &err) != KS_OK)
 		KsReportError(&err);
 	for (int i = 0; i < set->count; i++)
 	{
@@ -908,7 +912,7 @@ keysmith_local_master_key_versions(PG_FUNCTION_ARGS)
 		values[1] = BoolGetDatum(set->keys[i].version == set->current);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	KsMasterKeySetFree(set);
+	KsSecretFree(set);
 	return (Datum) 0;
 }
 

@@ -31,6 +31,7 @@
 #include "keysmith.h"
 #include "roles.h"
 #include "owner_spi.h"
+#include "secret_mem.h"
 #include "secret_store.h"
 #include "values.h"
 #include "../rotator/rotation.h"
@@ -189,27 +190,36 @@ KsSecretSeal(Oid user, const KsSecret *s, const char *version_id, const char *va
 	return ct;
 }
 
-char *
-KsSecretOpen(Oid user, const KsSecret *s, const char *version_id, bytea *ct)
+text *
+KsSecretOpenText(Oid user, const KsSecret *s, const char *version_id, bytea *ct, MemoryContext cxt)
 {
 	Oid			save_user;
 	int			save_sec;
 	KsContext	ctx;
+	MemoryContext old;
 	bytea	   *pt;
-	size_t		len;
-	char	   *out;
 
 	SecretContext(s, version_id, &ctx);
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(user, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	old = MemoryContextSwitchTo(cxt);
 	pt = KsDecryptBytes((const uint8 *) VARDATA_ANY(ct), VARSIZE_ANY_EXHDR(ct), &ctx);
+	MemoryContextSwitchTo(old);
 	SetUserIdAndSecContext(save_user, save_sec);
-	len = VARSIZE(pt) - VARHDRSZ;
-	out = palloc(len + 1);
+	/* stored from text, so it is text: the value as given, no copy */
+	return (text *) pt;
+}
+
+char *
+KsSecretOpen(Oid user, const KsSecret *s, const char *version_id, bytea *ct)
+{
+	text	   *pt = KsSecretOpenText(user, s, version_id, ct, CurrentMemoryContext);
+	size_t		len = VARSIZE(pt) - VARHDRSZ;
+	char	   *out = palloc(len + 1);
+
 	memcpy(out, VARDATA(pt), len);
 	out[len] = '\0';
-	explicit_bzero(VARDATA(pt), len);
-	pfree(pt);
+	KsSecretFree(pt);
 	return out;
 }
 

@@ -72,11 +72,26 @@ extern void KsNewUuid(char *out);
 
 /*
  * Encrypt value under the secret's key with the privileges of user, bound
- * to the secret's name and version_id; and the reverse, returning a
- * NUL-terminated palloc'd copy the caller wipes.
+ * to the secret's name and version_id.
  */
 extern bytea *KsSecretSeal(Oid user, const KsSecret *s, const char *version_id,
 						   const char *value, size_t len);
+
+/*
+ * The reverse: the value as text, in a secret buffer (secret_mem.h) of
+ * memory context cxt, which the caller chooses so that the value outlives
+ * whatever it must (a function's result must outlive its KsOwnerSpiEnd:
+ * SPI_finish frees the SPI context).  Never pfree it: KsSecretFree, or
+ * leave it to the context.
+ */
+extern text *KsSecretOpenText(Oid user, const KsSecret *s, const char *version_id, bytea *ct,
+							  MemoryContext cxt);
+
+/*
+ * The older form: a NUL-terminated palloc'd copy in the current context,
+ * which the caller wipes and may pfree, by hand on every path.  Prefer
+ * KsSecretOpenText.
+ */
 extern char *KsSecretOpen(Oid user, const KsSecret *s, const char *version_id, bytea *ct);
 
 /*

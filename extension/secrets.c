@@ -7,7 +7,11 @@
  * secret_channel and the visibility test of the views.  They run as their caller (not SECURITY
  * DEFINER): privileges are checked here, the tables are reached as their
  * owner (KsOwnerSpiBegin), values are sealed and opened with the caller's
- * own key privileges, and rotations are left to rotator/rotation.c.
+ * own key privileges, and rotations are left to rotator/rotation.c.  Every
+ * value, password and credential they hold is a secret buffer
+ * (secret_mem.h), wiped with its memory context on every path, ERRORs
+ * included; a value they return is made in the caller's context, which
+ * outlives their SPI session.
  */
 #include "postgres.h"
 
@@ -24,6 +28,7 @@
 #include "dek_cache.h"
 #include "owner_spi.h"
 #include "roles.h"
+#include "secret_mem.h"
 #include "secret_store.h"
 #include "../rotator/role_strategy.h"
 #include "../rotator/rotation.h"
@@ -81,43 +86,33 @@ RequireUnmanagedRole(const char *role, const char *secret)
 }
 
 /*
- * A role credential given by a caller, for a secret of a role strategy:
- * parsed, its username one of the secret's roles, and installed there as
- * the caller (who must be able to set that role's password).  Returns the
- * username.
+ * A role credential given by a caller (value, len bytes), for a secret of a
+ * role strategy: parsed, its username one of the secret's roles, and
+ * installed there as the caller (who must be able to set that role's
+ * password).  Returns the username.
  */
 static char *
-InstallGivenCredential(const KsSecret *s, const char *value, Oid caller)
+InstallGivenCredential(const KsSecret *s, const char *value, size_t len, Oid caller)
 {
 	char		username[NAMEDATALEN];
-	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
+	char	   *password = KsSecretAlloc(CurrentMemoryContext, KS_CREDENTIAL_PASSWORD_MAX + 1);
 	KsError		err;
 
-	if (KsCredentialParse(value, strlen(value), username, password, &err) != KS_OK)
+	if (KsCredentialParse(value, len, username, password, &err) != KS_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s", err.message),
 				 errdetail("A secret of strategy %s holds {\"username\": ..., \"password\": ...}.",
 						   KsStrategyName(s->opt.strategy))));
 	if (!KsRoleIsTarget(&s->opt, username))
-	{
-		explicit_bzero(password, sizeof(password));
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the credential's username \"%s\" is not a role of secret \"%s\"", username, s->name)));
-	}
-	PG_TRY();
-	{
-		if (s->opt.strategy == KS_STRATEGY_REMOTE)
-			KsRemoteSetPassword(s, caller, password);
-		else
-			(void) KsRoleInstallPassword(caller, username, password);
-	}
-	PG_FINALLY();
-	{
-		explicit_bzero(password, sizeof(password));
-	}
-	PG_END_TRY();
+	if (s->opt.strategy == KS_STRATEGY_REMOTE)
+		KsRemoteSetPassword(s, caller, password);
+	else
+		(void) KsRoleInstallPassword(caller, username, password);
+	KsSecretFree(password);
 	return pstrdup(username);
 }
 
@@ -135,7 +130,10 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 	KsError		err;
 	KsOwnerSpi	spi;
 	char		version[KS_UUID_LEN];
-	char	   *value = NULL;
+	text	   *given = NULL;
+	const char *value;
+	size_t		value_len;
+	char	   *credential = NULL;
 	char	   *username = NULL;
 	bool		generated = false;
 	bytea	   *ct;
@@ -172,7 +170,7 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 				 s.opt.hint ? errhint("%s", s.opt.hint) : 0));
 	s.owner = caller;
 	if (!PG_ARGISNULL(4))
-		value = text_to_cstring(PG_GETARG_TEXT_PP(4));
+		given = (text *) KsSecretArg(fcinfo, 4);
 
 	/* the caller's own authority over the target roles */
 	if (s.opt.strategy == KS_STRATEGY_ROLE)
@@ -181,7 +179,7 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 		KsRolePairCheck(caller, &s.opt);
 	else if (s.opt.strategy == KS_STRATEGY_SQL)
 		(void) KsSqlStrategyFunction(s.opt.function, caller);
-	if (value == NULL && (s.opt.strategy == KS_STRATEGY_NONE || s.opt.strategy == KS_STRATEGY_SQL))
+	if (given == NULL && (s.opt.strategy == KS_STRATEGY_NONE || s.opt.strategy == KS_STRATEGY_SQL))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("a secret of strategy %s needs a value", KsStrategyName(s.opt.strategy)),
@@ -234,38 +232,36 @@ keysmith_create_secret(PG_FUNCTION_ARGS)
 	}
 
 	/* the first value: generated and installed, or given */
-	if (value == NULL)
+	if (given == NULL)
 	{
-		char		password[KS_PASSWORD_MAX + 1];
+		char	   *password = KsSecretAlloc(CurrentMemoryContext, KS_PASSWORD_MAX + 1);
 		const char *role = s.opt.strategy == KS_STRATEGY_ROLE_PAIR ? s.opt.roles[0] : s.opt.role;
 
 		KsRandomString(password, s.opt.password_length, KsAlnumMixed);
 		password[s.opt.password_length] = '\0';
-		PG_TRY();
-		{
-			if (s.opt.strategy == KS_STRATEGY_REMOTE)
-				KsRemoteSetPassword(&s, caller, password);
-			else
-				(void) KsRoleInstallPassword(caller, role, password);
-			if (KsCredentialBuild(role, password, &value, &err) != KS_OK)
-				KsReportError(&err);
-		}
-		PG_FINALLY();
-		{
-			explicit_bzero(password, sizeof(password));
-		}
-		PG_END_TRY();
+		if (s.opt.strategy == KS_STRATEGY_REMOTE)
+			KsRemoteSetPassword(&s, caller, password);
+		else
+			(void) KsRoleInstallPassword(caller, role, password);
+		credential = KsSecretAlloc(CurrentMemoryContext, KS_CREDENTIAL_JSON_MAX + 1);
+		if (KsCredentialBuild(role, password, credential, KS_CREDENTIAL_JSON_MAX + 1, &value_len, &err) != KS_OK)
+			KsReportError(&err);
+		KsSecretFree(password);
+		value = credential;
 		username = pstrdup(role);
 		generated = true;
 	}
-	else if (s.opt.strategy != KS_STRATEGY_NONE && s.opt.strategy != KS_STRATEGY_SQL)
-		username = InstallGivenCredential(&s, value, caller);
+	else
+	{
+		value = VARDATA_ANY(given);
+		value_len = VARSIZE_ANY_EXHDR(given);
+		if (s.opt.strategy != KS_STRATEGY_NONE && s.opt.strategy != KS_STRATEGY_SQL)
+			username = InstallGivenCredential(&s, value, value_len, caller);
+	}
 
 	KsNewUuid(version);
-	ct = KsSecretSeal(caller, &s, version, value, strlen(value));
-	explicit_bzero(value, strlen(value));
-	if (generated)
-		free(value);
+	ct = KsSecretSeal(caller, &s, version, value, value_len);
+	KsSecretFree(credential);
 	KsSecretInsertVersion(&s, version, ct, "current", username, KsSecretActor(caller));
 	KsSecretEvent(s.name, NULL, version, "created",
 				  psprintf("strategy %s, key %s%s", KsStrategyName(s.opt.strategy), s.key_name,
@@ -280,8 +276,7 @@ keysmith_put_secret_value(PG_FUNCTION_ARGS)
 {
 	Oid			caller = GetUserId();
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	text	   *value = PG_GETARG_TEXT_PP(1);
-	char	   *plain;
+	text	   *value = (text *) KsSecretArg(fcinfo, 1);
 	KsSecret	s;
 	KsOwnerSpi	spi;
 	char		version[KS_UUID_LEN];
@@ -300,12 +295,10 @@ keysmith_put_secret_value(PG_FUNCTION_ARGS)
 						   KsStrategyName(s.opt.strategy)),
 				 errhint("Use keysmith.rotate_secret to rotate it.")));
 	RequireNoRotationInFlight(&s);
-	plain = text_to_cstring(value);
 	if (s.opt.strategy != KS_STRATEGY_NONE && s.opt.strategy != KS_STRATEGY_SQL)
-		username = InstallGivenCredential(&s, plain, caller);
+		username = InstallGivenCredential(&s, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value), caller);
 	KsNewUuid(version);
-	ct = KsSecretSeal(caller, &s, version, plain, strlen(plain));
-	explicit_bzero(plain, strlen(plain));
+	ct = KsSecretSeal(caller, &s, version, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
 	KsSecretInsertVersion(&s, version, ct, NULL, username, KsSecretActor(caller));
 	KsSecretPromote(&s, version);
 	KsSecretEvent(s.name, NULL, version, "put", NULL, KsSecretActor(caller));
@@ -313,16 +306,20 @@ keysmith_put_secret_value(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(UuidDatum(version));
 }
 
-/* The value of a version found by stage or id; NULL when none. */
+/*
+ * The value of a version found by stage or id; NULL when none.  It is
+ * opened into the function's own memory context: the SPI context, where
+ * the ciphertext was read, is gone after KsOwnerSpiEnd.
+ */
 static Datum
 GetValue(FunctionCallInfo fcinfo, const char *name, const char *stage, const char *version_id)
 {
 	Oid			caller = GetUserId();
+	MemoryContext fn_cxt = CurrentMemoryContext;
 	KsSecret	s;
 	KsOwnerSpi	spi;
 	char		version[KS_UUID_LEN];
 	bytea	   *ct;
-	char	   *plain;
 	text	   *result;
 	bool		found;
 
@@ -342,10 +339,8 @@ GetValue(FunctionCallInfo fcinfo, const char *name, const char *stage, const cha
 					 errhint("Versions beyond keep_versions are erased; keysmith.secret_versions lists those kept.")));
 		PG_RETURN_NULL();
 	}
-	plain = KsSecretOpen(caller, &s, version, ct);
+	result = KsSecretOpenText(caller, &s, version, ct, fn_cxt);
 	KsOwnerSpiEnd(&spi);
-	result = cstring_to_text(plain);
-	explicit_bzero(plain, strlen(plain));
 	PG_RETURN_TEXT_P(result);
 }
 

@@ -4,7 +4,9 @@
  * SQL-callable functions for envelope-encrypted values: create_key,
  * encrypt_value, decrypt_value, decrypt_value_bytea, ciphertext_info and
  * flush_dek_cache.  They stay thin: argument handling and ereport here, the
- * cryptography in kms/, the key lookups in dek_cache.c.
+ * cryptography in kms/, the key lookups in dek_cache.c.  Every plaintext
+ * they make (a decrypted value, a detoasted copy of one to encrypt) is a
+ * secret buffer (secret_mem.h), wiped with its memory context.
  */
 #include "postgres.h"
 
@@ -24,6 +26,7 @@
 #include "key_acl.h"
 #include "key_state.h"
 #include "owner_spi.h"
+#include "secret_mem.h"
 #include "values.h"
 
 PG_FUNCTION_INFO_V1(keysmith_encrypt_value);
@@ -128,7 +131,7 @@ keysmith_encrypt_value(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_NULL();
 	name = PG_GETARG_TEXT_PP(0);
-	pt = PG_GETARG_BYTEA_PP(1);
+	pt = (bytea *) KsSecretArg(fcinfo, 1);
 	GetContextArg(fcinfo, 2, &context);
 	PG_RETURN_BYTEA_P(KsEncryptBytes(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name),
 									 (const uint8 *) VARDATA_ANY(pt), VARSIZE_ANY_EXHDR(pt), &context));
@@ -152,8 +155,9 @@ KsEncryptBytes(const char *name, int name_len, const uint8 *pt, size_t pt_len, c
 
 /*
  * Decrypt ct with the current user's decrypt privilege on its key; the body
- * of both decrypt functions, also used by the secrets store.  The result
- * has one spare byte after its data (room for a NUL).
+ * of both decrypt functions, also used by the secrets store.  The result is
+ * a secret buffer in the current memory context (never pfree it:
+ * KsSecretFree), with one spare byte after its data (room for a NUL).
  */
 bytea *
 KsDecryptBytes(const uint8 *ct, size_t ct_len, const KsContext *context)
@@ -173,8 +177,7 @@ KsDecryptBytes(const uint8 *ct, size_t ct_len, const KsContext *context)
 				 errhint("Re-encrypt the value with keysmith.rewrap_value or keysmith.reencrypt, "
 						 "or undo with keysmith.restore_key_version.")));
 
-	result = (bytea *) palloc(VARHDRSZ + ct_len - KS_OVERHEAD + 1);
-	SET_VARSIZE(result, VARHDRSZ + ct_len - KS_OVERHEAD);
+	result = (bytea *) KsSecretVarlena(CurrentMemoryContext, ct_len - KS_OVERHEAD, 1);
 	if (KsAeadOpen(dek->aead, &hdr, context, ct, ct_len, (uint8 *) VARDATA(result), &err) != KS_OK)
 		KsReportError(&err);
 	return result;
@@ -201,15 +204,13 @@ keysmith_decrypt_value(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	result = DecryptCommon(fcinfo);
 	len = VARSIZE(result) - VARHDRSZ;
+	/* on this ERROR the result is wiped with the query's memory */
 	if (!pg_verify_mbstr(GetDatabaseEncoding(), VARDATA(result), len, true))
-	{
-		explicit_bzero(VARDATA(result), len);
 		ereport(ERROR,
 				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
 				 errmsg("decrypted value is not valid in encoding \"%s\"",
 						GetDatabaseEncodingName()),
 				 errhint("Use keysmith.decrypt_value_bytea for binary values.")));
-	}
 	PG_RETURN_TEXT_P((text *) result);
 }
 
@@ -312,7 +313,7 @@ keysmith_dek_cache_stats(PG_FUNCTION_ARGS)
  * keysmith.rewrap_value(ciphertext bytea, context text DEFAULT NULL) RETURNS bytea
  *
  * Re-encrypts a value under its key's current version; the plaintext never
- * leaves this function and is wiped.  A value already on the current
+ * leaves this function, and is wiped on every path (a secret buffer).  A value already on the current
  * version comes back unchanged.  Works on retired versions (that is how
  * stragglers are moved off them), not on destroyed ones.  Needs the key's
  * admin privilege, or both decrypt and encrypt.
@@ -373,7 +374,7 @@ keysmith_rewrap_value(PG_FUNCTION_ARGS)
 
 	src = KsDekForDecrypt(hdr.key_id, hdr.key_version, KS_PRIV_NONE);
 	pt_len = ct_len - KS_OVERHEAD;
-	pt = palloc(pt_len + 1);
+	pt = KsSecretAlloc(CurrentMemoryContext, pt_len + 1);
 	if (KsAeadOpen(src->aead, &hdr, &context, (const uint8 *) VARDATA_ANY(ct),
 				   ct_len, pt, &err) != KS_OK)
 		KsReportError(&err);	/* KsAeadOpen has wiped pt */
@@ -381,8 +382,7 @@ keysmith_rewrap_value(PG_FUNCTION_ARGS)
 	dst = TakeEncryption(name, name_len, KsDekForEncrypt(name, name_len, KS_PRIV_NONE),
 						 KS_PRIV_NONE);	/* checked above */
 	result = SealValue(dst, &context, pt, pt_len);
-	explicit_bzero(pt, pt_len);
-	pfree(pt);
+	KsSecretFree(pt);			/* now, not at the end of the query: it may be large */
 	PG_RETURN_BYTEA_P(result);
 }
 

@@ -28,8 +28,15 @@
 #include "envelope.h"
 #include "local.h"
 
-void
-KsMasterKeySetFree(KsMasterKeySet *set)
+/*
+ * The provider's own set, for one wrap or unwrap: malloc'd here, since
+ * nothing between this load and SetFree can leave the function (kms/ never
+ * raises an ERROR), and wiped before it is freed.
+ */
+static KsStatus SetLoad(const char *path, KsMasterKeySet **setp, KsError *err);
+
+static void
+SetFree(KsMasterKeySet *set)
 {
 	if (set == NULL)
 		return;
@@ -144,16 +151,15 @@ KsLocalParse(const char *text, size_t len, KsMasterKeySet *set, KsError *err)
 }
 
 KsStatus
-KsLocalLoad(const char *path, KsMasterKeySet **setp, KsError *err)
+KsLocalLoad(const char *path, KsMasterKeySet *set, KsError *err)
 {
 	struct stat st;
 	char	   *buf;
 	size_t		got = 0;
 	int			fd;
-	KsMasterKeySet *set;
 	KsStatus	status;
 
-	*setp = NULL;
+	KsWipe(set, sizeof(KsMasterKeySet));
 	if (path == NULL || path[0] == '\0')
 		return KsFail(err, KS_ERR_KEYFILE_MISSING,
 					  "keysmith.local_master_key_file is not set");
@@ -200,11 +206,8 @@ KsLocalLoad(const char *path, KsMasterKeySet **setp, KsError *err)
 	}
 
 	buf = malloc((size_t) st.st_size + 1);
-	set = malloc(sizeof(KsMasterKeySet));
-	if (buf == NULL || set == NULL)
+	if (buf == NULL)
 	{
-		free(buf);
-		free(set);
 		close(fd);
 		return KsFail(err, KS_ERR_NO_MEMORY, "out of memory");
 	}
@@ -220,7 +223,6 @@ KsLocalLoad(const char *path, KsMasterKeySet **setp, KsError *err)
 
 			KsWipe(buf, got);
 			free(buf);
-			free(set);
 			close(fd);
 			return KsFail(err, KS_ERR_KEYFILE_UNREADABLE,
 						  "could not read master key file \"%s\": %s", path, strerror(e));
@@ -241,8 +243,26 @@ KsLocalLoad(const char *path, KsMasterKeySet **setp, KsError *err)
 
 		memcpy(detail, err->message, sizeof(detail));
 		KsFail(err, status, "master key file \"%s\" is malformed: %s", path, detail);
-		KsMasterKeySetFree(set);
+		KsWipe(set, sizeof(KsMasterKeySet));
 		return status;
+	}
+	return KS_OK;
+}
+
+static KsStatus
+SetLoad(const char *path, KsMasterKeySet **setp, KsError *err)
+{
+	KsMasterKeySet *set = malloc(sizeof(KsMasterKeySet));
+	KsStatus	st;
+
+	*setp = NULL;
+	if (set == NULL)
+		return KsFail(err, KS_ERR_NO_MEMORY, "out of memory");
+	st = KsLocalLoad(path, set, err);
+	if (st != KS_OK)
+	{
+		free(set);				/* KsLocalLoad left it wiped */
+		return st;
 	}
 	*setp = set;
 	return KS_OK;
@@ -359,11 +379,11 @@ LocalWrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *dek, siz
 
 	if (dek_len != KS_DEK_LEN)
 		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "a data key must be %d bytes", KS_DEK_LEN);
-	st = KsLocalLoad(KeyFile(kms), &set, err);
+	st = SetLoad(KeyFile(kms), &set, err);
 	if (st != KS_OK)
 		return st;
 	st = WrapWithSet(set, dek, aad, aad_len, out, out_len, &version, err);
-	KsMasterKeySetFree(set);
+	SetFree(set);
 	if (st == KS_OK)
 		FormatKekVersion(version, kek_version);
 	return st;
@@ -380,11 +400,11 @@ LocalUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrappe
 	if (KsLocalWrappedKekVersion(wrapped, wrapped_len) == 0 || dek_len != KS_DEK_LEN)
 		return KsFail(err, KS_ERR_WRAP_MALFORMED,
 					  "wrapped data key is not in the local provider's format");
-	st = KsLocalLoad(KeyFile(kms), &set, err);
+	st = SetLoad(KeyFile(kms), &set, err);
 	if (st != KS_OK)
 		return st;
 	st = KsLocalUnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
-	KsMasterKeySetFree(set);
+	SetFree(set);
 	return st;
 }
 
@@ -402,14 +422,14 @@ LocalRewrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrappe
 	if (KsLocalWrappedKekVersion(wrapped, wrapped_len) == 0)
 		return KsFail(err, KS_ERR_WRAP_MALFORMED,
 					  "wrapped data key is not in the local provider's format");
-	st = KsLocalLoad(KeyFile(kms), &set, err);
+	st = SetLoad(KeyFile(kms), &set, err);
 	if (st != KS_OK)
 		return st;
 	st = KsLocalUnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
 	if (st == KS_OK)
 		st = WrapWithSet(set, dek, aad, aad_len, out, out_len, &version, err);
 	KsWipe(dek, sizeof(dek));
-	KsMasterKeySetFree(set);
+	SetFree(set);
 	if (st == KS_OK)
 		FormatKekVersion(version, kek_version);
 	return st;
@@ -422,12 +442,12 @@ LocalNeedsRewrap(const KsKmsInstance *kms, const char *kms_key, const char *kek_
 {
 	KsMasterKeySet *set;
 	char		current[KS_KEK_VERSION_LEN];
-	KsStatus	st = KsLocalLoad(KeyFile(kms), &set, err);
+	KsStatus	st = SetLoad(KeyFile(kms), &set, err);
 
 	if (st != KS_OK)
 		return st;
 	FormatKekVersion(set->current, current);
-	KsMasterKeySetFree(set);
+	SetFree(set);
 	*needs = strcmp(current, kek_version) != 0;
 	return KS_OK;
 }
@@ -464,11 +484,11 @@ KsLocalAppendKey(const char *path, uint32_t *new_version, KsError *err)
 	char		last = '\n';
 	struct stat sb;
 
-	st = KsLocalLoad(path, &set, err);
+	st = SetLoad(path, &set, err);
 	if (st != KS_OK)
 		return st;
 	version = set->current + 1;
-	KsMasterKeySetFree(set);
+	SetFree(set);
 	if (version > 0x7FFFFFFF)
 		return KsFail(err, KS_ERR_KEYFILE_MALFORMED, "master key versions are exhausted");
 

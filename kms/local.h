@@ -33,16 +33,15 @@ typedef struct KsMasterKeySet
 } KsMasterKeySet;
 
 /*
- * Read and check the master key file.  On success *set is a malloc'd set the
- * caller must release with KsMasterKeySetFree (which wipes it).
+ * Read and check the master key file into set, which the caller provides
+ * (about 150 kB) and wipes after use: kms/ never hands out key material in
+ * memory of its own.  On failure set is left wiped.
  */
-extern KsStatus KsLocalLoad(const char *path, KsMasterKeySet **set, KsError *err);
+extern KsStatus KsLocalLoad(const char *path, KsMasterKeySet *set, KsError *err);
 
 /* Parse the contents of a key file already in memory (used by the tests). */
 extern KsStatus KsLocalParse(const char *text, size_t len, KsMasterKeySet *set,
 							 KsError *err);
-
-extern void KsMasterKeySetFree(KsMasterKeySet *set);
 
 /* Append a fresh random key as version highest+1; returns that version. */
 extern KsStatus KsLocalAppendKey(const char *path, uint32_t *new_version, KsError *err);

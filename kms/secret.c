@@ -9,12 +9,11 @@
  *
  * jansson keeps its own copies of the strings it parses and frees them
  * without wiping; credentials are therefore built here by hand (escaped
- * into one buffer the caller wipes), and parsed by jansson only when a
- * caller hands keysmith a value to store.
+ * into a buffer the caller provides and wipes), and parsed by jansson only
+ * when a caller hands keysmith a value to store.
  */
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -243,6 +242,21 @@ KsCredentialParse(const char *text, size_t len, char *username, char *password, 
 	return st;
 }
 
+/* How many bytes s takes as a JSON string, with its quotes. */
+static size_t
+JsonStringLength(const char *s)
+{
+	size_t		n = 2;
+
+	for (; *s; s++)
+	{
+		unsigned char c = (unsigned char) *s;
+
+		n += (c == '"' || c == '\\') ? 2 : c < 0x20 ? 6 : 1;
+	}
+	return n;
+}
+
 /* Append s as a JSON string (with its quotes) at *pos; out has room. */
 static void
 AppendJsonString(char *out, size_t *pos, const char *s)
@@ -273,23 +287,26 @@ AppendJsonString(char *out, size_t *pos, const char *s)
 }
 
 KsStatus
-KsCredentialBuild(const char *username, const char *password, char **out, KsError *err)
+KsCredentialBuild(const char *username, const char *password, char *out, size_t out_size,
+				  size_t *out_len, KsError *err)
 {
-	/* each byte escapes to at most 6 */
-	size_t		cap = 64 + 6 * (strlen(username) + strlen(password));
-	size_t		pos = 0;
-	char	   *buf = malloc(cap);
+	static const char head[] = "{\"username\": ";
+	static const char middle[] = ", \"password\": ";
+	size_t		need = (sizeof(head) - 1) + JsonStringLength(username) + (sizeof(middle) - 1) +
+		JsonStringLength(password) + 1;
+	size_t		pos;
 
-	if (buf == NULL)
-		return KsFail(err, KS_ERR_NO_MEMORY, "out of memory");
-	memcpy(buf, "{\"username\": ", 13);
-	pos = 13;
-	AppendJsonString(buf, &pos, username);
-	memcpy(buf + pos, ", \"password\": ", 14);
-	pos += 14;
-	AppendJsonString(buf, &pos, password);
-	buf[pos++] = '}';
-	buf[pos] = '\0';
-	*out = buf;
+	*out_len = 0;
+	if (out == NULL || need + 1 > out_size)
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "the credential does not fit its buffer");
+	memcpy(out, head, sizeof(head) - 1);
+	pos = sizeof(head) - 1;
+	AppendJsonString(out, &pos, username);
+	memcpy(out + pos, middle, sizeof(middle) - 1);
+	pos += sizeof(middle) - 1;
+	AppendJsonString(out, &pos, password);
+	out[pos++] = '}';
+	out[pos] = '\0';
+	*out_len = pos;
 	return KS_OK;
 }

@@ -69,10 +69,16 @@ extern KsStatus KsCredentialParse(const char *text, size_t len, char *username,
 								  char *password, KsError *err);
 
 /*
- * Build {"username":..., "password":...} into a malloc'd string (*out), which
- * the caller wipes and frees.  Escaping is jansson's.
+ * Build {"username": ..., "password": ...} (escaped the way jansson reads
+ * it back) into out, a buffer of out_size bytes that the caller provides
+ * and wipes: kms/ never allocates a credential.  *out_len gets its length
+ * without the NUL.  KS_CREDENTIAL_JSON_MAX + 1 bytes always suffice for a
+ * username of a role name's size and a password KsCredentialParse would
+ * accept; a smaller out is refused (KS_ERR_INVALID_ARGUMENT), and nothing
+ * is written past out_size.
  */
-extern KsStatus KsCredentialBuild(const char *username, const char *password, char **out,
-								  KsError *err);
+#define KS_CREDENTIAL_JSON_MAX (32 + 6 * (KS_ROLE_NAME_MAX + KS_CREDENTIAL_PASSWORD_MAX))
+extern KsStatus KsCredentialBuild(const char *username, const char *password, char *out,
+								  size_t out_size, size_t *out_len, KsError *err);
 
 #endif							/* KEYSMITH_SECRET_H */

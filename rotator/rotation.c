@@ -57,6 +57,7 @@
 #include "sql_strategy.h"
 #include "rotation.h"
 #include "../extension/owner_spi.h"
+#include "../extension/secret_mem.h"
 #include "worker.h"
 
 #define ROTATION_BATCH 50
@@ -297,8 +298,9 @@ StepCreate(RotationJob *job)
 {
 	const KsSecret *s = &job->secret;
 	char		target[NAMEDATALEN];
-	char		password[KS_PASSWORD_MAX + 1];
+	char	   *password;
 	char	   *value;
+	size_t		value_len;
 	char	   *verifier;
 	bytea	   *ct;
 	KsError		err;
@@ -320,20 +322,19 @@ StepCreate(RotationJob *job)
 	else
 		(void) KsRoleTargetCheck(s->owner, target);
 
+	/* secret buffers (secret_mem.h): a KMS outage at the seal leaves no copy */
+	password = KsSecretAlloc(CurrentMemoryContext, KS_PASSWORD_MAX + 1);
 	KsRandomString(password, s->opt.password_length, KsAlnumMixed);
 	password[s->opt.password_length] = '\0';
-	if (KsCredentialBuild(target, password, &value, &err) != KS_OK)
-	{
-		explicit_bzero(password, sizeof(password));
+	value = KsSecretAlloc(CurrentMemoryContext, KS_CREDENTIAL_JSON_MAX + 1);
+	if (KsCredentialBuild(target, password, value, KS_CREDENTIAL_JSON_MAX + 1, &value_len, &err) != KS_OK)
 		KsReportError(&err);
-	}
 	KsNewUuid(job->pending);
-	ct = KsSecretSeal(s->owner, s, job->pending, value, strlen(value));
-	explicit_bzero(value, strlen(value));
-	free(value);
+	ct = KsSecretSeal(s->owner, s, job->pending, value, value_len);
+	KsSecretFree(value);
 	/* a remote's verifier is built at set, with the remote's iteration count */
 	verifier = s->opt.strategy == KS_STRATEGY_REMOTE ? NULL : pg_be_scram_build_secret(password);
-	explicit_bzero(password, sizeof(password));
+	KsSecretFree(password);
 
 	/* a pending version left by nobody (cancel erases its own) goes first */
 	KsSpiExec("DELETE FROM keysmith.secret_version"

@@ -117,8 +117,9 @@ local   all   all                  trust
 host    all   all       127.0.0.1/32  scram-sha-256
 HBA
     # the password goes in through single-user mode: no server, no log line
+    ks_sanitizer_env "$dir"
     printf "ALTER ROLE postgres PASSWORD '%s';\n" "$pw" |
-        ks_as_pg "$PG_BIN/postgres" --single -D "$dir/data" -j postgres >/dev/null 2>&1
+        ks_as_pg env "${KS_SAN_ENV[@]}" "$PG_BIN/postgres" --single -D "$dir/data" -j postgres >/dev/null 2>&1
 }
 
 # Is process PID alive?  A zombie is not: in a container without an init
@@ -153,27 +154,42 @@ ks_cluster_kill9() {
     rm -f "$dir/data/postmaster.pid" "$dir"/.s.PGSQL.*.lock
 }
 
-# With KEYSMITH_SANITIZE=1 (make test SANITIZE=1), keysmith.so is built
-# with UBSan, whose reports go to DIR/sanitizer.<pid>; ks_sanitizer_reports
-# counts them.  (ASan cannot be preloaded into Debian's postgres binary: it
-# deadlocks at start, see docs/testing.md.)
+# ks_sanitizer_env DIR: sets KS_SAN_ENV, the environment (for `env`) of a
+# server of DIR's cluster.  Empty unless KEYSMITH_SANITIZE=1 (make test
+# SANITIZE=1), where keysmith.so is built with ASan and UBSan and loads only
+# into a server that has the ASan runtime preloaded: gcc's libasan, then
+# keysmith_asan_init.so (test/asan_init.c), without which Debian's postgres
+# deadlocks at start.  Leak detection is off (a postmaster's children exit
+# without freeing, by design); ASan and UBSan reports go to
+# DIR/sanitizer.<pid>.
+ks_sanitizer_env() {
+    local dir=$1 asan
+    KS_SAN_ENV=()
+    [ "${KEYSMITH_SANITIZE:-0}" = 1 ] || return 0
+    asan=$(readlink -f "$(gcc -print-file-name=libasan.so)")
+    KS_SAN_ENV=(
+        "LD_PRELOAD=$asan $("$PG_BIN/pg_config" --pkglibdir)/keysmith_asan_init.so"
+        "ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:log_path=$dir/sanitizer"
+        "UBSAN_OPTIONS=print_stacktrace=1:log_path=$dir/sanitizer"
+    )
+}
+
 ks_cluster_start() {
     local dir=$1
-    if [ "${KEYSMITH_SANITIZE:-0}" = 1 ]; then
-        ks_as_pg env UBSAN_OPTIONS="print_stacktrace=1:log_path=$dir/sanitizer" \
-            "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
-    else
-        ks_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
-    fi
+    ks_sanitizer_env "$dir"
+    ks_as_pg env "${KS_SAN_ENV[@]}" \
+        "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
 }
 
 # ks_sanitizer_reports DIR...: how many sanitizer reports the clusters
-# under these directories left, in report files or (where the runtime
-# wrote to stderr) as "runtime error:" lines in their server logs
+# under these directories left, in report files or (where a runtime wrote
+# to stderr) as UBSan "runtime error:" or ASan "ERROR: AddressSanitizer"
+# lines in their server logs
 ks_sanitizer_reports() {
     local files lines
     files=$(find "$@" -maxdepth 2 -name 'sanitizer.*' 2>/dev/null | wc -l)
-    lines=$(find "$@" -maxdepth 2 -name 'server.log' -exec cat {} + 2>/dev/null | grep -c 'runtime error:')
+    lines=$(find "$@" -maxdepth 2 -name 'server.log' -exec cat {} + 2>/dev/null |
+        grep -c 'runtime error:\|ERROR: AddressSanitizer')
     echo $((files + lines))
 }
 

@@ -84,7 +84,7 @@ echo "== installing packages and building (-Werror)"
 ks_install_packages
 SAN=${KEYSMITH_SANITIZE:-0}
 export KEYSMITH_SANITIZE=$SAN
-[ "$SAN" = 1 ] && echo "   (SANITIZE=1: keysmith.so built with UBSan, the unit tests with ASan and UBSan)"
+[ "$SAN" = 1 ] && echo "   (SANITIZE=1: keysmith.so and the unit tests built with ASan and UBSan; servers run with the ASan runtime preloaded)"
 if make -C "$ROOT" -s clean >/dev/null && make -C "$ROOT" -s KEYSMITH_WERROR=1 SANITIZE="$SAN" >"$WORK/build.log" 2>&1 \
         && make -C "$ROOT" -s install SANITIZE="$SAN" >>"$WORK/build.log" 2>&1; then
     pass "build with -Wall -Wextra -Werror and install"
@@ -244,13 +244,14 @@ if [ "$SAN" = 1 ]; then
     ks_cluster_stop "$CLUSTER"
     n=$(ks_sanitizer_reports "$WORK")
     if [ "$n" = 0 ]; then
-        pass "no UBSan report from any server of the run"
+        pass "no ASan or UBSan report from any server of the run"
     else
-        fail "$n UBSan reports"
+        fail "$n ASan or UBSan reports"
         find "$WORK" -maxdepth 2 -name 'sanitizer.*' | head -5 | while read -r f; do
             echo "  ---- $f"; head -30 "$f" | sed 's/^/  | /'
         done
-        find "$WORK" -maxdepth 2 -name 'server.log' -exec grep -H -A3 'runtime error:' {} + | head -30 | sed 's/^/  | /'
+        find "$WORK" -maxdepth 2 -name 'server.log' -exec grep -H -A3 'runtime error:\|ERROR: AddressSanitizer' {} + |
+            head -30 | sed 's/^/  | /'
     fi
 fi
 

@@ -55,19 +55,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (KsCredentialParse((const char *) data + 1, size - 1, user, pw, &err) == KS_OK)
 	{
-		char	   *json;
+		char		json[KS_CREDENTIAL_JSON_MAX + 1];
+		size_t		json_len;
 		char		user2[KS_ROLE_NAME_MAX];
 		char		pw2[KS_CREDENTIAL_PASSWORD_MAX + 1];
 
 		CheckName(user);
 		if (pw[0] == '\0' || strlen(pw) > KS_CREDENTIAL_PASSWORD_MAX)
 			abort();
-		if (KsCredentialBuild(user, pw, &json, &err) != KS_OK)
+		/* whatever parses must fit the documented buffer size */
+		if (KsCredentialBuild(user, pw, json, sizeof(json), &json_len, &err) != KS_OK ||
+			json_len != strlen(json))
 			abort();
-		if (KsCredentialParse(json, strlen(json), user2, pw2, &err) != KS_OK ||
+		if (KsCredentialParse(json, json_len, user2, pw2, &err) != KS_OK ||
 			strcmp(user, user2) != 0 || strcmp(pw, pw2) != 0)
 			abort();
-		free(json);
 	}
 	return 0;
 }

@@ -22,7 +22,7 @@
 #include "secret.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 112
+#define TESTS_PLANNED 118
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -334,7 +334,8 @@ test_keyfile_parse(void)
 		  strstr(err.message, "line 3") != NULL, "duplicate version is malformed");
 	snprintf(text, sizeof(text), "1:%s\n", k);
 	check(strstr(err.message, "0001020304") == NULL, "messages never echo key material");
-	KsMasterKeySetFree(set);
+	KsWipe(set, sizeof(*set));
+	free(set);
 }
 
 static void
@@ -354,7 +355,7 @@ test_keyfile_load_and_wrap(const char *dir)
 {
 	char		path[512];
 	char		text[256];
-	KsMasterKeySet *set;
+	KsMasterKeySet *set = malloc(sizeof(KsMasterKeySet));
 	KsError		err;
 	uint8_t		blob[KS_WRAPPED_MAX];
 	size_t		blob_len = unhex(WRAP_VECTOR, blob);
@@ -391,17 +392,17 @@ test_keyfile_load_and_wrap(const char *dir)
 	}
 
 	snprintf(path, sizeof(path), "%s/missing.key", dir);
-	check(KsLocalLoad(path, &set, &err) == KS_ERR_KEYFILE_MISSING, "missing file");
-	check(KsLocalLoad("", &set, &err) == KS_ERR_KEYFILE_MISSING, "unset path");
+	check(KsLocalLoad(path, set, &err) == KS_ERR_KEYFILE_MISSING, "missing file");
+	check(KsLocalLoad("", set, &err) == KS_ERR_KEYFILE_MISSING, "unset path");
 
 	snprintf(path, sizeof(path), "%s", dir);
-	check(KsLocalLoad(path, &set, &err) == KS_ERR_KEYFILE_UNREADABLE, "directory is not a key file");
+	check(KsLocalLoad(path, set, &err) == KS_ERR_KEYFILE_UNREADABLE, "directory is not a key file");
 
 	snprintf(text, sizeof(text), "3:%s\n",
 			 "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f");
 	snprintf(path, sizeof(path), "%s/loose.key", dir);
 	write_file(path, text, 0640);
-	check(KsLocalLoad(path, &set, &err) == KS_ERR_KEYFILE_PERMISSIONS &&
+	check(KsLocalLoad(path, set, &err) == KS_ERR_KEYFILE_PERMISSIONS &&
 		  strstr(err.message, "0640") != NULL, "group-readable file is refused");
 
 	snprintf(path, sizeof(path), "%s/unreadable.key", dir);
@@ -412,12 +413,28 @@ test_keyfile_load_and_wrap(const char *dir)
 		printf("ok %d - # SKIP unreadable file: root reads anything (the pgTAP suite checks it as the server user)\n", tests_run);
 	}
 	else
-		check(KsLocalLoad(path, &set, &err) == KS_ERR_KEYFILE_UNREADABLE, "unreadable file");
+		check(KsLocalLoad(path, set, &err) == KS_ERR_KEYFILE_UNREADABLE, "unreadable file");
 
 	snprintf(path, sizeof(path), "%s/good.key", dir);
 	write_file(path, text, 0600);
-	check(KsLocalLoad(path, &set, &err) == KS_OK && set->current == 3, "0600 file loads");
-	KsMasterKeySetFree(set);
+	check(KsLocalLoad(path, set, &err) == KS_OK && set->current == 3, "0600 file loads");
+	{
+		/* the caller's buffer: filled on success, left wiped on every failure */
+		static const KsMasterKeySet zero;
+		char		missing[1100];
+
+		check(KsLocalLoad(path, set, &err) == KS_OK && set->count == 1 && set->keys[0].key[0] == 0x40,
+			  "the master keys are loaded into the caller's buffer");
+		snprintf(missing, sizeof(missing), "%s/missing.key", dir);
+		check(KsLocalLoad(missing, set, &err) == KS_ERR_KEYFILE_MISSING && memcmp(set, &zero, sizeof(zero)) == 0,
+			  "a failed load leaves the caller's buffer wiped");
+		snprintf(missing, sizeof(missing), "%s/loose.key", dir);
+		memset(set, 0xAA, sizeof(*set));
+		check(KsLocalLoad(missing, set, &err) == KS_ERR_KEYFILE_PERMISSIONS && memcmp(set, &zero, sizeof(zero)) == 0,
+			  "a refused key file leaves the caller's buffer wiped");
+	}
+	KsWipe(set, sizeof(*set));
+	free(set);
 
 	check(local->unwrap(cfg, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_OK &&
 		  memcmp(dek, DEK, 32) == 0, "wrap vector unwraps to the DEK");
@@ -572,7 +589,8 @@ test_secret_options(void)
 	KsStrategy	st;
 	char		user[KS_ROLE_NAME_MAX];
 	char		pw[KS_CREDENTIAL_PASSWORD_MAX + 1];
-	char	   *json = NULL;
+	char		json[KS_CREDENTIAL_JSON_MAX + 1];
+	size_t		json_len = 0;
 
 #define SOPT(s, text) KsSecretOptionsParse(s, text, strlen(text), &o, &err)
 	check(KsStrategyFromName("postgres_role_pair", &st, &err) == KS_OK && st == KS_STRATEGY_ROLE_PAIR &&
@@ -617,12 +635,44 @@ test_secret_options(void)
 		  SOPT(KS_STRATEGY_REMOTE, "{\"conninfo\": \"host=db2\", \"role\": \"app\"}") == KS_ERR_INVALID_ARGUMENT,
 		  "secret: postgres_remote options parse, all three required");
 #undef SOPT
-	check(KsCredentialBuild("app\"x", "p\\w\n\x01" "d", &json, &err) == KS_OK &&
-		  strcmp(json, "{\"username\": \"app\\\"x\", \"password\": \"p\\\\w\\u000a\\u0001d\"}") == 0,
+	check(KsCredentialBuild("app\"x", "p\\w\n\x01" "d", json, sizeof(json), &json_len, &err) == KS_OK &&
+		  strcmp(json, "{\"username\": \"app\\\"x\", \"password\": \"p\\\\w\\u000a\\u0001d\"}") == 0 &&
+		  json_len == strlen(json),
 		  "credential: built with quotes, backslashes and control characters escaped");
 	check(KsCredentialParse(json, strlen(json), user, pw, &err) == KS_OK &&
 		  strcmp(user, "app\"x") == 0 && strcmp(pw, "p\\w\n\x01" "d") == 0, "credential: what is built parses back");
-	free(json);
+	{
+		/* the caller's buffer: exactly json_len + 1 bytes suffice, one less is refused untouched */
+		char		small[64];
+		size_t		len = 0;
+		size_t		exact;
+
+		(void) KsCredentialBuild("app", "pw", json, sizeof(json), &exact, &err);
+		memset(small, '#', sizeof(small));
+		check(KsCredentialBuild("app", "pw", small, exact + 1, &len, &err) == KS_OK && len == exact &&
+			  strcmp(small, json) == 0 && small[exact + 1] == '#',
+			  "credential: built into a caller's buffer of exactly its size, nothing written past it");
+		memset(small, '#', sizeof(small));
+		check(KsCredentialBuild("app", "pw", small, exact, &len, &err) == KS_ERR_INVALID_ARGUMENT && len == 0 &&
+			  small[0] == '#' && small[exact] == '#',
+			  "credential: a buffer one byte short is refused, and not written");
+	}
+	{
+		/* the largest credential KsCredentialParse accepts fits KS_CREDENTIAL_JSON_MAX */
+		char		name[KS_ROLE_NAME_MAX];
+		char		big[KS_CREDENTIAL_PASSWORD_MAX + 1];
+		char		user2[KS_ROLE_NAME_MAX];
+
+		memset(name, '"', sizeof(name) - 1);
+		name[sizeof(name) - 1] = '\0';
+		memset(big, '\x01', KS_CREDENTIAL_PASSWORD_MAX);
+		big[KS_CREDENTIAL_PASSWORD_MAX] = '\0';
+		check(KsCredentialBuild(name, big, json, sizeof(json), &json_len, &err) == KS_OK &&
+			  json_len <= KS_CREDENTIAL_JSON_MAX &&
+			  KsCredentialParse(json, json_len, user2, pw, &err) == KS_OK &&
+			  strcmp(user2, name) == 0 && strcmp(pw, big) == 0,
+			  "credential: the worst case (a 1024-byte password of control characters) fits KS_CREDENTIAL_JSON_MAX and parses back");
+	}
 	check(KsCredentialParse("{\"username\": \"a\"}", 16, user, pw, &err) == KS_ERR_INVALID_ARGUMENT &&
 		  KsCredentialParse("{\"username\": \"a\", \"password\": \"p\", \"x\": 1}", 39, user, pw, &err) == KS_ERR_INVALID_ARGUMENT &&
 		  KsCredentialParse("{\"username\": \"a\", \"password\": \"\"}", 33, user, pw, &err) == KS_ERR_INVALID_ARGUMENT,

@@ -56,10 +56,13 @@ extern bool KsJobTry(void (*fn) (void *), void *arg, char **message);
 /*
  * The SQL expression for the next attempt after a failure, as a
  * timestamptz, given the column holding the attempts made before it: 1 s
- * doubling to at most 5 min.
+ * doubling to at most 5 min, counted from the failure (clock_timestamp:
+ * a phase's transaction may have started a whole step timeout earlier,
+ * and a job that stalled until its deadline must not be due again in the
+ * very next round, ahead of other owners' jobs).
  */
 #define KS_JOB_BACKOFF_SQL(attempts) \
-	"pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs =>" \
+	"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs =>" \
 	" LEAST(300, pg_catalog.power(2, LEAST(" attempts ", 16)))::pg_catalog.float8)"
 
 /*

@@ -114,7 +114,7 @@ KsRemoteCleanText(const char *in, char *out, size_t outlen)
 	{
 		unsigned char c = (unsigned char) in[i];
 
-		out[n++] = (c >= 0x20 && c < 0x7f) ? (char) c : '?';
+		out[n++] = (c >= 0x20 && c < 0x7f) ? (char) c : (c == '\n' || c == '\t' || c == '\r') ? ' ' : '?';
 	}
 	/* libpq ends its messages with a newline, now a '?': drop trailing ones */
 	while (n > 0 && (in[n - 1] == '\n' || in[n - 1] == '\r' || in[n - 1] == ' '))

@@ -65,8 +65,9 @@ extern KsStatus KsRemoteParseBool(const char *s, size_t len, int *value, KsError
 
 /*
  * A remote's text made safe to quote in a message or store in a table:
- * at most KS_REMOTE_TEXT_MAX bytes of it, every byte outside printable
- * ASCII replaced by '?', "..." appended when cut; "(no message)" for NULL.
+ * at most KS_REMOTE_TEXT_MAX bytes of it, line breaks and tabs as spaces,
+ * every other byte outside printable ASCII replaced by '?', trailing
+ * white space dropped, "..." appended when cut; "(no message)" for NULL.
  * out holds at least KS_REMOTE_TEXT_MAX + 4 bytes.
  */
 extern void KsRemoteCleanText(const char *in, char *out, size_t outlen);

@@ -360,7 +360,7 @@ PeerIsThisServer(PGconn *conn, ino_t *checked, char *errbuf, size_t errlen)
 		return true;
 	if (fstat(sock, &st) != 0)
 	{
-		snprintf(errbuf, errlen, "test login refused: could not inspect its socket: %m");
+		snprintf(errbuf, errlen, "login refused: could not inspect its socket: %m");
 		return false;
 	}
 	if (st.st_ino == *checked)
@@ -369,7 +369,7 @@ PeerIsThisServer(PGconn *conn, ino_t *checked, char *errbuf, size_t errlen)
 	{
 		if (errno == ENOTCONN)
 			return true;		/* still connecting: nothing sent */
-		snprintf(errbuf, errlen, "test login refused: could not find who it connected to: %m");
+		snprintf(errbuf, errlen, "login refused: could not find who it connected to: %m");
 		return false;
 	}
 	if (peer.ss_family == AF_UNIX)
@@ -379,7 +379,7 @@ PeerIsThisServer(PGconn *conn, ino_t *checked, char *errbuf, size_t errlen)
 
 		if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0)
 		{
-			snprintf(errbuf, errlen, "test login refused: could not read the credentials of its Unix socket's peer: %m");
+			snprintf(errbuf, errlen, "login refused: could not read the credentials of its Unix socket's peer: %m");
 			return false;
 		}
 		uid = (unsigned long) cred.uid;
@@ -388,13 +388,13 @@ PeerIsThisServer(PGconn *conn, ino_t *checked, char *errbuf, size_t errlen)
 			 !TcpPeerUid((struct sockaddr *) &peer, (struct sockaddr *) &self, &uid))
 	{
 		snprintf(errbuf, errlen,
-				 "test login refused: its connection does not end at a socket of this host, so nothing shows that this server is listening there; the password was not sent");
+				 "login refused: its connection does not end at a socket of this host, so nothing shows that this server is listening there; the password was not sent");
 		return false;
 	}
 	if (uid != (unsigned long) geteuid())
 	{
 		snprintf(errbuf, errlen,
-				 "test login refused: what listens there runs as OS user %lu, not as this server's OS user (%lu); the password was not sent",
+				 "login refused: what listens there runs as OS user %lu, not as this server's OS user (%lu); the password was not sent",
 				 uid, (unsigned long) geteuid());
 		return false;
 	}

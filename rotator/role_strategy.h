@@ -14,9 +14,12 @@
 
 /*
  * ERROR unless actor may have keysmith set rolename's password: the role
- * exists and can log in, is no predefined, keysmith or (unless actor is a
- * superuser) superuser role, and actor is a superuser or holds ADMIN
- * OPTION on it.  Returns the role's OID.
+ * exists and can log in, is no predefined, keysmith or bootstrap role, and
+ * passes the one delegation rule (role_strategy.c,
+ * RequirePasswordDelegation; docs/security.md, "Role targets"): a
+ * superuser actor, or ADMIN OPTION on a role that is neither a superuser
+ * nor (before PostgreSQL 16, or without CREATEROLE) REPLICATION.  Decides
+ * by actor alone, in any backend.  Returns the role's OID.
  */
 extern Oid	KsRoleTargetCheck(Oid actor, const char *rolename);
 
@@ -36,11 +39,12 @@ extern bool KsRoleIsTarget(const KsSecretOptions *opt, const char *rolename);
 extern char *KsRoleInstallPassword(Oid actor, const char *rolename, const char *password);
 
 /*
- * Log in as rolename with password over libpq, to conninfo (NULL: by
- * keysmith.rotation_test_conninfo, by default loopback TCP to this
- * server), and require that the server asked for the password.  Called
- * outside any transaction, or inside one with bounded waits.  False with
- * the reason in errbuf on failure.  Interruptible.
+ * Log in as rolename with password over libpq, to conninfo (NULL or empty:
+ * this cluster, by keysmith.rotation_test_conninfo, by default loopback
+ * TCP to this server's port, and only to a peer running as this server's
+ * OS user), and require that the server asked for the password.  Ends by
+ * keysmith.rotation_step_timeout.  Called outside any transaction, or
+ * inside one.  False with the reason in errbuf on failure.  Interruptible.
  */
 extern bool KsRoleTestLogin(const char *conninfo, const char *rolename, const char *password,
 							char *errbuf, size_t errlen);
@@ -54,9 +58,12 @@ extern void KsRemoteCheck(const KsSecret *s, Oid owner, KsSecret *admin);
 
 /*
  * postgres_remote: give the remote role password, as a SCRAM verifier
- * computed here with the remote's iteration count, through the admin
- * login (opened as owner), unless a login with password already works.
- * Refuses a remote superuser unless owner is a superuser.
+ * computed here with the remote's iteration count (4096 to 1,000,000),
+ * through the admin login (opened as owner), unless a login with password
+ * already works.  Refuses a remote superuser unless owner is a superuser.
+ * Everything the remote answers is checked; all of it ends by
+ * keysmith.rotation_step_timeout from the call.  Decides by owner alone,
+ * in any backend.
  */
 extern void KsRemoteSetPassword(const KsSecret *s, Oid owner, const char *password);
 

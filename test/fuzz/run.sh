@@ -19,12 +19,12 @@ while [ $# -gt 0 ]; do
     *) break ;;
     esac
 done
-TARGETS=${*:-ciphertext keyfile options secret wrapped}
+TARGETS=${*:-ciphertext keyfile options pgremote secret wrapped}
 OUT=${FUZZ_OUT:-$(mktemp -d /tmp/keysmith-fuzz.XXXXXX)}
 BIN=$OUT/bin
 mkdir -p "$BIN"
 CC=${FUZZ_CC:-clang}
-KMS="$ROOT/kms/aws.c $ROOT/kms/azure.c $ROOT/kms/common.c $ROOT/kms/envelope.c $ROOT/kms/gcp.c $ROOT/kms/http.c $ROOT/kms/local.c $ROOT/kms/oauth.c $ROOT/kms/options.c $ROOT/kms/remote.c $ROOT/kms/secret.c $ROOT/kms/vault.c"
+KMS="$ROOT/kms/aws.c $ROOT/kms/azure.c $ROOT/kms/common.c $ROOT/kms/envelope.c $ROOT/kms/gcp.c $ROOT/kms/http.c $ROOT/kms/local.c $ROOT/kms/oauth.c $ROOT/kms/options.c $ROOT/kms/pgremote.c $ROOT/kms/remote.c $ROOT/kms/secret.c $ROOT/kms/vault.c"
 
 n=$(wc -w <<<"$TARGETS")
 echo "1..$n"

@@ -13,16 +13,19 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include "envelope.h"
 #include "local.h"
 #include "oauth.h"
 #include "options.h"
+#include "pgremote.h"
 #include "secret.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 118
+#define TESTS_PLANNED 148
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -733,6 +736,90 @@ test_remote_helpers(void)
 		  "http: timeout_ms overrides the default");
 }
 
+/*
+ * kms/pgremote.c: what a hostile remote server may answer, and the socket
+ * table lines the test login's peer check reads.
+ */
+static void
+test_pgremote(void)
+{
+	KsError		err;
+	int			v = -1;
+	char		out[KS_REMOTE_TEXT_MAX + 4];
+	char		big[400];
+	char		l[64],
+				r[64];
+	unsigned long uid = 0;
+	struct sockaddr_in a4;
+	struct sockaddr_in6 a6;
+
+	check(KsRemoteParseVersion("15.4", 4, &v, &err) == KS_OK && v == 150004, "pgremote: version 15.4 is 150004");
+	check(KsRemoteParseVersion("16.1 (Debian 16.1-1.pgdg120+1)", 30, &v, &err) == KS_OK && v == 160001,
+		  "pgremote: a version with a distribution label");
+	check(KsRemoteParseVersion("17beta1", 7, &v, &err) == KS_OK && v == 170000, "pgremote: 17beta1 is 170000");
+	check(KsRemoteParseVersion("9.6.24", 6, &v, &err) == KS_ERR_INVALID_ARGUMENT,
+		  "pgremote: 9.6 (no SCRAM) is refused as unsupported");
+	check(KsRemoteParseVersion("x16", 3, &v, &err) == KS_ERR_KMS_BAD_RESPONSE, "pgremote: a version not starting with a digit");
+	check(KsRemoteParseVersion(NULL, 0, &v, &err) == KS_ERR_KMS_BAD_RESPONSE, "pgremote: no version at all");
+	check(KsRemoteParseVersion("16.", 3, &v, &err) == KS_ERR_KMS_BAD_RESPONSE, "pgremote: a dot with no minor version");
+	check(KsRemoteParseVersion("99999.1", 7, &v, &err) == KS_ERR_KMS_BAD_RESPONSE, "pgremote: a five-digit major version");
+	check(KsRemoteParseVersion("160001", 6, &v, &err) == KS_ERR_KMS_BAD_RESPONSE,
+		  "pgremote: a version number of more than four digits");
+	check(KsRemoteParseVersion("16.1", 2, &v, &err) == KS_OK && v == 160000, "pgremote: the version reads only len bytes");
+
+	check(KsRemoteParseIterations("4096", 4, &v, &err) == KS_OK && v == 4096, "pgremote: 4096 iterations");
+	check(KsRemoteParseIterations("1000000", 7, &v, &err) == KS_OK && v == 1000000, "pgremote: the most iterations accepted");
+	check(KsRemoteParseIterations("1000001", 7, &v, &err) == KS_ERR_INVALID_ARGUMENT &&
+		  strstr(err.message, "4096 to 1000000") != NULL, "pgremote: one iteration more is refused, naming the range");
+	check(KsRemoteParseIterations("2147483648", 10, &v, &err) == KS_ERR_INVALID_ARGUMENT, "pgremote: 2^31 iterations refused");
+	check(KsRemoteParseIterations("99999999999", 11, &v, &err) == KS_ERR_KMS_BAD_RESPONSE,
+		  "pgremote: eleven digits are not read at all");
+	check(KsRemoteParseIterations("4095", 4, &v, &err) == KS_ERR_INVALID_ARGUMENT, "pgremote: fewer than 4096 refused");
+	check(KsRemoteParseIterations("-4096", 5, &v, &err) == KS_ERR_KMS_BAD_RESPONSE, "pgremote: a sign is refused");
+	check(KsRemoteParseIterations("4096 ", 5, &v, &err) == KS_ERR_KMS_BAD_RESPONSE, "pgremote: trailing bytes refused");
+	check(KsRemoteParseIterations("40\0" "96", 5, &v, &err) == KS_ERR_KMS_BAD_RESPONSE, "pgremote: an embedded NUL refused");
+	check(KsRemoteParseIterations("", 0, &v, &err) == KS_ERR_KMS_BAD_RESPONSE, "pgremote: an empty count refused");
+
+	check(KsRemoteParseBool("t", 1, &v, &err) == KS_OK && v == 1 && KsRemoteParseBool("f", 1, &v, &err) == KS_OK && v == 0,
+		  "pgremote: t and f");
+	check(KsRemoteParseBool("true", 4, &v, &err) == KS_ERR_KMS_BAD_RESPONSE &&
+		  KsRemoteParseBool("t", 0, &v, &err) == KS_ERR_KMS_BAD_RESPONSE, "pgremote: anything else is no boolean");
+
+	KsRemoteCleanText("bad\x01" "th\xc3\xa9ng\n", out, sizeof(out));
+	check(strcmp(out, "bad?th??ng") == 0, "pgremote: control and non-ASCII bytes become ?, the trailing newline goes");
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	KsRemoteCleanText(big, out, sizeof(out));
+	check(strlen(out) == KS_REMOTE_TEXT_MAX + 3 && strcmp(out + KS_REMOTE_TEXT_MAX, "...") == 0,
+		  "pgremote: a long message is cut and marked");
+	KsRemoteCleanText(NULL, out, sizeof(out));
+	check(strcmp(out, "(no message)") == 0, "pgremote: no message");
+
+	memset(&a4, 0, sizeof(a4));
+	a4.sin_family = AF_INET;
+	a4.sin_port = htons(5432);
+	inet_pton(AF_INET, "127.0.0.1", &a4.sin_addr);
+	check(KsProcNetAddr((struct sockaddr *) &a4, 0, l, sizeof(l)) && strcmp(l, "0100007F:1538") == 0,
+		  "pgremote: 127.0.0.1:5432 in /proc/net/tcp notation");
+	check(KsProcNetAddr((struct sockaddr *) &a4, 1, l, sizeof(l)) &&
+		  strcmp(l, "0000000000000000FFFF00000100007F:1538") == 0, "pgremote: the same, v4-mapped, in tcp6 notation");
+	memset(&a6, 0, sizeof(a6));
+	a6.sin6_family = AF_INET6;
+	a6.sin6_port = htons(80);
+	inet_pton(AF_INET6, "::1", &a6.sin6_addr);
+	check(KsProcNetAddr((struct sockaddr *) &a6, 0, r, sizeof(r)) &&
+		  strcmp(r, "00000000000000000000000001000000:0050") == 0, "pgremote: [::1]:80 in tcp6 notation");
+	check(KsProcNetLineUid("   3: 0100007F:1538 0100007F:C350 01 00000000:00000000 00:00000000 00000000   101        0 4242 1\n",
+						   "0100007F:1538", "0100007F:C350", &uid) && uid == 101,
+		  "pgremote: the uid of the matching socket table line");
+	check(!KsProcNetLineUid("   3: 0100007F:1538 0100007F:C351 01 00000000:00000000 00:00000000 00000000   101        0 4242 1\n",
+							"0100007F:1538", "0100007F:C350", &uid) &&
+		  !KsProcNetLineUid("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
+							"0100007F:1538", "0100007F:C350", &uid) &&
+		  !KsProcNetLineUid("   3: 0100007F:1538 0100007F:C350", "0100007F:1538", "0100007F:C350", &uid),
+		  "pgremote: another connection, the header and a cut line match nothing");
+}
+
 int
 main(void)
 {
@@ -756,6 +843,7 @@ main(void)
 	test_template_options();
 	test_secret_options();
 	test_remote_helpers();
+	test_pgremote();
 	if (mkdtemp(dir) == NULL)
 	{
 		perror("mkdtemp");

@@ -35,12 +35,14 @@
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -60,6 +62,7 @@ PGDLLEXPORT void KsOwnerJobMain(Datum arg);
 #define OWNER_JOB_MAGIC 0x4b534f4a	/* "KSOJ" */
 #define OWNER_JOB_RESULT_MAX 8192
 #define OWNER_JOB_GRACE_MS 5000
+#define OWNER_JOB_TIMER_GRACE_MS 500
 
 typedef enum OwnerJobStatus
 {
@@ -82,6 +85,7 @@ typedef struct OwnerJobShared
 	int32		value_len[KS_OWNER_JOB_MAX_ARGS];
 	int32		sql_off;
 	int32		data_len;
+	char		entry[NAMEDATALEN];	/* a KsOwnerJobEntry, or "" to run the statement */
 	/* written by the job */
 	volatile sig_atomic_t timed_out;
 	volatile int status;
@@ -91,6 +95,43 @@ typedef struct OwnerJobShared
 	char		result[OWNER_JOB_RESULT_MAX];
 	char		data[FLEXIBLE_ARRAY_MEMBER];
 } OwnerJobShared;
+
+/*
+ * Jobs that did not exit when their deadline passed, nor when terminated:
+ * code waiting where PostgreSQL checks no interrupt (a dblink or
+ * postgres_fdw connection with connect_timeout=0 to a host that never
+ * answers, some XML processing).  Nothing short of a crash of the cluster
+ * ends such a process.  While one lives, its role gets no other job, so
+ * one role holds at most one worker slot and everyone else's jobs still
+ * start.
+ */
+#define STUCK_MAX 64
+typedef struct StuckJob
+{
+	Oid			role;
+	pid_t		pid;
+} StuckJob;
+static StuckJob Stuck[STUCK_MAX];
+static int	StuckCount = 0;
+
+/* The PID of role's job that is still running past its deadline, or 0. */
+static pid_t
+StuckJobOf(Oid role)
+{
+	int			kept = 0;
+	pid_t		found = 0;
+
+	for (int i = 0; i < StuckCount; i++)
+	{
+		if (BackendPidGetProc(Stuck[i].pid) == NULL)
+			continue;			/* it has exited since */
+		Stuck[kept++] = Stuck[i];
+		if (Stuck[i].role == role)
+			found = Stuck[i].pid;
+	}
+	StuckCount = kept;
+	return found;
+}
 
 /* roles whose job passed its deadline in this round (see KsOwnerJobNewRound) */
 #define SLOW_MAX 64
@@ -113,6 +154,12 @@ RoleWasSlow(Oid role)
 }
 
 /* Wipe the argument values (not the statement) in shared memory. */
+bool
+KsOwnerJobRoleHeld(Oid role)
+{
+	return RoleWasSlow(role) || StuckJobOf(role) != 0;
+}
+
 static void
 WipeArgs(OwnerJobShared *sh)
 {
@@ -150,7 +197,8 @@ WaitStopped(BackgroundWorkerHandle *handle, TimestampTz deadline)
 char *
 KsOwnerJobRun(const KsOwnerJob *job)
 {
-	Size		data_len = strlen(job->sql) + 1;
+	const char *sql = job->sql ? job->sql : "";
+	Size		data_len = strlen(sql) + 1;
 	Size		size;
 	dsm_segment *seg;
 	OwnerJobShared *sh;
@@ -165,6 +213,18 @@ KsOwnerJobRun(const KsOwnerJob *job)
 	bool		timed_out;
 
 	Assert(job->nargs >= 0 && job->nargs <= KS_OWNER_JOB_MAX_ARGS);
+	{
+		pid_t		stuck = StuckJobOf(job->role);
+
+		if (stuck != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("%s was not run: an earlier job of role %s (PID %d) is still running past keysmith.rotation_step_timeout",
+							job->what, GetUserNameFromId(job->role, true) ? GetUserNameFromId(job->role, true) : "(dropped)",
+							(int) stuck),
+					 errdetail("Its code waits where no interrupt is checked (dblink or postgres_fdw connecting with connect_timeout=0, for example), so neither keysmith's deadline nor pg_terminate_backend ends it."),
+					 errhint("End what it waits on; the role's jobs run again once that process exits.")));
+	}
 	if (RoleWasSlow(job->role))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
@@ -192,8 +252,10 @@ KsOwnerJobRun(const KsOwnerJob *job)
 	sh->data_len = (int32) data_len;
 	p = sh->data;
 	sh->sql_off = 0;
-	strcpy(p, job->sql);
-	p += strlen(job->sql) + 1;
+	strcpy(p, sql);
+	p += strlen(sql) + 1;
+	if (job->entry)
+		strlcpy(sh->entry, job->entry, sizeof(sh->entry));
 	for (int i = 0; i < job->nargs; i++)
 	{
 		sh->types[i] = job->types[i];
@@ -237,6 +299,21 @@ KsOwnerJobRun(const KsOwnerJob *job)
 		TerminateBackgroundWorker(handle);
 		stopped = WaitStopped(handle, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), OWNER_JOB_GRACE_MS));
 		sh->timed_out = true;
+		if (!stopped)
+		{
+			pid_t		pid;
+
+			if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STARTED && StuckCount < STUCK_MAX)
+			{
+				Stuck[StuckCount].role = job->role;
+				Stuck[StuckCount].pid = pid;
+				StuckCount++;
+			}
+			ereport(WARNING,
+					(errmsg("%s is still running after keysmith.rotation_step_timeout and a terminate request", job->what),
+					 errdetail("Its code waits where no interrupt is checked; role %s gets no other job until it exits.",
+							   GetUserNameFromId(job->role, true) ? GetUserNameFromId(job->role, true) : "(dropped)")));
+		}
 	}
 	WipeArgs(sh);
 	status = sh->status;
@@ -331,6 +408,37 @@ WipeDatums(OwnerJobShared *sh, Datum *values, const char *nulls)
 		}
 }
 
+/*
+ * Call the job's C entry point with its arguments as C strings (copies,
+ * wiped when it returns; the shared copies are wiped at once), and keep
+ * its result.
+ */
+static void
+RunEntry(OwnerJobShared *sh)
+{
+	KsOwnerJobEntry fn;
+	char	   *args[KS_OWNER_JOB_MAX_ARGS];
+	char	   *result;
+
+	fn = (KsOwnerJobEntry) load_external_function("$libdir/keysmith", sh->entry, true, NULL);
+	for (int i = 0; i < sh->nargs; i++)
+		args[i] = sh->value_off[i] < 0 ? NULL : pnstrdup(sh->data + sh->value_off[i], sh->value_len[i]);
+	WipeArgs(sh);
+	result = fn(sh->nargs, args);
+	for (int i = 0; i < sh->nargs; i++)
+		if (args[i])
+			explicit_bzero(args[i], strlen(args[i]));
+	sh->result_isnull = result == NULL;
+	if (result)
+	{
+		if (strlen(result) >= OWNER_JOB_RESULT_MAX)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("the job's result is longer than %d bytes", OWNER_JOB_RESULT_MAX - 1)));
+		strlcpy(sh->result, result, sizeof(sh->result));
+	}
+}
+
 void
 KsOwnerJobMain(Datum arg)
 {
@@ -355,7 +463,20 @@ KsOwnerJobMain(Datum arg)
 
 	/* keysmith's deadline, counted from here whatever the job does */
 	deadline_id = RegisterTimeout(USER_TIMEOUT, DeadlineHandler);
-	enable_timeout_after(deadline_id, sh->timeout_ms);
+	/*
+	 * A little later than the deadlines the job's own waits keep (a
+	 * remote server's, for example), so that those end it with their own
+	 * clear error first.
+	 */
+	enable_timeout_after(deadline_id, sh->timeout_ms + OWNER_JOB_TIMER_GRACE_MS);
+
+	/*
+	 * libpq, used by dblink and postgres_fdw, waits in connect without
+	 * checking interrupts; its default connect_timeout comes from here,
+	 * unless the role's connection string names one.
+	 */
+	snprintf(buf, sizeof(buf), "%d", Max((sh->timeout_ms + 999) / 1000, 2));
+	setenv("PGCONNECT_TIMEOUT", buf, 1);
 
 	BackgroundWorkerInitializeConnectionByOid(sh->dboid, InvalidOid, 0);
 	pgstat_report_appname("keysmith owner job");
@@ -392,6 +513,19 @@ KsOwnerJobMain(Datum arg)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
+		if (sh->entry[0])
+		{
+			RunEntry(sh);
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			disable_timeout(deadline_id, false);
+			pg_memory_barrier();
+			sh->status = JOB_OK;
+			Job = NULL;
+			dsm_detach(seg);
+			proc_exit(0);
+		}
 		ReadArgs(sh, values, nulls);
 		rc = SPI_execute_with_args(sh->data + sh->sql_off, sh->nargs, sh->types, values, nulls,
 								   false, 1);

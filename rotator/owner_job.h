@@ -15,11 +15,20 @@
 
 #define KS_OWNER_JOB_MAX_ARGS 8
 
+/*
+ * A job's C entry point (instead of a statement): called in the job's
+ * transaction, SPI connected, with the argument values as C strings; the
+ * string it returns (or NULL) is the job's result.  Named by its exported
+ * symbol in keysmith.so, since the job is another process.
+ */
+typedef char *(*KsOwnerJobEntry) (int nargs, char **values);
+
 typedef struct KsOwnerJob
 {
 	Oid			role;			/* the owner: session, outer and current user */
 	const char *what;			/* for messages: "the sql step function of secret \"s\"" */
 	const char *sql;			/* one statement, every name schema-qualified */
+	const char *entry;			/* or, instead, a KsOwnerJobEntry's symbol */
 	int			nargs;
 	Oid			types[KS_OWNER_JOB_MAX_ARGS];
 	const char *values[KS_OWNER_JOB_MAX_ARGS];	/* text form; NULL is SQL NULL */
@@ -46,5 +55,12 @@ extern char *KsOwnerJobRun(const KsOwnerJob *job);
  * rotation worker calls it at the start of each round.
  */
 extern void KsOwnerJobNewRound(void);
+
+/*
+ * Would KsOwnerJobRun refuse role now (a job of it passed its deadline in
+ * this round, or is still running past it)?  Callers skip such work for
+ * the round instead of spending one of its attempts.
+ */
+extern bool KsOwnerJobRoleHeld(Oid role);
 
 #endif							/* KEYSMITH_OWNER_JOB_H */

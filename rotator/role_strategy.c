@@ -27,6 +27,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
 #include "libpq/scram.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -40,7 +41,9 @@
 #include "common/scram-common.h"
 #include "libpq-fe.h"
 
+#include "../extension/owner_spi.h"
 #include "../extension/roles.h"
+#include "owner_job.h"
 #include "pgremote.h"
 #include "role_strategy.h"
 
@@ -990,4 +993,63 @@ KsRemoteSetPassword(const KsSecret *s, Oid owner, const char *password)
 		PQfinish(conn);
 	}
 	PG_END_TRY();
+}
+
+/* ------------------------------------------------------------ owner jobs */
+
+PGDLLEXPORT char *KsRemoteJob(int nargs, char **values);
+
+/*
+ * An owner job (rotator/owner_job.c) for a postgres_remote secret: the
+ * connection to the host the owner chose is made in a process whose
+ * session user is the owner, never in the superuser rotation worker.
+ * values: the operation ("set" or "test"), the secret's name, the
+ * password.  "set" installs the password (KsRemoteSetPassword); "test"
+ * logs in with it and returns why that failed, or NULL.
+ */
+char *
+KsRemoteJob(int nargs, char **values)
+{
+	Oid			owner = GetSessionUserId();
+	KsOwnerSpi	spi;
+	KsSecret	s;
+	char		errbuf[512];
+	char	   *result = NULL;
+
+	if (nargs != 3 || values[0] == NULL || values[1] == NULL || values[2] == NULL)
+		elog(ERROR, "keysmith: a remote job takes an operation, a secret and a password");
+	KsOwnerSpiBegin(&spi);
+	if (!KsSecretLoad(values[1], &s, false) || s.owner != owner || s.opt.strategy != KS_STRATEGY_REMOTE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("secret \"%s\" is not a postgres_remote secret of this job's role", values[1])));
+	if (strcmp(values[0], "set") == 0)
+		KsRemoteSetPassword(&s, owner, values[2]);
+	else if (strcmp(values[0], "test") == 0)
+	{
+		if (!KsRoleTestLogin(s.opt.conninfo, s.opt.role, values[2], errbuf, sizeof(errbuf)))
+			result = pstrdup(errbuf);
+	}
+	else
+		elog(ERROR, "keysmith: unknown remote job \"%s\"", values[0]);
+	KsOwnerSpiEnd(&spi);
+	return result;
+}
+
+char *
+KsRemoteInOwnerJob(const KsSecret *s, const char *op, const char *password)
+{
+	KsOwnerJob	job = {0};
+
+	job.role = s->owner;
+	job.what = psprintf("the remote %s of secret \"%s\"", strcmp(op, "test") == 0 ? "test login" : "password change",
+						s->name);
+	job.entry = "KsRemoteJob";
+	job.nargs = 3;
+	for (int i = 0; i < 3; i++)
+		job.types[i] = TEXTOID;
+	job.values[0] = op;
+	job.values[1] = s->name;
+	job.values[2] = password;
+	return KsOwnerJobRun(&job);
 }

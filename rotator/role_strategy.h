@@ -67,4 +67,12 @@ extern void KsRemoteCheck(const KsSecret *s, Oid owner, KsSecret *admin);
  */
 extern void KsRemoteSetPassword(const KsSecret *s, Oid owner, const char *password);
 
+/*
+ * postgres_remote from the rotation worker: run op ("set": install
+ * password on the remote; "test": log in with it) in an owner job, a
+ * process whose session user is the secret's owner (rotator/owner_job.h).
+ * "test" returns why the login failed, or NULL; errors propagate.
+ */
+extern char *KsRemoteInOwnerJob(const KsSecret *s, const char *op, const char *password);
+
 #endif							/* KEYSMITH_ROLE_STRATEGY_H */

@@ -55,6 +55,7 @@
 #include "../extension/roles.h"
 #include "role_strategy.h"
 #include "sql_strategy.h"
+#include "owner_job.h"
 #include "rotation.h"
 #include "../extension/owner_spi.h"
 #include "../extension/secret_mem.h"
@@ -493,7 +494,7 @@ SetRemote(RotationJob *job)
 	OpenPendingPassword(job, password);
 	PG_TRY();
 	{
-		KsRemoteSetPassword(&job->secret, job->secret.owner, password);
+		(void) KsRemoteInOwnerJob(&job->secret, "set", password);
 	}
 	PG_FINALLY();
 	{
@@ -534,7 +535,7 @@ RestoreTarget(RotationJob *job)
 	PG_TRY();
 	{
 		if (job->secret.opt.strategy == KS_STRATEGY_REMOTE)
-			KsRemoteSetPassword(&job->secret, job->secret.owner, password);
+			(void) KsRemoteInOwnerJob(&job->secret, "set", password);
 		else
 			(void) KsRoleInstallPassword(job->secret.owner, job->target, password);
 	}
@@ -689,6 +690,30 @@ WipeRoundPasswords(void *arg)
 	RoundCount = 0;
 }
 
+/* Does this rotation's next step run its owner's code or reach its owner's host? */
+static bool
+UsesOwnerJobs(const RotationJob *job)
+{
+	return job->secret.name[0] != '\0' &&
+		(job->secret.opt.strategy == KS_STRATEGY_SQL || job->secret.opt.strategy == KS_STRATEGY_REMOTE);
+}
+
+/* Say in keysmith.rotations why a rotation waits, without spending an attempt. */
+static void
+NoteDeferred(RotationJob *job)
+{
+	Oid			types[2] = {UUIDOID, TEXTOID};
+	Datum		values[2];
+	char	   *owner = GetUserNameFromId(job->secret.owner, true);
+
+	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(job->token));
+	values[1] = CStringGetTextDatum(psprintf("waiting: a job of role %s passed keysmith.rotation_step_timeout "
+											 "(or still runs past it); this rotation goes on in a later round",
+											 owner ? owner : "(dropped)"));
+	KsSpiExec("UPDATE keysmith.rotation SET last_error = $2 WHERE token OPERATOR(pg_catalog.=) $1",
+			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
+}
+
 typedef struct PhaseItemArgs
 {
 	RotationJob *job;
@@ -705,8 +730,15 @@ PhaseItem(void *arg)
 		a->job->skip = true;	/* cancelled meanwhile, or being cancelled */
 		return;
 	}
-	if (a->job->state == a->phase)
-		Advance(a->job);
+	if (a->job->state != a->phase)
+		return;
+	if (UsesOwnerJobs(a->job) && KsOwnerJobRoleHeld(a->job->secret.owner))
+	{
+		a->job->skip = true;	/* its owner's job hit the deadline: next round, no attempt spent */
+		NoteDeferred(a->job);
+		return;
+	}
+	Advance(a->job);
 }
 
 /* Decrypt the pending credential, as the secret's owner, for the test login. */
@@ -796,6 +828,17 @@ RunPhase(RotationJob *jobs, int n, KsRotationState phase)
 	KsJobEnd();
 }
 
+/* The test login of a postgres_remote rotation, in an owner job. */
+static void
+RemoteTestItem(void *arg)
+{
+	RotationJob *job = arg;
+	char	   *why = KsRemoteInOwnerJob(&job->secret, "test", job->password);
+
+	if (why)
+		job->test_error = MemoryContextStrdup(JobCxt, why);
+}
+
 bool
 KsRotationRound(MemoryContext cxt)
 {
@@ -851,8 +894,23 @@ KsRotationRound(MemoryContext cxt)
 		if (jobs[i].skip || jobs[i].state != KS_ROT_TEST || jobs[i].password == NULL)
 			continue;
 		pgstat_report_activity(STATE_RUNNING, "keysmith rotation: test login");
-		if (!KsRoleTestLogin(jobs[i].secret.opt.strategy == KS_STRATEGY_REMOTE ? jobs[i].secret.opt.conninfo : NULL,
-							 jobs[i].target, jobs[i].password, err, sizeof(err)))
+		if (jobs[i].secret.opt.strategy == KS_STRATEGY_REMOTE && KsOwnerJobRoleHeld(jobs[i].secret.owner))
+		{
+			jobs[i].skip = true;	/* next round; it tests again then */
+			explicit_bzero(jobs[i].password, strlen(jobs[i].password));
+			continue;
+		}
+		if (jobs[i].secret.opt.strategy == KS_STRATEGY_REMOTE)
+		{
+			/* the owner's host: from an owner job (a short transaction here) */
+			char	   *message = NULL;
+
+			KsJobBegin("keysmith rotation: remote test login", keysmith_rotation_lock_timeout);
+			if (!KsJobTry(RemoteTestItem, &jobs[i], &message))
+				jobs[i].test_error = MemoryContextStrdup(cxt, message);
+			KsJobEnd();
+		}
+		else if (!KsRoleTestLogin(NULL, jobs[i].target, jobs[i].password, err, sizeof(err)))
 			jobs[i].test_error = MemoryContextStrdup(cxt, err);
 		jobs[i].tested = true;
 		explicit_bzero(jobs[i].password, strlen(jobs[i].password));

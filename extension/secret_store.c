@@ -13,7 +13,9 @@
  * (KsSecretActor): there is no process-wide "current actor", so nothing one
  * secret's code does in a process can change whom another's records name.
  * A new current version is announced on the secret's own notification
- * channel, which only its readers are told (keysmith.secret_channel).
+ * channel, which only its readers are told (keysmith.secret_channel), with
+ * a payload that names nothing; the secret then gets a new channel, so a
+ * role that lost read hears at most one more announcement.
  */
 #include "postgres.h"
 
@@ -281,18 +283,39 @@ CatalogHasChannels(void)
 	return KsCatalogFind(&cat, why, sizeof(why)) == KS_CATALOG_OK && cat.version >= 10;
 }
 
-/* NOTIFY the secret's channel with payload (as the tables' owner). */
+/*
+ * Tell the secret's channel that event happened, then give the secret a
+ * new channel (as the tables' owner).  The payload, {"event": "<event>"},
+ * names neither the secret nor a version: whoever still listens on the old
+ * channel (a role that lost read, or anyone it handed the name to) learns
+ * that one more thing happened, and nothing after it.  Readers ask
+ * keysmith.secret_channel again and LISTEN there.  Nothing listens on the
+ * new channel yet, so nothing is sent on it.  The caller holds the
+ * secret's row locked, so two transactions cannot both move it from the
+ * same channel.
+ */
 static void
-NotifyChannel(const char *name, const char *payload)
+MoveChannel(const char *name, const char *event)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(payload)};
+	Datum		values[2];
+	StringInfoData payload;
 
 	if (!CatalogHasChannels())
 		return;
+	initStringInfo(&payload);
+	appendStringInfoString(&payload, "{\"event\": ");
+	escape_json(&payload, event);
+	appendStringInfoChar(&payload, '}');
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(payload.data);
+	/* the old channel hears it last: it is sent before the new one is set */
 	KsSpiExec("SELECT pg_catalog.pg_notify(notify_channel, $2) FROM keysmith.secret"
 			  " WHERE name OPERATOR(pg_catalog.=) $1",
 			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
+	/* the column's default is the one generator of channels */
+	KsSpiExec("UPDATE keysmith.secret SET notify_channel = DEFAULT WHERE name OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, false, 0, SPI_OK_UPDATE);
 }
 
 void
@@ -300,7 +323,6 @@ KsSecretPromote(const KsSecret *s, const char *version_id)
 {
 	Oid			types[3] = {TEXTOID, UUIDOID, INT4OID};
 	Datum		values[3];
-	StringInfoData payload;
 
 	values[0] = CStringGetTextDatum(s->name);
 	values[1] = DirectFunctionCall1(uuid_in, CStringGetDatum(version_id));
@@ -332,11 +354,8 @@ KsSecretPromote(const KsSecret *s, const char *version_id)
 			  "        ORDER BY v.created_at DESC LIMIT $3))",
 			  3, types, values, NULL, false, 0, SPI_OK_DELETE);
 
-	initStringInfo(&payload);
-	appendStringInfoString(&payload, "{\"secret\": ");
-	escape_json(&payload, s->name);
-	appendStringInfo(&payload, ", \"version_id\": \"%s\", \"stage\": \"current\"}", version_id);
-	NotifyChannel(s->name, payload.data);
+	/* the row is locked since the UPDATE above: no other channel slips in */
+	MoveChannel(s->name, "rotated");
 }
 
 bool
@@ -358,21 +377,7 @@ KsSecretChannel(const char *name, char *channel)
 void
 KsSecretNewChannel(const char *name)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(name)};
-	StringInfoData payload;
-
-	if (!CatalogHasChannels())
-		return;
-	/* the old channel hears it last: it is sent before the new one is set */
-	initStringInfo(&payload);
-	appendStringInfoString(&payload, "{\"secret\": ");
-	escape_json(&payload, name);
-	appendStringInfoString(&payload, ", \"event\": \"channel_changed\"}");
-	NotifyChannel(name, payload.data);
-	/* the column's default is the one generator of channels */
-	KsSpiExec("UPDATE keysmith.secret SET notify_channel = DEFAULT WHERE name OPERATOR(pg_catalog.=) $1",
-			  1, types, values, NULL, false, 0, SPI_OK_UPDATE);
+	MoveChannel(name, "channel_changed");
 }
 
 void

@@ -117,9 +117,9 @@ extern bool KsSecretFindVersion(const char *name, const char *stage, char *versi
 
 /*
  * Make version_id current: previous loses its label, current becomes
- * previous.  Then erase unlabelled versions beyond keep_versions, and
- * NOTIFY the secret's own channel (KsSecretChannel).  One transaction
- * with the caller's.
+ * previous.  Then erase unlabelled versions beyond keep_versions, send
+ * {"event": "rotated"} on the secret's channel (KsSecretChannel) and give
+ * the secret a new one.  One transaction with the caller's.
  */
 extern void KsSecretPromote(const KsSecret *s, const char *version_id);
 
@@ -127,15 +127,17 @@ extern void KsSecretPromote(const KsSecret *s, const char *version_id);
  * The secret's notification channel, "keysmith_rotation_" and 32 hex
  * digits of a random value kept in its row: unguessable, so that only a
  * role that was told it (keysmith.secret_channel, which needs read) can
- * LISTEN to it.  Into channel (NAMEDATALEN bytes); false if the secret is
+ * LISTEN to it; a new one at every new version and every revoked read.
+ * Into channel (NAMEDATALEN bytes); false if the secret is
  * gone or the catalog is older than 0.10, which has none.
  */
 extern bool KsSecretChannel(const char *name, char *channel);
 
 /*
  * Give the secret a new channel (a role lost read: it must hear nothing
- * more), telling listeners of the old one {"secret": ..., "event":
- * "channel_changed"} so that readers ask for the new one.
+ * more), telling listeners of the old one {"event": "channel_changed"}
+ * so that readers ask for the new one.  The caller holds the secret's row
+ * locked.
  */
 extern void KsSecretNewChannel(const char *name);
 

@@ -525,7 +525,9 @@ keysmith_secret_visible(PG_FUNCTION_ARGS)
  * secret's new versions are announced, for a role that holds read on it
  * (refused like get_secret, so a non-reader learns nothing, not even
  * whether the secret exists).  Knowing the channel is what lets a role
- * LISTEN to it: no other channel carries anything about a secret.
+ * LISTEN to it: no other channel carries anything about a secret.  The
+ * channel changes at every new version, so a reader asks again after each
+ * notification, and a former reader hears at most one more.
  */
 Datum
 keysmith_secret_channel(PG_FUNCTION_ARGS)

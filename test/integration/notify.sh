@@ -10,11 +10,17 @@
 #     they can learn (eve's own secret's).  A rotation and a
 #     put_secret_value later they have received nothing;
 #   * a reader that asked keysmith.secret_channel() for its secrets'
-#     channels receives each new version there;
+#     channels hears {"event": "rotated"} there at each new version, a
+#     payload that names nothing, and the secret gets a new channel;
 #   * secret_channel refuses a non-reader with 42501, for a secret that
 #     exists and for one that does not alike;
 #   * revoking read gives the secret a new channel: the old one hears one
 #     last "channel_changed" and nothing after;
+#   * the red team's attack (redteam.sh check 4): a reader learns the
+#     channel, loses read outside keysmith (REVOKE grp FROM role) and keeps
+#     listening through two new versions: it hears one payload naming
+#     nothing, then nothing.  A reader that follows the documented pattern
+#     (ask secret_channel again at each notification) hears both;
 #   * in one worker round with alice's rotation, bob's sql step function
 #     calls keysmith itself (which, through 0.9's process-wide actor, made
 #     the worker record alice's steps as bob's): every event of alice's
@@ -25,7 +31,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 12
+ks_plan 16
 
 dir=$KS_WORK/extra-notify
 ks_cluster_init "$dir"
@@ -73,12 +79,15 @@ CREATE ROLE eve LOGIN IN ROLE keysmith_user;
 CREATE ROLE rot_only LOGIN IN ROLE keysmith_user;
 CREATE ROLE reader LOGIN IN ROLE keysmith_user;
 CREATE ROLE kadmin LOGIN IN ROLE keysmith_admin;
+CREATE ROLE readers NOLOGIN;
+CREATE ROLE former LOGIN IN ROLE keysmith_user, readers;
 CREATE SCHEMA bobs AUTHORIZATION bob;
 SET ROLE alice;
 SELECT keysmith.create_secret('db/app', 'creds', 'postgres_role', '{"role": "app"}');
 SELECT keysmith.create_secret('db/token', 'creds', 'none', '{}', 'token-1');
 SELECT keysmith.grant_secret('db/app', 'reader', 'read');
 SELECT keysmith.grant_secret('db/token', 'reader', 'read');
+SELECT keysmith.grant_secret('db/token', 'readers', 'read');
 SELECT keysmith.grant_secret('db/app', 'rot_only', 'rotate');
 SET ROLE eve;
 SELECT keysmith.create_secret('eve/own', 'creds', 'none', '{}', 'eve-1');
@@ -98,7 +107,7 @@ END $$;
 SELECT keysmith.create_secret('bob/own', 'creds', 'none', '{}', 'bob-1');
 SELECT keysmith.create_secret('bob/fn', 'creds', 'sql', '{"function": "bobs.rot"}', 'bob-fn-1');
 SQL
-ks_check $? "setup: alice's secrets, read granted to reader, rotate only to rot_only; eve's and bob's own"
+ks_check $? "setup: alice's secrets, read granted to reader (and on db/token to readers), rotate only to rot_only; eve's and bob's own"
 
 # 1. the channel, and who may have it
 ch_app=$(q -U reader -c "SELECT keysmith.secret_channel('db/app')")
@@ -145,11 +154,15 @@ barrier "$pid_eve" "$pid_rot" "$pid_reader"
 ks_check $? "alice's and bob's rotations, requested together, finished ($st_a, $st_b)"
 
 v_app=$(q -c "SELECT current_version FROM keysmith.secrets WHERE name = 'db/app'")
-want=$(printf '%s\t{"secret": "db/app", "version_id": "%s", "stage": "current"}\n%s\t{"secret": "db/token", "version_id": "%s", "stage": "current"}' \
-    "$ch_app" "$v_app" "$ch_token" "$v_token")
+want=$(printf '%s\t{"event": "rotated"}\n%s\t{"event": "rotated"}' "$ch_app" "$ch_token")
 got=$(cat "$KS_WORK/reader.out")
-[ "$got" = "$want" ]
-ks_check_out $? "$got" "the reader heard each new version on its secrets' channels, once"
+[ "$got" = "$want" ] && [[ $v_token =~ ^[0-9a-f-]{36}$ ]]
+ks_check_out $? "$got" "the reader heard each new version on its secrets' channels, once, in a payload that names nothing"
+ch_app2=$(q -U reader -c "SELECT keysmith.secret_channel('db/app')")
+ch_token2=$(q -U reader -c "SELECT keysmith.secret_channel('db/token')")
+[[ $ch_app2 =~ ^keysmith_rotation_[0-9a-f]{32}$ ]] && [[ $ch_token2 =~ ^keysmith_rotation_[0-9a-f]{32}$ ]] &&
+    [ "$ch_app2" != "$ch_app" ] && [ "$ch_token2" != "$ch_token" ] && [ "$ch_app2" != "$ch_token2" ]
+ks_check_out $? "$ch_app2 $ch_token2" "a rotation's finish and a put_secret_value each gave the secret a new channel"
 got=$(cat "$KS_WORK/eve.out" "$KS_WORK/rot.out" "$KS_WORK/eve.err" "$KS_WORK/rot.err")
 [ -z "$got" ] && [ -e "$KS_WORK/eve.ready" ] && [ -e "$KS_WORK/rot.ready" ]
 ks_check_out $? "$got" "non-readers listening on keysmith_rotation and on their own channels heard nothing"
@@ -166,6 +179,7 @@ calls=$(q -c "SELECT string_agg(step || ':' || note, ',' ORDER BY step) FROM bob
 ks_check_out $? "$ev / $calls" "bob's step function called keysmith in that round, and bob's events name bob only"
 
 # 4. read revoked: a new channel, and the old one hears only that
+ch_app=$ch_app2
 listen old reader "$ch_app" || echo "# a listener did not start"
 q -U alice -c "SELECT keysmith.revoke_secret('db/app', 'reader', 'read')" >/dev/null
 ch_new=$(q -U alice -c "SELECT keysmith.secret_channel('db/app')")
@@ -177,13 +191,34 @@ listen new alice "$ch_new" || echo "# a listener did not start"
 tok=$(q -U alice -c "SELECT keysmith.rotate_secret('db/app')")
 st=$(ks_wait_rotation "$tok")
 barrier "$pid_old" "$pid_new"
-v_app=$(q -c "SELECT current_version FROM keysmith.secrets WHERE name = 'db/app'")
 got=$(cat "$KS_WORK/old.out")
-[ "$got" = "$(printf '%s\t{"secret": "db/app", "event": "channel_changed"}' "$ch_app")" ]
+[ "$got" = "$(printf '%s\t{"event": "channel_changed"}' "$ch_app")" ]
 ks_check_out $? "$got" "the old channel heard channel_changed, and nothing of the next rotation"
 got=$(cat "$KS_WORK/new.out")
-[ "$st" = finished ] &&
-    [ "$got" = "$(printf '%s\t{"secret": "db/app", "version_id": "%s", "stage": "current"}' "$ch_new" "$v_app")" ]
+[ "$st" = finished ] && [ "$got" = "$(printf '%s\t{"event": "rotated"}' "$ch_new")" ]
 ks_check_out $? "$st: $got" "the next rotation is announced on the new channel"
+
+# 5. the red team's attack: read lost outside keysmith, the channel kept
+ch_f=$(q -U former -c "SELECT keysmith.secret_channel('db/token')")
+listen follower reader "follow:db/token" || echo "# the follower did not start"
+q -c "REVOKE readers FROM former"
+e6=$(qv -U former -c "SELECT keysmith.secret_channel('db/token')")
+listen former former "$ch_f" || echo "# the former reader's listener did not start"
+[[ $ch_f =~ ^keysmith_rotation_[0-9a-f]{32}$ ]] && ks_sqlstate 42501 'permission denied for secret "db/token"' "$e6"
+ks_check_out $? "$ch_f / $e6" "a member of readers learned db/token's channel, and lost read with REVOKE readers FROM former"
+q -U alice -c "SELECT keysmith.put_secret_value('db/token', 'token-3')" >/dev/null
+# the follower moves to the new channel before the next version
+for _ in $(seq 1 300); do
+    [ "$(wc -l <"$KS_WORK/follower.out")" -ge 1 ] && break
+    sleep 0.1
+done
+q -U alice -c "SELECT keysmith.put_secret_value('db/token', 'token-4')" >/dev/null
+barrier "$pid_former" "$pid_follower"
+got=$(cat "$KS_WORK/former.out" "$KS_WORK/former.err")
+[ "$got" = "$(printf '%s\t{"event": "rotated"}' "$ch_f")" ]
+ks_check_out $? "$got" "the former reader heard one payload naming nothing on the channel it kept, then nothing of the next version"
+got=$(cat "$KS_WORK/follower.out" "$KS_WORK/follower.err")
+[ "$got" = "$(printf 'db/token\t{"event": "rotated"}\ttoken-3\ndb/token\t{"event": "rotated"}\ttoken-4')" ]
+ks_check_out $? "$got" "a reader that asks secret_channel again at each notification hears both versions and reads each"
 
 ks_cluster_stop "$dir"

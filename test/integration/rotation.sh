@@ -3,8 +3,9 @@
 #
 # Credential rotation on a real server, end to end: a postgres_role secret
 # rotates (the new password logs in over TCP, the old one stops at set,
-# NOTIFY on the secret's own channel carries the new version); a pair rotates 50 times while a client
-# reads current and logs in, with no failed login; a pg_hba.conf trust line
+# NOTIFY on the secret's own channel says it rotated, naming nothing, and
+# the channel moves); a pair rotates 50 times while a client reads
+# current and logs in, with no failed login; a pg_hba.conf trust line
 # makes the test step fail (PQconnectionUsedPassword), the rotation ends
 # 'failed' and current still logs in; the target role dropped
 # mid-rotation; two rotate_secret calls at once; a standby refuses
@@ -86,8 +87,10 @@ ks_check $? "the new current password logs in; the old one stopped working at se
 ks_check $? "previous is the old credential; no version is pending"
 v2=$(q -c "SELECT current_version FROM keysmith.secrets WHERE name = 'db/app'")
 wait $listener
-grep -qF "\"secret\": \"db/app\", \"version_id\": \"$v2\", \"stage\": \"current\"" "$listen_out"
-ks_check $? "finish sent NOTIFY on the secret's channel with the secret, the new version id and the stage"
+channel2=$(q -c "SELECT keysmith.secret_channel('db/app')")
+grep -qF "\"$channel\" with payload \"{\"event\": \"rotated\"}\"" "$listen_out" &&
+    ! grep -qF -e db/app -e "$v2" "$listen_out" && [ "$channel2" != "$channel" ]
+ks_check $? "finish sent NOTIFY {\"event\": \"rotated\"} on the secret's channel, naming neither secret nor version, and moved the secret to a new channel"
 n=$(q -c "SELECT string_agg(event, ',' ORDER BY event_id) FROM keysmith.rotation_event WHERE token = '$tok'")
 [ "$n" = "requested,created,set,tested,finished" ]; ks_check $? "the audit trail has each step once ($n)"
 [ "$(q -c "SELECT rotate_secret FROM keysmith.rotate_secret('db/app', '$tok')")" = "$tok" ] &&

@@ -19,7 +19,10 @@
 -- secret_channel() tells it only to roles that may read the secret.
 -- Existing secrets get theirs here, each its own (a volatile default is
 -- evaluated per row).  The default is the one place channels are made:
--- revoke_secret of read sets a new one with it.
+-- every rotation finish and put_secret_value (after a payload that names
+-- nothing, {"event": "rotated"}, on the old one) and every revoke_secret
+-- of read set a new one with it, so a role that lost read some other way
+-- (a membership revoked) hears at most one more nameless notification.
 ALTER TABLE keysmith.secret ADD COLUMN notify_channel text NOT NULL
     DEFAULT 'keysmith_rotation_' OPERATOR(pg_catalog.||)
             pg_catalog.replace(pg_catalog.gen_random_uuid()::pg_catalog.text, '-', '');
@@ -31,7 +34,7 @@ AS 'MODULE_PATHNAME', 'keysmith_secret_channel'
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION keysmith.secret_channel(text) IS
-    'the channel to LISTEN on for the secret''s new versions; needs read on the secret';
+    'the channel to LISTEN on for the secret''s next version (it moves at every new version: ask again after each notification); needs read on the secret';
 REVOKE ALL ON FUNCTION keysmith.secret_channel(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION keysmith.secret_channel(text) TO keysmith_user, keysmith_admin;
 

@@ -23,12 +23,19 @@
  *     next top-level statement begins.
  *   - In a sensitive text every string and numeric constant becomes '***' /
  *     ***; identifiers, keywords and the shape stay (KsRedactStatement).
+ *     Where the scan cannot tell where a string ends (a plain string whose
+ *     end depends on standard_conforming_strings, which may have changed
+ *     since the text was parsed; an unterminated quote), the rest of the
+ *     text is one constant.
  *   - emit_log_hook rewrites each record: every copy of a known sensitive
  *     text is replaced by its redacted form, in the message, detail, hint,
  *     context and internal query; a field that still names a secret
  *     function (a plan, a context line of a text never seen whole) has its
  *     quoted constants replaced; a sensitive statement's bind parameters are
- *     replaced; pgaudit's records are parsed as the CSV they are and only
+ *     replaced; in an error of such a statement (not keysmith's own), any
+ *     value that is one of its constants or part of one, quoted back ("date/
+ *     time field value out of range: "..."", a JSON token or line), becomes
+ *     ***; pgaudit's records are parsed as the CSV they are and only
  *     their statement and parameter fields are touched; the STATEMENT: line
  *     is printed from a redacted copy of debug_query_string.
  *
@@ -36,7 +43,7 @@
  * only constants are: another extension's ids, durations and plan shapes
  * stay.  keysmith.redact_statements (on by default, superuser-only) turns it
  * all off.  What cannot be covered (a user's own wrapper function,
- * pg_stat_statements, values quoted by error messages) is in
+ * pg_stat_statements, values that errors quote from decrypted data) is in
  * docs/security.md, with what to do instead.
  *
  * The emit_log_hook runs inside error reporting: it must not throw.  It only
@@ -46,10 +53,13 @@
  */
 #include "postgres.h"
 
+#include <dlfcn.h>
+
 #include "access/xact.h"
 #include "commands/prepare.h"
 #include "executor/executor.h"
 #include "lib/stringinfo.h"
+#include "parser/parser.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/memutils.h"
@@ -91,6 +101,10 @@ static const char *const SecretNames[] = {
 #define MAX_NUMBERS 64
 #define MIN_NUMBER_DIGITS 4
 #define MAX_BODY_DEPTH 4		/* DO bodies within bodies kept in shape */
+#define MAX_CONSTANTS 256
+#define MAX_CONSTANT_BYTES (64 * 1024)
+#define MIN_ECHO_CHARS 4		/* an unquoted echo of a constant, at least */
+#define MAX_MATCH_WORK (16 * 1024 * 1024)	/* field bytes x constant bytes */
 
 typedef struct KnownText
 {
@@ -120,6 +134,18 @@ typedef struct RedactState
 	 */
 	int			nnumbers;
 	char	   *numbers[MAX_NUMBERS];
+
+	/*
+	 * The string and numeric constants of those texts, as the server would
+	 * read them ('' and backslash escapes undone), so that an error that
+	 * quotes one ("1937-02-30" of a date that does not exist, a JSON
+	 * token) can be redacted.  Beyond the bounds, constants_overflow says
+	 * so, and every quoted value of the statement's records is replaced.
+	 */
+	int			nconstants;
+	size_t		constant_bytes;
+	bool		constants_overflow;
+	char	   *constants[MAX_CONSTANTS];
 } RedactState;
 
 static RedactState State;
@@ -243,6 +269,84 @@ IsKnownNumber(RedactState *st, const char *p, size_t len)
 }
 
 /*
+ * How a string constant starting with the quote at p is read.  E'...'
+ * always takes backslash escapes, U&'...', B'...' and X'...' never do;
+ * a plain (or N'...') string takes them only when
+ * standard_conforming_strings is off.
+ */
+typedef enum QuoteKind
+{
+	QUOTE_ESCAPE,
+	QUOTE_STANDARD,
+	QUOTE_PLAIN
+} QuoteKind;
+
+static QuoteKind
+QuoteKindAt(const char *text, const char *p)
+{
+	if (p > text && (p[-1] == 'E' || p[-1] == 'e') &&
+		(p - 1 == text || !IsIdentChar(p[-2])))
+		return QUOTE_ESCAPE;
+	if (p > text && strchr("bBxX", p[-1]) != NULL &&
+		(p - 1 == text || !IsIdentChar(p[-2])))
+		return QUOTE_STANDARD;
+	if (p - 1 > text && p[-1] == '&' && (p[-2] == 'U' || p[-2] == 'u') &&
+		(p - 2 == text || !IsIdentChar(p[-3])))
+		return QUOTE_STANDARD;
+	return QUOTE_PLAIN;
+}
+
+/*
+ * The quote that ends the string constant whose opening quote is at p, or
+ * the terminating NUL if none does.  '' is a quote in any form; with
+ * backslash, a backslash escapes the character after it.
+ */
+static const char *
+QuoteEnd(const char *p, bool backslash)
+{
+	for (p++; *p; p++)
+	{
+		if (backslash && *p == '\\' && p[1])
+			p++;
+		else if (*p == '\'' && p[1] == '\'')
+			p++;
+		else if (*p == '\'')
+			return p;
+	}
+	return p;
+}
+
+/*
+ * Keep [s, s + len), a constant of a sensitive text, in st (in the current
+ * context, which is RedactCxt), decoded as the server reads it: '' is one
+ * quote and, with backslash, a backslash and the character after it are
+ * that character (good enough to find a value quoted back by an error).
+ */
+static void
+NoteConstant(RedactState *st, const char *s, size_t len, bool backslash)
+{
+	StringInfoData c;
+
+	if (st == NULL || len == 0)
+		return;
+	if (st->nconstants == MAX_CONSTANTS || st->constant_bytes + len > MAX_CONSTANT_BYTES)
+	{
+		st->constants_overflow = true;
+		return;
+	}
+	initStringInfo(&c);
+	for (size_t i = 0; i < len; i++)
+	{
+		if (i + 1 < len && ((s[i] == '\'' && s[i + 1] == '\'') ||
+							(backslash && s[i] == '\\')))
+			i++;
+		appendStringInfoChar(&c, s[i]);
+	}
+	st->constants[st->nconstants++] = c.data;
+	st->constant_bytes += c.len;
+}
+
+/*
  * Replace constants in text, palloc'd in the current context.  With sql,
  * text is a statement: every string constant ('...', E'...',
  * $tag$...$tag$) becomes '***', every numeric constant ***, comments are
@@ -287,26 +391,24 @@ RedactConstantsAt(const char *text, bool sql, RedactState *st, int depth)
 		}
 		else if (*p == '\'')
 		{
-			/* E'..' allows backslash escapes; '' is a quote in any form */
-			bool		backslash = p > text && (p[-1] == 'E' || p[-1] == 'e') &&
-				(p - 1 == text || !IsIdentChar(p[-2]));
+			/*
+			 * Whether backslash escapes a plain string's quote depends on
+			 * standard_conforming_strings as it was when the text was
+			 * parsed, which may not be its value now (a SET earlier in the
+			 * same query string).  Where the two readings end the string
+			 * at different quotes, the scan has lost track of what is
+			 * quoted: the rest of the text is one constant.
+			 */
+			QuoteKind	kind = QuoteKindAt(text, p);
+			const char *end = QuoteEnd(p, kind == QUOTE_ESCAPE);
 
-			p++;
-			while (*p)
-			{
-				if (backslash && *p == '\\' && p[1])
-					p += 2;
-				else if (*p == '\'' && p[1] == '\'')
-					p += 2;
-				else if (*p == '\'')
-				{
-					p++;
-					break;
-				}
-				else
-					p++;
-			}
+			if (kind == QUOTE_PLAIN && QuoteEnd(p, true) != end)
+				end = p + strlen(p);
+			if (sql)
+				NoteConstant(st, p + 1, end - (p + 1), kind == QUOTE_ESCAPE ||
+							 (kind == QUOTE_PLAIN && !standard_conforming_strings));
 			appendStringInfoString(&out, "'***'");
+			p = *end ? end + 1 : end;
 		}
 		else if (sql && *p == '"')
 		{
@@ -315,8 +417,13 @@ RedactConstantsAt(const char *text, bool sql, RedactState *st, int depth)
 			while (*p && !(*p == '"' && p[1] != '"'))
 				p += (*p == '"') ? 2 : 1;
 			if (*p)
-				p++;
-			appendBinaryStringInfo(&out, start, p - start);
+				appendBinaryStringInfo(&out, start, ++p - start);
+			else
+			{
+				/* no closing quote: lost track, as above */
+				NoteConstant(st, start + 1, p - (start + 1), false);
+				appendStringInfoString(&out, "'***'");
+			}
 		}
 		else if ((tag = DollarTag(p)) > 0 && (p == text || !IsIdentChar(p[-1])))
 		{
@@ -341,7 +448,11 @@ RedactConstantsAt(const char *text, bool sql, RedactState *st, int depth)
 				appendBinaryStringInfo(&out, p, tag);
 			}
 			else
+			{
+				if (sql)
+					NoteConstant(st, body, strlen(body), false);
 				appendStringInfoString(&out, "'***'");
+			}
 			pfree(body);
 			p = *end ? end + tag : end;
 		}
@@ -356,6 +467,8 @@ RedactConstantsAt(const char *text, bool sql, RedactState *st, int depth)
 			if (sql && st != NULL && p - start >= MIN_NUMBER_DIGITS &&
 				st->nnumbers < MAX_NUMBERS && !IsKnownNumber(st, start, p - start))
 				st->numbers[st->nnumbers++] = pnstrdup(start, p - start);
+			if (sql && p - start >= MIN_NUMBER_DIGITS)
+				NoteConstant(st, start, p - start, false);
 			if (sql || IsKnownNumber(st, start, p - start))
 				appendStringInfoString(&out, "***");
 			else
@@ -471,6 +584,166 @@ ReplaceAll(char *text, const char *what, const char *with)
 	return out.data;
 }
 
+/* Length of the longest prefix of s (of at most len bytes) in a constant. */
+static size_t
+LongestConstantPrefix(RedactState *st, const char *s, size_t len)
+{
+	size_t		best = 0;
+
+	for (int i = 0; i < st->nconstants; i++)
+	{
+		for (const char *c = strchr(st->constants[i], s[0]); c != NULL;
+			 c = strchr(c + 1, s[0]))
+		{
+			size_t		n = 0;
+
+			while (n < len && c[n] != '\0' && c[n] == s[n])
+				n++;
+			if (n > best)
+				best = n;
+		}
+	}
+	return best;
+}
+
+/* Is [s, s + len) a whole constant, or (two bytes or more) part of one? */
+static bool
+IsConstantPart(RedactState *st, const char *s, size_t len)
+{
+	for (int i = 0; i < st->nconstants; i++)
+	{
+		const char *c = st->constants[i];
+
+		if (strlen(c) == len && memcmp(c, s, len) == 0)
+			return true;
+	}
+	return len >= 2 && LongestConstantPrefix(st, s, len) == len;
+}
+
+/*
+ * A field of a sensitive statement's record with the values it quotes
+ * back replaced by ***: an error about a constant ("date/time field value
+ * out of range: "1937-02-30"", a JSON token, a line of JSON in CONTEXT)
+ * holds it, quoted or not.  Replaced are every quoted ("..." or '...')
+ * value that is a constant or part of one, and every unquoted run of
+ * MIN_ECHO_CHARS or more bytes that is part of one and neither starts nor
+ * ends within a word (so that a function g_card() stays, with a constant
+ * 'no_card'); the rest of the text stays.  When the constants are too many or too long to compare, every
+ * quoted value is replaced.
+ */
+/* Are text[at - 1] and text[at] both within one word (identifier, number)? */
+static inline bool
+InWord(const char *text, size_t at)
+{
+	return at > 0 && IsIdentChar(text[at - 1]) && IsIdentChar(text[at]);
+}
+
+static void
+MarkCopies(bool *keep, const char *field, const KnownText *kt)
+{
+	size_t		n = strlen(kt->redacted);
+
+	for (const char *at = strstr(field, kt->redacted); at != NULL && n > 0;
+		 at = strstr(at + n, kt->redacted))
+		memset(keep + (at - field), true, n);
+}
+
+static char *
+RedactEchoedValues(RedactState *st, char *field)
+{
+	size_t		len = strlen(field);
+	bool		everything;
+	bool		any = false;
+	bool	   *cover;
+	bool	   *keep;
+	StringInfoData out;
+
+	if (len == 0 || (st->nconstants == 0 && !st->constants_overflow))
+		return field;
+	everything = st->constants_overflow ||
+		(double) len * (double) st->constant_bytes > MAX_MATCH_WORK;
+	cover = palloc0(len);
+
+	/* the redacted copies of sensitive texts (a CONTEXT line) stay whole */
+	keep = palloc0(len + 1);
+	if (st->top_sensitive)
+		MarkCopies(keep, field, &st->top);
+	for (int i = 0; i < st->nnested; i++)
+		MarkCopies(keep, field, &st->nested[i]);
+
+	for (size_t i = 0; i < len; i++)
+	{
+		const char *close;
+		size_t		n;
+
+		if ((field[i] != '"' && field[i] != '\'') || keep[i])
+			continue;
+		close = strchr(field + i + 1, field[i]);
+		if (close == NULL)
+			continue;
+		n = close - (field + i + 1);
+		if (memchr(keep + i + 1, true, n + 1) != NULL)
+			continue;
+		if (n > 0 && (everything || IsConstantPart(st, field + i + 1, n)))
+		{
+			memset(cover + i + 1, true, n);
+			any = true;
+			i += n + 1;			/* the closing quote is not an opening one */
+		}
+	}
+	for (size_t i = 0, next = 0; !everything && i < len; i++)
+	{
+		size_t		n;
+
+		if (keep[i] || cover[i] || (i > 0 && InWord(field, i)))
+			continue;
+		/* next: the first kept byte after i, where a match must stop */
+		if (next <= i)
+			for (next = i; next < len && !keep[next]; next++)
+				;
+		n = LongestConstantPrefix(st, field + i, next - i);
+		while (n > 0 && InWord(field, i + n))
+			n--;
+
+		if (n >= MIN_ECHO_CHARS)
+		{
+			memset(cover + i, true, n);
+			any = true;
+			i += n - 1;
+		}
+	}
+	if (!any)
+		return field;
+	initStringInfo(&out);
+	for (size_t i = 0; i < len; i++)
+	{
+		if (!cover[i])
+			appendStringInfoChar(&out, field[i]);
+		else if (i == 0 || !cover[i - 1])
+			appendStringInfoString(&out, "***");
+	}
+	return out.data;
+}
+
+/*
+ * Was the record raised by keysmith's own code?  Its messages never hold a
+ * value (docs/security.md, rule 6) and name keys and secrets, which stay.
+ * The ereport's __FILE__ is a string of the library that raised it; one
+ * that cannot be placed counts as another's.
+ */
+static bool
+RaisedByKeysmith(const ErrorData *edata)
+{
+	Dl_info		self;
+	Dl_info		origin;
+
+	if (edata->filename == NULL ||
+		dladdr((const void *) &keysmith_redact_statements, &self) == 0 ||
+		dladdr(edata->filename, &origin) == 0)
+		return false;
+	return self.dli_fbase == origin.dli_fbase;
+}
+
 /*
  * One field of a record (message, detail, hint, context): copies of the
  * statement's sensitive texts become their redacted forms; then, if the
@@ -480,7 +753,7 @@ ReplaceAll(char *text, const char *what, const char *with)
  * numeric constants of the statement's sensitive texts.
  */
 static char *
-RedactField(RedactState *st, char *field)
+RedactField(RedactState *st, char *field, bool echoes)
 {
 	bool		sensitive = st->top_sensitive || st->nnested > 0;
 
@@ -493,6 +766,8 @@ RedactField(RedactState *st, char *field)
 	/* "$1 = '...'" is how the server lists parameters, in any language */
 	if (MentionsSecretName(field) || (sensitive && strstr(field, "$1 = ") != NULL))
 		field = RedactConstants(field, false, st);
+	if (sensitive && echoes)
+		field = RedactEchoedValues(st, field);
 	return field;
 }
 
@@ -651,6 +926,8 @@ RedactRecord(ErrorData *edata)
 {
 	RedactState *st = CurrentState();
 	bool		sensitive = st->top_sensitive || st->nnested > 0;
+	bool		echoes;
+	bool		ours;
 
 	/* the common path: a statement that involves no secret function */
 	if (!sensitive &&
@@ -659,12 +936,21 @@ RedactRecord(ErrorData *edata)
 		!MentionsSecretName(edata->context) && !MentionsSecretName(edata->internalquery))
 		return;
 
+	/*
+	 * Values quoted back by a message are looked for in records other than
+	 * those that log the statement or its plan (errhidestmt: log_statement,
+	 * durations, auto_explain), which the rules above cover, and, but for
+	 * their CONTEXT lines, other than keysmith's own.
+	 */
+	echoes = !edata->hide_stmt;
+	ours = echoes && RaisedByKeysmith(edata);
 	if (edata->message && !RedactAuditRecord(edata))
-		edata->message = RedactField(st, edata->message);
-	edata->detail = RedactField(st, edata->detail);
-	edata->detail_log = RedactField(st, edata->detail_log);
-	edata->hint = RedactField(st, edata->hint);
-	edata->context = RedactField(st, edata->context);
+		edata->message = RedactField(st, edata->message, echoes && !ours);
+	edata->detail = RedactField(st, edata->detail, echoes && !ours);
+	edata->detail_log = RedactField(st, edata->detail_log, echoes && !ours);
+	edata->hint = RedactField(st, edata->hint, echoes && !ours);
+	/* context lines are added by whoever was running: a JSON parser, say */
+	edata->context = RedactField(st, edata->context, echoes);
 	/* a QUERY: line is a statement of its own, failing in a nested level */
 	if (edata->internalquery &&
 		(MentionsSecretName(edata->internalquery) || sensitive))

@@ -408,6 +408,20 @@ WipeDatums(OwnerJobShared *sh, Datum *values, const char *nulls)
 		}
 }
 
+/* The job's result, v or NULL, into shared memory. */
+static void
+KeepResult(OwnerJobShared *sh, const char *v)
+{
+	sh->result_isnull = v == NULL;
+	if (v == NULL)
+		return;
+	if (strlen(v) >= OWNER_JOB_RESULT_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the job's result is longer than %d bytes", OWNER_JOB_RESULT_MAX - 1)));
+	strlcpy(sh->result, v, sizeof(sh->result));
+}
+
 /*
  * Call the job's C entry point with its arguments as C strings (copies,
  * wiped when it returns; the shared copies are wiped at once), and keep
@@ -428,15 +442,24 @@ RunEntry(OwnerJobShared *sh)
 	for (int i = 0; i < sh->nargs; i++)
 		if (args[i])
 			explicit_bzero(args[i], strlen(args[i]));
-	sh->result_isnull = result == NULL;
-	if (result)
-	{
-		if (strlen(result) >= OWNER_JOB_RESULT_MAX)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("the job's result is longer than %d bytes", OWNER_JOB_RESULT_MAX - 1)));
-		strlcpy(sh->result, result, sizeof(sh->result));
-	}
+	KeepResult(sh, result);
+}
+
+/* Run the job's statement with its arguments, and keep its first value. */
+static void
+RunStatement(OwnerJobShared *sh)
+{
+	Datum		values[KS_OWNER_JOB_MAX_ARGS];
+	char		nulls[KS_OWNER_JOB_MAX_ARGS];
+	int			rc;
+
+	ReadArgs(sh, values, nulls);
+	rc = SPI_execute_with_args(sh->data + sh->sql_off, sh->nargs, sh->types, values, nulls, false, 1);
+	if (rc < 0)
+		elog(ERROR, "keysmith: owner job statement failed (%s)", SPI_result_code_string(rc));
+	WipeDatums(sh, values, nulls);
+	KeepResult(sh, SPI_tuptable != NULL && SPI_processed > 0 && SPI_tuptable->tupdesc->natts > 0 ?
+			   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL);
 }
 
 void
@@ -444,11 +467,8 @@ KsOwnerJobMain(Datum arg)
 {
 	dsm_segment *seg;
 	OwnerJobShared *sh;
-	Datum		values[KS_OWNER_JOB_MAX_ARGS];
-	char		nulls[KS_OWNER_JOB_MAX_ARGS];
 	char		buf[32];
 	TimeoutId	deadline_id;
-	volatile int rc;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -514,39 +534,9 @@ KsOwnerJobMain(Datum arg)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		if (sh->entry[0])
-		{
 			RunEntry(sh);
-			SPI_finish();
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-			disable_timeout(deadline_id, false);
-			pg_memory_barrier();
-			sh->status = JOB_OK;
-			Job = NULL;
-			dsm_detach(seg);
-			proc_exit(0);
-		}
-		ReadArgs(sh, values, nulls);
-		rc = SPI_execute_with_args(sh->data + sh->sql_off, sh->nargs, sh->types, values, nulls,
-								   false, 1);
-		if (rc < 0)
-			elog(ERROR, "keysmith: owner job statement failed (%s)", SPI_result_code_string(rc));
-		WipeDatums(sh, values, nulls);
-		sh->result_isnull = true;
-		if (SPI_tuptable != NULL && SPI_processed > 0 && SPI_tuptable->tupdesc->natts > 0)
-		{
-			char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-
-			if (v && strlen(v) >= OWNER_JOB_RESULT_MAX)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("the job's result is longer than %d bytes", OWNER_JOB_RESULT_MAX - 1)));
-			if (v)
-			{
-				strlcpy(sh->result, v, sizeof(sh->result));
-				sh->result_isnull = false;
-			}
-		}
+		else
+			RunStatement(sh);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();

@@ -65,9 +65,10 @@ rotate() { q -c "SET ROLE $1" -c "SELECT keysmith.rotate_secret('$2')"; }
 last_error() { q -c "SELECT last_error FROM keysmith.rotations WHERE token = '$1'"; }
 jobs_running() { q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'"; }
 
-# a host that accepts connections and never answers; it counts them
-tarpit_port=$(ks_free_port)
-python3 - "$tarpit_port" "$dir/tarpit.count" <<'PY' &
+# start_tarpit: a host on $tarpit_port that accepts connections and never
+# answers; it counts them in tarpit.count (sets tarpit_pid)
+start_tarpit() {
+    python3 - "$tarpit_port" "$dir/tarpit.count" <<'PY' &
 import socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -80,7 +81,10 @@ while True:
     with open(sys.argv[2], 'w') as f:
         f.write(str(len(held)))
 PY
-tarpit_pid=$!
+    tarpit_pid=$!
+}
+tarpit_port=$(ks_free_port)
+start_tarpit
 for _ in $(seq 1 50); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $tarpit_port), 1).close()" 2>/dev/null && break
     sleep 0.1
@@ -163,20 +167,7 @@ wait_for "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'keysmi
     echo "# owner jobs still running after the tarpit closed"
 
 # --- 7. connect_timeout=0: nothing ends the job; its role gets no other job meanwhile
-python3 - "$tarpit_port" "$dir/tarpit.count" <<'PY' &
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('127.0.0.1', int(sys.argv[1])))
-s.listen(64)
-held = []
-while True:
-    c, _ = s.accept()
-    held.append(c)
-    with open(sys.argv[2], 'w') as f:
-        f.write(str(len(held)))
-PY
-tarpit_pid=$!
+start_tarpit
 sleep 1
 rm -f "$dir/tarpit.count"
 q <<SQL >/dev/null

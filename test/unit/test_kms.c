@@ -25,7 +25,7 @@
 #include "secret.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 148
+#define TESTS_PLANNED 151
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -734,6 +734,14 @@ test_remote_helpers(void)
 	kms.options[0].value = "2500";
 	check(KsHttpCheckTimeout(&kms, NULL) == KS_OK && KsHttpTimeoutMs(&kms) == 2500,
 		  "http: timeout_ms overrides the default");
+	kms.options[0].value = "600000";
+	KsHttpSetTimeoutCap(2000);
+	check(KsHttpTimeoutMs(&kms) == 2000, "http: the rotation worker's cap shortens a ten-minute timeout_ms");
+	kms.options[0].value = "1500";
+	check(KsHttpTimeoutMs(&kms) == 1500, "http: and leaves a shorter one alone");
+	KsHttpSetTimeoutCap(0);
+	kms.options[0].value = "600000";
+	check(KsHttpTimeoutMs(&kms) == 600000, "http: without a cap timeout_ms stands");
 }
 
 /*

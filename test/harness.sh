@@ -96,8 +96,13 @@ test)
     for san in 0 1; do
         echo "######## pass $((san + 1)) of 2: $([ $san = 0 ] && echo "plain build" || echo "SANITIZE=1")"
         # the fuzzers build with sanitizers either way: once is enough
+        # a failing pass must not end the script (set -e with pipefail):
+        # the other pass still runs, and the closing line adds up both
+        set +e
         KEYSMITH_SANITIZE=$san KEYSMITH_SKIP_FUZZ=$san bash "$ROOT/test/run_suites.sh" | tee "/tmp/keysmith-pass-$san.$$"
-        [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+        prc=${PIPESTATUS[0]}
+        set -e
+        [ "$prc" -eq 0 ] || rc=1
         line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "/tmp/keysmith-pass-$san.$$" | tail -1)
         rm -f "/tmp/keysmith-pass-$san.$$"
         if [ -z "$line" ]; then

@@ -72,3 +72,88 @@ SELECT CASE WHEN sc.secret_name IS NOT NULL THEN 'secret' ELSE 'key' END AS kind
 -- stored out of line, at about 35 MB/s (1.1 s of a 50 MB put_secret_value).
 -- Stored uncompressed from now on; rows already stored stay as they are.
 ALTER TABLE keysmith.secret_version ALTER COLUMN ciphertext SET STORAGE EXTERNAL;
+
+-- Re-encryption's lock (docs/security.md, "Known gaps" until 0.10).  Up to
+-- 0.9, reencrypt and scheduled re-encryption took the advisory lock
+-- (19283, table OID), which any login role could take first with
+-- pg_advisory_lock and hold, so that the table's re-encryption failed
+-- "already running" at every retry.  From 0.10 it is an advisory lock tag
+-- no SQL function can ask for (its last field is 3; pg_advisory_lock's is
+-- 1 or 2), taken only by keysmith._reencrypt_lock, for a role that may
+-- UPDATE the table.  A run that 0.9 started and still holds the old lock
+-- is not seen by 0.10's (update between runs).
+CREATE FUNCTION keysmith._reencrypt_lock(tbl regclass)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'keysmith_reencrypt_lock'
+LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION keysmith._reencrypt_unlock(tbl regclass)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'keysmith_reencrypt_unlock'
+LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION keysmith._reencrypt_lock(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION keysmith._reencrypt_unlock(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION keysmith._reencrypt_lock(regclass) TO keysmith_user, keysmith_admin;
+GRANT EXECUTE ON FUNCTION keysmith._reencrypt_unlock(regclass) TO keysmith_user, keysmith_admin;
+
+CREATE OR REPLACE FUNCTION keysmith._reencrypt_start(tbl regclass, col name, batch_size integer, pause interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    j record;
+    estimate bigint;
+    done_before bigint := 0;
+    resume tid;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    IF pause IS NULL OR pause < '0'::interval THEN
+        RAISE EXCEPTION 'pause must not be negative' USING ERRCODE = '22023';
+    END IF;
+    PERFORM keysmith._check_bytea_column(tbl, col);
+    IF NOT keysmith._reencrypt_lock(tbl) THEN
+        RAISE EXCEPTION 'keysmith.reencrypt is already running on %', tbl USING ERRCODE = '55P03';
+    END IF;
+    SELECT * INTO j FROM keysmith._reencrypt_job_get(tbl, col);
+    IF FOUND AND j.state <> 'done' THEN
+        done_before := j.rows_done;
+        resume := j.resume_after;
+    END IF;
+    SELECT greatest(c.reltuples, 0)::bigint INTO estimate FROM pg_class c WHERE c.oid = tbl;
+    -- the table's rows, of which done_before are done: rows_left is
+    -- approximate, and as good as the last ANALYZE
+    PERFORM keysmith._reencrypt_job_put(tbl, col, 'running', done_before, greatest(estimate, done_before),
+                                        resume, 0, resume IS NOT NULL);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION keysmith._reencrypt_end(tbl regclass)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT keysmith._reencrypt_unlock(tbl) $$;
+
+CREATE OR REPLACE VIEW keysmith.reencrypt_progress AS
+SELECT j.tbl AS table_name,
+       j.col AS column_name,
+       CASE WHEN j.state OPERATOR(pg_catalog.=) 'running' AND NOT EXISTS (
+                 SELECT 1 FROM pg_catalog.pg_locks l
+                  WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted
+                    AND l.classid OPERATOR(pg_catalog.=) 19283
+                    AND l.objid OPERATOR(pg_catalog.=) j.tbl::pg_catalog.oid
+                    AND l.objsubid OPERATOR(pg_catalog.=) 3)
+            THEN 'interrupted' ELSE j.state END AS state,
+       j.rows_done,
+       GREATEST(j.rows_total OPERATOR(pg_catalog.-) j.rows_done, 0) AS rows_left,
+       CASE WHEN j.last_batch_at OPERATOR(pg_catalog.>) j.started_at
+            THEN pg_catalog.round((j.rows_done::pg_catalog.numeric OPERATOR(pg_catalog./)
+                 pg_catalog.date_part('epoch', j.last_batch_at OPERATOR(pg_catalog.-) j.started_at)::pg_catalog.numeric), 1)
+       END AS rows_per_second,
+       j.started_at,
+       j.last_batch_at,
+       j.finished_at
+  FROM keysmith.reencrypt_job j;

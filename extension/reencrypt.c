@@ -16,6 +16,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -25,6 +26,8 @@
 
 PG_FUNCTION_INFO_V1(keysmith_reencrypt_job_get);
 PG_FUNCTION_INFO_V1(keysmith_reencrypt_job_put);
+PG_FUNCTION_INFO_V1(keysmith_reencrypt_lock);
+PG_FUNCTION_INFO_V1(keysmith_reencrypt_unlock);
 
 static void
 RequireUpdateOn(Oid relid)
@@ -126,4 +129,56 @@ keysmith_reencrypt_job_put(PG_FUNCTION_ARGS)
 			  8, types, values, nulls, false, 0, SPI_OK_INSERT);
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_VOID();
+}
+
+/*
+ * The lock that keeps two re-encryptions of one table apart.  Up to 0.9 it
+ * was the advisory lock (19283, table OID), which any login role could
+ * take first with pg_advisory_lock and hold, stalling every re-encryption
+ * of the table (docs/security.md).  It is now an advisory lock tag that no
+ * SQL function can ask for: pg_advisory_lock's tags end in 1 (one bigint
+ * key) or 2 (two integer keys), keysmith's ends in 3.  It is taken only
+ * here, by a role that may UPDATE the table, and shows in pg_locks as
+ * advisory with classid 19283, objid the table's OID and objsubid 3.
+ */
+#define REENCRYPT_LOCK_CLASS 19283
+#define REENCRYPT_LOCK_KIND 3
+
+static void
+ReencryptLockTag(LOCKTAG *tag, Oid relid)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, REENCRYPT_LOCK_CLASS, relid, REENCRYPT_LOCK_KIND);
+}
+
+/*
+ * keysmith._reencrypt_lock(tbl regclass) RETURNS boolean: take the
+ * session's re-encryption lock on tbl if nobody holds it.
+ */
+Datum
+keysmith_reencrypt_lock(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	LOCKTAG		tag;
+
+	RequireUpdateOn(relid);
+	ReencryptLockTag(&tag, relid);
+	if (LockHeldByMe(&tag, ExclusiveLock))
+		PG_RETURN_BOOL(true);	/* a resumed run of this session */
+	PG_RETURN_BOOL(LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL);
+}
+
+/*
+ * keysmith._reencrypt_unlock(tbl regclass) RETURNS boolean: release it if
+ * this session holds it.
+ */
+Datum
+keysmith_reencrypt_unlock(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	LOCKTAG		tag;
+
+	ReencryptLockTag(&tag, relid);
+	if (!LockHeldByMe(&tag, ExclusiveLock))
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(LockRelease(&tag, ExclusiveLock, true));
 }

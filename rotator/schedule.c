@@ -70,7 +70,11 @@
 #define SCHEDULE_BATCH 50
 #define REENCRYPT_BATCH_ROWS 10000
 #define REENCRYPT_SLICE_MS 2000
-/* keysmith.reencrypt's advisory lock: (19283, table OID) */
+/*
+ * keysmith.reencrypt's lock: from 0.10 (CatalogVersion >= 10)
+ * keysmith._reencrypt_lock's, which no other role can take
+ * (extension/reencrypt.c); before, the advisory lock (19283, table OID).
+ */
 #define REENCRYPT_LOCK_CLASS 19283
 
 const char *const KsScheduleTables[] = {"secret", "secret_version", "secret_acl", "rotation", "rotation_event",
@@ -624,7 +628,8 @@ ReencryptStartItem(void *arg)
 							 " '0'::pg_catalog.interval)");
 		return;
 	}
-	if (!ReencryptCall(c, "SELECT pg_catalog.pg_try_advisory_lock(" CppAsString2(REENCRYPT_LOCK_CLASS) ","
+	if (!ReencryptCall(c, CatalogVersion >= 10 ? "SELECT keysmith._reencrypt_lock($1::pg_catalog.regclass)" :
+					   "SELECT pg_catalog.pg_try_advisory_lock(" CppAsString2(REENCRYPT_LOCK_CLASS) ","
 					   " $1::pg_catalog.int4)"))
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
@@ -682,6 +687,12 @@ ReencryptUnlock(Oid relid)
 	Oid			types[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 
+	if (CatalogVersion >= 10)
+	{
+		KsSpiExec("SELECT keysmith._reencrypt_unlock($1::pg_catalog.regclass)",
+				  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+		return;
+	}
 	KsSpiExec("SELECT pg_catalog.pg_advisory_unlock(" CppAsString2(REENCRYPT_LOCK_CLASS) ", $1::pg_catalog.int4)"
 			  " FROM pg_catalog.pg_locks l"
 			  " WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory'"

@@ -11,9 +11,9 @@
 #      keysmith.rotation_step_timeout and pg_terminate_backend;
 #   2. such jobs keep their worker slots, so after a few rotations of one
 #      keysmith_user's secret every other owner's job fails to start;
-#   (3. any login role holding pg_advisory_lock(19283, <table oid>) stops
-#      scheduled re-encryption of another role's table: not fixed, see
-#      "Known gaps" in docs/security.md; not checked here)
+#   3. any login role holding pg_advisory_lock(19283, <table oid>) stopped
+#      scheduled re-encryption of another role's table (0.10 takes a lock
+#      tag no SQL function can ask for);
 #   7. a job that waits with connect_timeout=0 (no deadline can end it):
 #      its role gets no second job while it lives, others still run;
 #   4. a role that lost read on a secret (membership revoked) still hears
@@ -37,7 +37,7 @@ cleanup() {
     sleep 1
     ks_cluster_stop "$dir"
 }
-ks_plan 6
+ks_plan 7
 trap 'rc=$?; cleanup; (exit $rc); ks_tap_finish' EXIT
 
 ks_cluster_init "$dir"
@@ -199,6 +199,26 @@ wait "$tarpit_pid" 2>/dev/null
 tarpit_pid=
 wait_for "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'" 100 ||
     echo "# owner jobs still running after the tarpit closed"
+
+# --- 3. any login role squats re-encryption's advisory lock on another role's table
+oid=$(q -c "SELECT 'app.vt'::regclass::oid")
+psql -X -q -d postgres -U nobody -c "SELECT pg_advisory_lock(19283, $oid)" -c "SELECT pg_sleep(120)" \
+    >/dev/null 2>&1 &
+squatter_pid=$!
+wait_for "SELECT count(*) = 1 FROM pg_locks l JOIN pg_roles r ON r.rolname = 'nobody'
+          JOIN pg_stat_activity a ON a.pid = l.pid AND a.usesysid = r.oid
+          WHERE l.locktype = 'advisory' AND l.classid = 19283 AND l.objid = $oid AND l.granted" 50
+held=$?
+q -c "SELECT keysmith.schedule_key_rotation('rt', '30 days', true, NULL, now() - interval '30 days 1 minute')" >/dev/null
+wait_for "SELECT NOT reencrypt_pending AND last_done_at IS NOT NULL FROM keysmith.encrypted_columns
+          WHERE tbl = 'app.vt'::regclass" 200
+done=$?
+e=$(q -c "SELECT last_error FROM keysmith.encrypted_columns WHERE tbl = 'app.vt'::regclass")
+[ $held = 0 ] && [ $done = 0 ]
+ks_check $? "a login role with no privilege holding pg_advisory_lock(19283, oid) does not stop scheduled re-encryption of victim's table (lock held: $held; ${e:-no error})"
+q -c "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.usename = 'nobody'" >/dev/null
+wait "$squatter_pid" 2>/dev/null
+squatter_pid=
 
 # --- 4. a role that lost read keeps hearing the secret's rotations
 ch=$(psql -X -q -t -A -d postgres -U bob -c "SELECT keysmith.secret_channel('v/ok')")

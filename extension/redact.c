@@ -993,7 +993,12 @@ KsEmitLogHook(ErrorData *edata)
 static void
 KsExecutorStart(QueryDesc *queryDesc, int eflags)
 {
-	if (keysmith_redact_statements && queryDesc->sourceText != NULL)
+	/*
+	 * The name test first: most statements name no secret function, and
+	 * then there is nothing to note and no state to build (statements
+	 * that log nothing never need it; the log hook builds it on demand).
+	 */
+	if (keysmith_redact_statements && MentionsSecretName(queryDesc->sourceText))
 		NoteNestedText(CurrentState(), queryDesc->sourceText);
 	if (prev_ExecutorStart)
 		prev_ExecutorStart(queryDesc, eflags);

@@ -154,6 +154,15 @@ RoleWasSlow(Oid role)
 }
 
 /* Wipe the argument values (not the statement) in shared memory. */
+/* role's name for a message, or "(dropped)". */
+static const char *
+RoleName(Oid role)
+{
+	const char *name = GetUserNameFromId(role, true);
+
+	return name ? name : "(dropped)";
+}
+
 bool
 KsOwnerJobRoleHeld(Oid role)
 {
@@ -220,7 +229,7 @@ KsOwnerJobRun(const KsOwnerJob *job)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_IN_USE),
 					 errmsg("%s was not run: an earlier job of role %s (PID %d) is still running past keysmith.rotation_step_timeout",
-							job->what, GetUserNameFromId(job->role, true) ? GetUserNameFromId(job->role, true) : "(dropped)",
+							job->what, RoleName(job->role),
 							(int) stuck),
 					 errdetail("Its code waits where no interrupt is checked (dblink or postgres_fdw connecting with connect_timeout=0, for example), so neither keysmith's deadline nor pg_terminate_backend ends it."),
 					 errhint("End what it waits on; the role's jobs run again once that process exits.")));
@@ -229,7 +238,7 @@ KsOwnerJobRun(const KsOwnerJob *job)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("%s was not run in this round: another job of role %s passed keysmith.rotation_step_timeout",
-						job->what, GetUserNameFromId(job->role, true) ? GetUserNameFromId(job->role, true) : "(dropped)"),
+						job->what, RoleName(job->role)),
 				 errhint("It is retried in a later round.")));
 	if (GetUserNameFromId(job->role, true) == NULL)
 		ereport(ERROR,
@@ -312,7 +321,7 @@ KsOwnerJobRun(const KsOwnerJob *job)
 			ereport(WARNING,
 					(errmsg("%s is still running after keysmith.rotation_step_timeout and a terminate request", job->what),
 					 errdetail("Its code waits where no interrupt is checked; role %s gets no other job until it exits.",
-							   GetUserNameFromId(job->role, true) ? GetUserNameFromId(job->role, true) : "(dropped)")));
+							   RoleName(job->role))));
 		}
 	}
 	WipeArgs(sh);
@@ -345,7 +354,7 @@ KsOwnerJobRun(const KsOwnerJob *job)
 				(errcode(code ? code : ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("%s", message),
 				 errdetail("Raised by %s, run as role %s.", job->what,
-						   GetUserNameFromId(job->role, true) ? GetUserNameFromId(job->role, true) : "(dropped)")));
+						   RoleName(job->role))));
 	}
 	dsm_detach(seg);
 	ereport(ERROR,

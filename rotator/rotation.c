@@ -690,12 +690,11 @@ WipeRoundPasswords(void *arg)
 	RoundCount = 0;
 }
 
-/* Does this rotation's next step run its owner's code or reach its owner's host? */
+/* Does this (loaded) rotation run its owner's code or reach its owner's host? */
 static bool
 UsesOwnerJobs(const RotationJob *job)
 {
-	return job->secret.name[0] != '\0' &&
-		(job->secret.opt.strategy == KS_STRATEGY_SQL || job->secret.opt.strategy == KS_STRATEGY_REMOTE);
+	return job->secret.opt.strategy == KS_STRATEGY_SQL || job->secret.opt.strategy == KS_STRATEGY_REMOTE;
 }
 
 /* Say in keysmith.rotations why a rotation waits, without spending an attempt. */

@@ -240,6 +240,16 @@ ks_tap_finish() {
     exit $rc
 }
 
+# ks_wait_for SQL [TRIES]: until SQL, asked of database postgres of the
+# cluster in the environment, returns t (every 0.1 s, 30 s by default)
+ks_wait_for() {
+    for _ in $(seq 1 "${2:-300}"); do
+        [ "$(psql -X -q -t -A -d postgres -c "$1" 2>/dev/null)" = t ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # ks_wait_rotation TOKEN: wait (up to 30 s) until the rotation is no
 # longer in flight, asking database postgres of the cluster in the
 # environment; prints its state ("missing" if there is no such rotation)

@@ -37,14 +37,6 @@ ks_cluster_init "$dir"
 ks_cluster_start "$dir"
 . "$dir/env"
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-# wait_for SQL [TRIES]: until SQL returns t (every 0.1 s, 30 s by default)
-wait_for() {
-    for _ in $(seq 1 "${2:-300}"); do
-        [ "$(q -c "$1" 2>/dev/null)" = t ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
 rotate() { q -c "SET ROLE $1" -c "SELECT keysmith.rotate_secret('$2')"; }
 last_error() { q -c "SELECT last_error FROM keysmith.rotations WHERE token = '$1'"; }
 
@@ -168,7 +160,7 @@ SELECT keysmith.register_column('app.t', 'c', 'oj', 'app.ctx(id)');
 RESET ROLE;
 SELECT keysmith.schedule_key_rotation('oj', '30 days', true, NULL, now() - interval '30 days 1 minute');
 SQL
-wait_for "SELECT NOT reencrypt_pending AND last_done_at IS NOT NULL FROM keysmith.encrypted_columns WHERE tbl = 'app.t'::regclass"
+ks_wait_for "SELECT NOT reencrypt_pending AND last_done_at IS NOT NULL FROM keysmith.encrypted_columns WHERE tbl = 'app.t'::regclass"
 done=$?
 who=$(q -c "SELECT string_agg(DISTINCT session_u || '/' || current_u || '/' || super, ',') FROM app.who WHERE what = 'ctx'")
 ok=$(q -c "SET ROLE oj_user" -c "SELECT count(*) FROM app.t WHERE keysmith.decrypt_value(c, id::text) = 'v' || id")
@@ -198,7 +190,7 @@ done
 e=$(last_error "$stall")
 [ "$sst" = failed ] && [[ $e == *"did not finish within keysmith.rotation_step_timeout"* ]]
 ks_check $? "the stalling function is ended at the deadline every attempt and its rotation fails ($sst: $e)"
-wait_for "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'" 100
+ks_wait_for "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'" 100
 ks_check $? "no owner job is left running"
 
 # --- finding 7: what a database owner sets for every session there
@@ -238,7 +230,7 @@ tok2=$(rotate oj_victim oj/victim)
 st2=$(ks_wait_rotation "$tok2")
 [ "$st" = finished ] && [ "$st2" = finished ]
 ks_check $? "after a restart with those settings, a role rotation and a sql-strategy rotation finish ($st, $st2: $(last_error "$tok"))"
-wait_for "SELECT state = 'revoked' FROM keysmith.lease WHERE lease_id = '$lid'" 150 &&
+ks_wait_for "SELECT state = 'revoked' FROM keysmith.lease WHERE lease_id = '$lid'" 150 &&
     [ "$(q -c "SELECT count(*) FROM pg_roles WHERE rolname = '$luser'")" = 0 ]
 ks_check $? "and the reaper revokes an expired lease and drops its role"
 q -c "ALTER DATABASE postgres RESET ALL" >/dev/null

@@ -54,13 +54,6 @@ ks_cluster_start "$dir"
 . "$dir/env"
 log=$dir/server.log
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-wait_for() {
-    for _ in $(seq 1 "${2:-300}"); do
-        [ "$(q -c "$1" 2>/dev/null)" = t ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
 rotate() { q -c "SET ROLE $1" -c "SELECT keysmith.rotate_secret('$2')"; }
 last_error() { q -c "SELECT last_error FROM keysmith.rotations WHERE token = '$1'"; }
 jobs_running() { q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'"; }
@@ -82,6 +75,15 @@ while True:
         f.write(str(len(held)))
 PY
     tarpit_pid=$!
+}
+# stop_tarpit: close it (and so every connection it held), then wait
+# for the owner jobs stuck on it to exit
+stop_tarpit() {
+    kill "$tarpit_pid" 2>/dev/null
+    wait "$tarpit_pid" 2>/dev/null
+    tarpit_pid=
+    ks_wait_for "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'" 100 ||
+        echo "# owner jobs still running after the tarpit closed"
 }
 tarpit_port=$(ks_free_port)
 start_tarpit
@@ -160,11 +162,7 @@ hits=$(( $(cat "$dir/tarpit.count" 2>/dev/null || echo 0) - probes ))
 [ "$hits" -ge 2 ] && [ "$vst" = finished ]
 ks_check $? "another owner's rotation finishes after mallory's stuck jobs ($stuck of them running; victim: $vst ${ve:+- $ve})"
 # end the stuck jobs: close the tarpit's connections
-kill "$tarpit_pid" 2>/dev/null
-wait "$tarpit_pid" 2>/dev/null
-tarpit_pid=
-wait_for "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'" 100 ||
-    echo "# owner jobs still running after the tarpit closed"
+stop_tarpit
 
 # --- 7. connect_timeout=0: nothing ends the job; its role gets no other job meanwhile
 start_tarpit
@@ -182,7 +180,7 @@ SELECT keysmith.create_secret('m/hang1', 'rt', 'sql', '{"function": "app.hang0"}
 SQL
 tok=$(rotate mallory m/hang0)
 st=$(ks_wait_rotation "$tok")
-wait_for "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'" 100
+ks_wait_for "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'" 100
 stuck=$?
 tok1=$(rotate mallory m/hang1)
 sleep 3
@@ -194,23 +192,19 @@ echo "# connect_timeout=0: first rotation $st, one job stuck ($stuck), second ro
 [ "$st" = failed ] && [ $stuck = 0 ] && [[ $w == create:0:waiting:* ]] && [ "$vs" = finished ] && [ "$hits" = 1 ] &&
     [ "$(jobs_running)" = 1 ]
 ks_check $? "a job no deadline can end (dblink with connect_timeout=0) keeps one worker slot: its role's next job waits, another role's rotation finishes"
-kill "$tarpit_pid" 2>/dev/null
-wait "$tarpit_pid" 2>/dev/null
-tarpit_pid=
-wait_for "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'" 100 ||
-    echo "# owner jobs still running after the tarpit closed"
+stop_tarpit
 
 # --- 3. any login role squats re-encryption's advisory lock on another role's table
 oid=$(q -c "SELECT 'app.vt'::regclass::oid")
 psql -X -q -d postgres -U nobody -c "SELECT pg_advisory_lock(19283, $oid)" -c "SELECT pg_sleep(120)" \
     >/dev/null 2>&1 &
 squatter_pid=$!
-wait_for "SELECT count(*) = 1 FROM pg_locks l JOIN pg_roles r ON r.rolname = 'nobody'
+ks_wait_for "SELECT count(*) = 1 FROM pg_locks l JOIN pg_roles r ON r.rolname = 'nobody'
           JOIN pg_stat_activity a ON a.pid = l.pid AND a.usesysid = r.oid
           WHERE l.locktype = 'advisory' AND l.classid = 19283 AND l.objid = $oid AND l.granted" 50
 held=$?
 q -c "SELECT keysmith.schedule_key_rotation('rt', '30 days', true, NULL, now() - interval '30 days 1 minute')" >/dev/null
-wait_for "SELECT NOT reencrypt_pending AND last_done_at IS NOT NULL FROM keysmith.encrypted_columns
+ks_wait_for "SELECT NOT reencrypt_pending AND last_done_at IS NOT NULL FROM keysmith.encrypted_columns
           WHERE tbl = 'app.vt'::regclass" 200
 done=$?
 e=$(q -c "SELECT last_error FROM keysmith.encrypted_columns WHERE tbl = 'app.vt'::regclass")

@@ -9,58 +9,31 @@
 
 MODULE_big = keysmith
 EXTENSION = keysmith
-# The full install scripts are built: keysmith--0.2.sql is 0.1 followed by
-# the 0.1--0.2 upgrade, keysmith--0.3.sql that and the 0.2--0.3 upgrade,
-# keysmith--0.4.sql that and the 0.3--0.4 upgrade, and so on up to
-# keysmith--0.10.sql, so
-# a fresh install and an upgrade cannot drift apart.
-DATA = extension/keysmith--0.1.sql extension/keysmith--0.1--0.2.sql extension/keysmith--0.2--0.3.sql \
-	extension/keysmith--0.3--0.4.sql extension/keysmith--0.4--0.5.sql extension/keysmith--0.5--0.6.sql \
-	extension/keysmith--0.6--0.7.sql extension/keysmith--0.7--0.8.sql \
-	extension/keysmith--0.8--0.9.sql extension/keysmith--0.9--0.10.sql
-DATA_built = extension/keysmith--0.2.sql extension/keysmith--0.3.sql extension/keysmith--0.4.sql \
-	extension/keysmith--0.5.sql extension/keysmith--0.6.sql extension/keysmith--0.7.sql \
-	extension/keysmith--0.8.sql extension/keysmith--0.9.sql extension/keysmith--0.10.sql
+# The version comes from the control file.  The SQL scripts are sources,
+# except the full install script of the current version, which is built:
+# keysmith--0.1.sql followed by every upgrade script in version order, so a
+# fresh install and an upgrade cannot drift apart.  Older versions install
+# through the upgrade chain (PostgreSQL walks it from 0.1).  A version bump
+# is keysmith.control plus a new extension/scripts/keysmith--A--B.sql.
+EXTVERSION := $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" keysmith.control)
+SCRIPTS_DIR = extension/scripts
+UPGRADE_SCRIPTS := $(shell ls $(SCRIPTS_DIR)/keysmith--*--*.sql | sort -V)
+DATA = $(SCRIPTS_DIR)/keysmith--0.1.sql $(UPGRADE_SCRIPTS)
+DATA_built = $(SCRIPTS_DIR)/keysmith--$(EXTVERSION).sql
 PGFILEDESC = "keysmith - envelope encryption and key management"
 
-KMS_SRCS = kms/aws.c kms/azure.c kms/common.c kms/envelope.c kms/gcp.c kms/http.c kms/local.c kms/oauth.c kms/options.c kms/pgremote.c kms/remote.c kms/secret.c kms/vault.c
-KMS_OBJS = kms/aws.o kms/azure.o kms/common.o kms/envelope.o kms/gcp.o kms/http.o kms/local.o kms/oauth.o kms/options.o kms/pgremote.o kms/remote.o kms/secret.o kms/vault.o
-OBJS = \
-	extension/keysmith.o \
-	extension/owner_spi.o \
-	extension/key_acl.o \
-	extension/key_state.o \
-	extension/dek_cache.o \
-	extension/dek_shared.o \
-	extension/values.o \
-	extension/keys.o \
-	extension/counters.o \
-	extension/leases.o \
-	extension/auth.o \
-	extension/catalog.o \
-	extension/reencrypt.o \
-	extension/redact.o \
-	extension/roles.o \
-	extension/secret_mem.o \
-	extension/secret_store.o \
-	extension/secrets.o \
-	extension/schedules.o \
-	extension/kms_instance.o \
-	rotator/worker.o \
-	rotator/lease_revoke.o \
-	rotator/reaper.o \
-	rotator/rotation.o \
-	rotator/role_strategy.o \
-	rotator/sql_strategy.o \
-	rotator/owner_job.o \
-	rotator/schedule.o \
-	$(KMS_OBJS)
+# Sources by place (extension/README.md shows the layers); objects follow.
+KMS_SRCS := $(sort $(wildcard kms/*.c))
+SRCS := extension/keysmith.c $(sort $(wildcard extension/*/*.c)) $(sort $(wildcard rotator/*.c)) $(KMS_SRCS)
+OBJS = $(SRCS:.c=.o)
 
 REGRESS = setup envelope errors
 REGRESS_OPTS = --inputdir=. --load-extension=keysmith
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/kms -I$(libpq_srcdir)
+# Includes are written from the top of the tree ("extension/keys/dek_cache.h",
+# "kms/kms.h"); kms/ includes its siblings by bare name.
+PG_CPPFLAGS = -I$(srcdir) -I$(libpq_srcdir)
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 ifeq ($(KEYSMITH_WERROR),1)
 PG_CFLAGS += -Werror
@@ -84,6 +57,12 @@ ASAN_INIT = test/keysmith_asan_init.so
 endif
 EXTRA_CLEAN = test/keysmith_asan_init.so
 
+# Header dependencies: PGXS tracks none unless autodepend is on, and a
+# struct changed in a header with an object not rebuilt smashes the stack
+# (seen here).  gcc writes .deps/<file>.Po per object, so source basenames
+# must be unique across folders (test/check_layout.sh checks it).
+override autodepend = yes
+
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
@@ -98,63 +77,26 @@ test/keysmith_asan_init.so: test/asan_init.c
 install-asan-init: test/keysmith_asan_init.so
 	$(INSTALL_SHLIB) $< '$(DESTDIR)$(pkglibdir)/keysmith_asan_init.so'
 
-# PGXS tracks no header dependencies: a struct changed in a header and an
-# object not rebuilt smashes the stack (seen here).
-$(OBJS): extension/keysmith.h extension/owner_spi.h extension/key_acl.h extension/key_state.h \
-	extension/dek_cache.h extension/values.h extension/roles.h extension/secret_mem.h extension/secret_store.h extension/kms_instance.h \
-	rotator/worker.h rotator/lease_revoke.h rotator/rotation.h rotator/role_strategy.h rotator/sql_strategy.h rotator/schedule.h \
-	kms/envelope.h kms/http.h kms/kms.h kms/local.h kms/oauth.h kms/options.h kms/pgremote.h kms/remote.h kms/secret.h
-
-extension/keysmith--0.2.sql: extension/keysmith--0.1.sql extension/keysmith--0.1--0.2.sql
-	{ echo '-- GENERATED by make from keysmith--0.1.sql and keysmith--0.1--0.2.sql; edit those.'; \
-	  cat extension/keysmith--0.1.sql; \
-	  grep -v '^\\echo ' extension/keysmith--0.1--0.2.sql; } > $@
-
-extension/keysmith--0.3.sql: extension/keysmith--0.2.sql extension/keysmith--0.2--0.3.sql
-	{ echo '-- GENERATED by make from keysmith--0.1.sql, keysmith--0.1--0.2.sql and keysmith--0.2--0.3.sql; edit those.'; \
+$(SCRIPTS_DIR)/keysmith--$(EXTVERSION).sql: $(SCRIPTS_DIR)/keysmith--0.1.sql $(UPGRADE_SCRIPTS) keysmith.control
+	{ echo '-- GENERATED by make from keysmith--0.1.sql and the upgrade scripts up to $(EXTVERSION); edit those.'; \
 	  printf '%s\n' '\echo Use "CREATE EXTENSION keysmith" to load this file. \quit'; \
-	  sed -n '/^-- BEGIN install guard/,/^-- END install guard/p' extension/keysmith--0.2--0.3.sql; \
-	  grep -v '^-- GENERATED' extension/keysmith--0.2.sql; \
-	  grep -v '^\\echo ' extension/keysmith--0.2--0.3.sql; } > $@
+	  for u in $(UPGRADE_SCRIPTS); do sed -n '/^-- BEGIN install guard/,/^-- END install guard/p' $$u; done; \
+	  cat $(SCRIPTS_DIR)/keysmith--0.1.sql; \
+	  for u in $(UPGRADE_SCRIPTS); do grep -v '^\\echo ' $$u; done; } > $@
 
-extension/keysmith--0.4.sql: extension/keysmith--0.3.sql extension/keysmith--0.3--0.4.sql
-	{ echo '-- GENERATED by make from keysmith--0.3.sql and keysmith--0.3--0.4.sql; edit those.'; \
-	  grep -v '^-- GENERATED' extension/keysmith--0.3.sql; \
-	  grep -v '^\\echo ' extension/keysmith--0.3--0.4.sql; } > $@
-
-extension/keysmith--0.5.sql: extension/keysmith--0.4.sql extension/keysmith--0.4--0.5.sql
-	{ echo '-- GENERATED by make from keysmith--0.4.sql and keysmith--0.4--0.5.sql; edit those.'; \
-	  grep -v '^-- GENERATED' extension/keysmith--0.4.sql; \
-	  grep -v '^\\echo ' extension/keysmith--0.4--0.5.sql; } > $@
-
-extension/keysmith--0.6.sql: extension/keysmith--0.5.sql extension/keysmith--0.5--0.6.sql
-	{ echo '-- GENERATED by make from keysmith--0.5.sql and keysmith--0.5--0.6.sql; edit those.'; \
-	  grep -v '^-- GENERATED' extension/keysmith--0.5.sql; \
-	  grep -v '^\\echo ' extension/keysmith--0.5--0.6.sql; } > $@
-
-extension/keysmith--0.7.sql: extension/keysmith--0.6.sql extension/keysmith--0.6--0.7.sql
-	{ echo '-- GENERATED by make from keysmith--0.6.sql and keysmith--0.6--0.7.sql; edit those.'; \
-	  grep -v '^-- GENERATED' extension/keysmith--0.6.sql; \
-	  grep -v '^\\echo ' extension/keysmith--0.6--0.7.sql; } > $@
-
-extension/keysmith--0.8.sql: extension/keysmith--0.7.sql extension/keysmith--0.7--0.8.sql
-	{ echo '-- GENERATED by make from keysmith--0.7.sql and keysmith--0.7--0.8.sql; edit those.'; \
-	  grep -v '^-- GENERATED' extension/keysmith--0.7.sql; \
-	  grep -v '^\\echo ' extension/keysmith--0.7--0.8.sql; } > $@
-
-extension/keysmith--0.9.sql: extension/keysmith--0.8.sql extension/keysmith--0.8--0.9.sql
-	{ echo '-- GENERATED by make from keysmith--0.8.sql and keysmith--0.8--0.9.sql; edit those.'; \
-	  grep -v '^-- GENERATED' extension/keysmith--0.8.sql; \
-	  grep -v '^\\echo ' extension/keysmith--0.8--0.9.sql; } > $@
-
-extension/keysmith--0.10.sql: extension/keysmith--0.9.sql extension/keysmith--0.9--0.10.sql
-	{ echo '-- GENERATED by make from keysmith--0.9.sql and keysmith--0.9--0.10.sql; edit those.'; \
-	  grep -v '^-- GENERATED' extension/keysmith--0.9.sql; \
-	  grep -v '^\\echo ' extension/keysmith--0.9--0.10.sql; } > $@
+# The test build (KEYSMITH_WERROR=1, as the harness builds) also checks the
+# layers of extension/README.md: a wrong-way include, an include cycle, a
+# header most files include, or two sources with one basename fail it.
+.PHONY: check-layout
+check-layout:
+	/usr/bin/python3 $(srcdir)/test/check_layout.py $(srcdir)
+ifeq ($(KEYSMITH_WERROR),1)
+all: check-layout
+endif
 
 # C unit tests of kms/, linked without PostgreSQL.
 UNIT_CFLAGS = -O2 -g -Wall -Wextra -Wno-unused-parameter $(if $(filter 1,$(KEYSMITH_WERROR)),-Werror) -Ikms $(SAN_FLAGS)
-test/unit/test_kms: test/unit/test_kms.c $(KMS_SRCS) kms/kms.h kms/envelope.h kms/local.h kms/oauth.h kms/options.h kms/pgremote.h kms/remote.h kms/secret.h
+test/unit/test_kms: test/unit/test_kms.c $(KMS_SRCS) $(wildcard kms/*.h)
 	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_kms.c $(KMS_SRCS) -lcrypto -ljansson -lcurl -lm
 
 .PHONY: demo demo-stop test unit fuzz

@@ -5,9 +5,13 @@
  * The format is described in envelope.h and docs/format.md.
  *
  * Speed matters here: decrypt_value runs once per row.  A KsAead keeps one
- * encrypting and one decrypting EVP_CIPHER_CTX keyed with the DEK, so each
- * value only costs an IV set, the GHASH of the AAD and the data, and the
- * tag.  Nothing in this file allocates on the per-value path.
+ * EVP_CIPHER_CTX keyed with the DEK, so each value only costs an IV set, the
+ * GHASH of the AAD and the data, and the tag.  GCM encrypts and decrypts
+ * with the same key schedule, and each value's first call (EncryptInit or
+ * DecryptInit with the nonce) sets the direction and resets the state, so
+ * one context serves both: half the memory and set-up of two (issue 22,
+ * part 2: about 1.3 kB less per cached version).  Nothing in this file
+ * allocates on the per-value path.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -21,8 +25,7 @@
 
 struct KsAead
 {
-	EVP_CIPHER_CTX *enc;
-	EVP_CIPHER_CTX *dec;
+	EVP_CIPHER_CTX *ctx;		/* keyed; each use sets direction and nonce */
 };
 
 static const uint8_t KsNoContextMarker = 0x00;
@@ -111,11 +114,9 @@ KsAeadCreate(const uint8_t *dek, size_t dek_len, KsError *err)
 		KsFail(err, KS_ERR_NO_MEMORY, "out of memory");
 		return NULL;
 	}
-	aead->enc = EVP_CIPHER_CTX_new();
-	aead->dec = EVP_CIPHER_CTX_new();
-	if (aead->enc == NULL || aead->dec == NULL ||
-		EVP_EncryptInit_ex(aead->enc, EVP_aes_256_gcm(), NULL, dek, NULL) != 1 ||
-		EVP_DecryptInit_ex(aead->dec, EVP_aes_256_gcm(), NULL, dek, NULL) != 1)
+	aead->ctx = EVP_CIPHER_CTX_new();
+	if (aead->ctx == NULL ||
+		EVP_EncryptInit_ex(aead->ctx, EVP_aes_256_gcm(), NULL, dek, NULL) != 1)
 	{
 		KsAeadFree(aead);
 		KsFail(err, KS_ERR_CRYPTO, "could not set up AES-256-GCM");
@@ -130,8 +131,7 @@ KsAeadFree(KsAead *aead)
 	if (aead == NULL)
 		return;
 	/* EVP_CIPHER_CTX_free cleanses the key schedule before freeing it. */
-	EVP_CIPHER_CTX_free(aead->enc);
-	EVP_CIPHER_CTX_free(aead->dec);
+	EVP_CIPHER_CTX_free(aead->ctx);
 	free(aead);
 }
 
@@ -184,7 +184,7 @@ KsStatus
 KsAeadSeal(KsAead *aead, const KsHeader *hdr, const KsContext *context,
 		   const uint8_t *pt, size_t pt_len, uint8_t *out, KsError *err)
 {
-	EVP_CIPHER_CTX *ctx = aead->enc;
+	EVP_CIPHER_CTX *ctx = aead->ctx;
 	int			outl = 0;
 
 	if (pt_len > KS_MAX_PLAINTEXT)
@@ -208,7 +208,7 @@ KsStatus
 KsAeadOpen(KsAead *aead, const KsHeader *hdr, const KsContext *context,
 		   const uint8_t *ct, size_t ct_len, uint8_t *out, KsError *err)
 {
-	EVP_CIPHER_CTX *ctx = aead->dec;
+	EVP_CIPHER_CTX *ctx = aead->ctx;
 	size_t		body_len = ct_len - KS_OVERHEAD;
 	uint8_t		tag[KS_TAG_LEN];
 	int			outl = 0;

@@ -130,6 +130,19 @@ WriteBody(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/*
+ * Wipe and free a body that is not handed to the caller.  Even a partial
+ * one may hold key material: an unwrap's answer cut short by a cancel, say.
+ */
+static void
+DropBody(Sink *s)
+{
+	KsWipe(s->buf, s->len);
+	free(s->buf);
+	s->buf = NULL;
+	s->len = 0;
+}
+
 /* Retry-After in seconds, from the response headers; -1 if absent. */
 typedef struct Hdrs
 {
@@ -185,24 +198,16 @@ HostOf(const char *url, char *out, size_t outlen)
 	out[n] = '\0';
 }
 
-KsStatus
-KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
+/*
+ * The request's header list, in memory of its own (curl_slist): it holds
+ * the caller's token, so KsHttpDo wipes it when the call is over
+ * (ForgetCredentials).
+ */
+static struct curl_slist *
+BuildHeaders(const KsHttpRequest *req)
 {
-	CURL	   *h;
 	struct curl_slist *headers = NULL;
-	long		deadline = NowMs() + (req->timeout_ms > 0 ? req->timeout_ms : 5000);
-	long		backoff = 100;
-	char		host[256];
-	char		curlerr[CURL_ERROR_SIZE];
-	KsStatus	st = KS_OK;
 
-	memset(resp, 0, sizeof(*resp));
-	HostOf(req->url, host, sizeof(host));
-	if (strncmp(req->url, "https://", 8) != 0)
-		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "KMS provider \"%s\": the URL must be https://", req->provider);
-	h = GetHandle(err);
-	if (h == NULL)
-		return err->status;
 	for (int i = 0; i < req->nheaders; i++)
 		headers = curl_slist_append(headers, req->headers[i]);
 
@@ -214,14 +219,236 @@ KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
 	 */
 	if (req->aws_sigv4 == NULL)
 		headers = curl_slist_append(headers, "Expect:");
+	return headers;
+}
+
+/* What one attempt leaves behind: what libcurl and its callbacks filled in. */
+typedef struct Attempt
+{
+	Sink		sink;			/* the response body */
+	Hdrs		hdrs;			/* what the response headers said */
+	CURLcode	rc;
+	long		status;			/* the HTTP status, 0 if none */
+	char		curlerr[CURL_ERROR_SIZE];
+} Attempt;
+
+/*
+ * Every option that makes a call safe, set again before each attempt: the
+ * reset drops whatever the previous call (another provider's, perhaps) left
+ * on the handle, but keeps its connection cache.  HTTPS only, TLS verified
+ * (against the request's CA file, if it names one), redirects never
+ * followed (one would carry the token elsewhere), and the time left until
+ * the deadline as the limit for connecting and for the whole transfer.
+ * NOSIGNAL: libcurl must leave the signals of a PostgreSQL backend alone
+ * (it would use SIGALRM for its DNS timeouts).
+ */
+static void
+SetSafetyOptions(CURL *h, const KsHttpRequest *req, long left)
+{
+	curl_easy_reset(h);			/* every option again; keeps the connection cache */
+	curl_easy_setopt(h, CURLOPT_URL, req->url);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (req->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, req->ca_file);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, left);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, left);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+}
+
+/*
+ * Where libcurl puts what it receives, all in a: the body into a sink
+ * capped at KS_HTTP_MAX_RESPONSE (WriteBody), Retry-After from the headers
+ * (ReadHeader), and its own error text.  The progress callback asks the
+ * glue's interrupt check, so a query cancel stops a hung transfer.
+ */
+static void
+SetReceivers(CURL *h, Attempt *a)
+{
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, WriteBody);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &a->sink);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, ReadHeader);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, &a->hdrs);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, Progress);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, a->curlerr);
+	a->curlerr[0] = '\0';
+}
+
+/*
+ * What is sent: the headers, AWS's SigV4 credentials (libcurl signs the
+ * request with them), and the method with its body.
+ */
+static void
+SetContent(CURL *h, const KsHttpRequest *req, struct curl_slist *headers)
+{
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+	if (req->aws_sigv4)
+	{
+		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, req->aws_sigv4);
+		curl_easy_setopt(h, CURLOPT_USERPWD, req->aws_keys);
+	}
+	if (strcmp(req->method, "POST") == 0)
+	{
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+	}
+	else
+		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+}
+
+/*
+ * One attempt, counted for KsHttpRequestCount and resp->attempts.  libcurl
+ * keeps a pointer to the body, which the caller may wipe and free once the
+ * call returns: the handle is pointed away from it at once.
+ */
+static void
+Perform(CURL *h, const KsHttpRequest *req, KsHttpResponse *resp, Attempt *a)
+{
+	RequestCount++;
+	resp->attempts++;
+	a->rc = curl_easy_perform(h);
+	if (req->body && strcmp(req->method, "POST") == 0)
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a->status);
+}
+
+/*
+ * An attempt that got no whole answer: interrupted, a body over the cap
+ * and a certificate that does not verify end the call; any other failure
+ * (refused, reset, timed out) is retried (*retry) if the backoff still
+ * fits before the deadline.  The partial body is wiped and dropped.
+ */
+static KsStatus
+TransferFailed(const KsHttpRequest *req, const char *host, Attempt *a, long deadline,
+			   long backoff, int *retry, KsError *err)
+{
+	const char *why = a->curlerr[0] ? a->curlerr : curl_easy_strerror(a->rc);
+
+	DropBody(&a->sink);
+	if (a->rc == CURLE_ABORTED_BY_CALLBACK)
+		return KsFail(err, KS_ERR_INTERRUPTED, "the call to KMS provider \"%s\" was interrupted", req->provider);
+	if (a->sink.overflow)
+		return KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" (%s) answered more than %d bytes",
+					  req->provider, host, KS_HTTP_MAX_RESPONSE);
+	if (a->rc == CURLE_PEER_FAILED_VERIFICATION || a->rc == CURLE_SSL_CACERT_BADFILE ||
+		a->rc == CURLE_SSL_CERTPROBLEM)
+		return KsFail(err, KS_ERR_KMS_UNAVAILABLE, "KMS provider \"%s\": the TLS certificate of %s does not verify: %s",
+					  req->provider, host, why);
+	if (NowMs() + backoff >= deadline)
+		return KsFail(err, KS_ERR_KMS_UNAVAILABLE, "KMS provider \"%s\" (%s) is unavailable: %s",
+					  req->provider, host, why);
+	*retry = 1;
+	return KS_OK;
+}
+
+/*
+ * An attempt that got an answer.  A redirect ends the call (keysmith never
+ * follows one).  429, 5xx and what the provider's retryable() calls
+ * throttling are retried (*retry), after Retry-After if the server sent
+ * one (it becomes *backoff), while that still fits before the deadline.
+ * Any other status is the caller's to read: the body moves into resp.
+ */
+static KsStatus
+ReadStatus(const KsHttpRequest *req, const char *host, Attempt *a, long deadline,
+		   long *backoff, int *retry, KsHttpResponse *resp, KsError *err)
+{
+	long		status = a->status;
+
+	if (status >= 300 && status < 400)
+	{
+		DropBody(&a->sink);
+		return KsFail(err, KS_ERR_KMS_BAD_RESPONSE,
+					  "KMS provider \"%s\" (%s) answered with a redirect (HTTP %ld), which keysmith never follows",
+					  req->provider, host, status);
+	}
+	if (status == 429 || status >= 500 ||
+		(req->retryable && req->retryable(status, a->sink.buf ? a->sink.buf : "")))
+	{
+		long		wait = a->hdrs.retry_after >= 0 ? a->hdrs.retry_after * 1000 : *backoff;
+
+		DropBody(&a->sink);
+		if (NowMs() + wait >= deadline)
+			return KsFail(err, KS_ERR_KMS_UNAVAILABLE,
+						  "KMS provider \"%s\" (%s) answered HTTP %ld until its time ran out",
+						  req->provider, host, status);
+		*backoff = wait;
+		*retry = 1;
+		return KS_OK;
+	}
+	resp->status = status;
+	resp->body = a->sink.buf ? a->sink.buf : calloc(1, 1);
+	resp->len = a->sink.len;
+	return KS_OK;
+}
+
+/*
+ * Sleep before the next attempt: backoff with jitter (half of it, plus up
+ * to half again at random, so backends that failed together do not retry
+ * together), interruptible; then the backoff doubles, up to 2 s.
+ */
+static KsStatus
+WaitToRetry(const KsHttpRequest *req, long *backoff, KsError *err)
+{
+	uint8_t		r = 0;
+	long		jittered;
+
+	(void) KsRandomBytes(&r, 1, NULL);
+	jittered = *backoff / 2 + (*backoff / 2) * r / 255;
+	if (Pause(jittered))
+		return KsFail(err, KS_ERR_INTERRUPTED, "the call to KMS provider \"%s\" was interrupted",
+					  req->provider);
+	*backoff = *backoff * 2 > 2000 ? 2000 : *backoff * 2;
+	return KS_OK;
+}
+
+/*
+ * After the call, whatever its outcome: no credential stays behind.  The
+ * handle forgets the header list, the header list (it held the token) is
+ * wiped and freed, and after a SigV4 request the handle is reset, since
+ * libcurl keeps its own copy of the AWS secret key until then.
+ */
+static void
+ForgetCredentials(CURL *h, const KsHttpRequest *req, struct curl_slist *headers)
+{
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	if (req->aws_sigv4)
+		curl_easy_reset(h);
+	for (struct curl_slist *l = headers; l != NULL; l = l->next)
+		KsWipe(l->data, strlen(l->data));
+	curl_slist_free_all(headers);
+}
+
+/*
+ * Send the request (see http.h for the contract): attempts until one gets
+ * an answer the caller must read, a failure that retrying cannot mend, or
+ * the deadline, which covers the whole call, retries and waits included.
+ */
+KsStatus
+KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
+{
+	CURL	   *h;
+	struct curl_slist *headers;
+	long		deadline = NowMs() + (req->timeout_ms > 0 ? req->timeout_ms : 5000);
+	long		backoff = 100;
+	char		host[256];
+	KsStatus	st = KS_OK;
+
+	memset(resp, 0, sizeof(*resp));
+	HostOf(req->url, host, sizeof(host));
+	if (strncmp(req->url, "https://", 8) != 0)
+		return KsFail(err, KS_ERR_INVALID_ARGUMENT, "KMS provider \"%s\": the URL must be https://", req->provider);
+	h = GetHandle(err);
+	if (h == NULL)
+		return err->status;
+	headers = BuildHeaders(req);
 
 	for (;;)
 	{
-		Sink		sink = {0};
-		Hdrs		hdrs = {-1};
+		Attempt		a = {.sink = {0}, .hdrs = {-1}};
 		long		left = deadline - NowMs();
-		CURLcode	rc;
-		long		status = 0;
 		int			retry = 0;
 
 		if (left <= 0)
@@ -230,134 +457,21 @@ KsHttpDo(const KsHttpRequest *req, KsHttpResponse *resp, KsError *err)
 						req->provider, req->timeout_ms, host);
 			break;
 		}
-		curl_easy_reset(h);		/* every option again; keeps the connection cache */
-		curl_easy_setopt(h, CURLOPT_URL, req->url);
-		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
-		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-		if (req->ca_file)
-			curl_easy_setopt(h, CURLOPT_CAINFO, req->ca_file);
-		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, left);
-		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, left);
-		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, WriteBody);
-		curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
-		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, ReadHeader);
-		curl_easy_setopt(h, CURLOPT_HEADERDATA, &hdrs);
-		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, Progress);
-		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curlerr);
-		curlerr[0] = '\0';
-		if (req->aws_sigv4)
-		{
-			curl_easy_setopt(h, CURLOPT_AWS_SIGV4, req->aws_sigv4);
-			curl_easy_setopt(h, CURLOPT_USERPWD, req->aws_keys);
-		}
-		if (strcmp(req->method, "POST") == 0)
-		{
-			curl_easy_setopt(h, CURLOPT_POST, 1L);
-			curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-		}
+		SetSafetyOptions(h, req, left);
+		SetReceivers(h, &a);
+		SetContent(h, req, headers);
+		Perform(h, req, resp, &a);
+		if (a.rc != CURLE_OK || a.sink.overflow)
+			st = TransferFailed(req, host, &a, deadline, backoff, &retry, err);
 		else
-			curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-
-		RequestCount++;
-		resp->attempts++;
-		rc = curl_easy_perform(h);
-		if (req->body && strcmp(req->method, "POST") == 0)
-			curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-
-		if (rc == CURLE_ABORTED_BY_CALLBACK)
-		{
-			free(sink.buf);
-			st = KsFail(err, KS_ERR_INTERRUPTED, "the call to KMS provider \"%s\" was interrupted", req->provider);
+			st = ReadStatus(req, host, &a, deadline, &backoff, &retry, resp, err);
+		if (st != KS_OK || !retry)
 			break;
-		}
-		if (sink.overflow)
-		{
-			KsWipe(sink.buf, sink.len);
-			free(sink.buf);
-			st = KsFail(err, KS_ERR_KMS_BAD_RESPONSE, "KMS provider \"%s\" (%s) answered more than %d bytes",
-						req->provider, host, KS_HTTP_MAX_RESPONSE);
+		st = WaitToRetry(req, &backoff, err);
+		if (st != KS_OK)
 			break;
-		}
-		if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM)
-		{
-			free(sink.buf);
-			st = KsFail(err, KS_ERR_KMS_UNAVAILABLE, "KMS provider \"%s\": the TLS certificate of %s does not verify: %s",
-						req->provider, host, curlerr[0] ? curlerr : curl_easy_strerror(rc));
-			break;
-		}
-		if (rc != CURLE_OK)
-		{
-			free(sink.buf);
-			retry = 1;
-			if (NowMs() + backoff >= deadline)
-			{
-				st = KsFail(err, KS_ERR_KMS_UNAVAILABLE, "KMS provider \"%s\" (%s) is unavailable: %s",
-							req->provider, host, curlerr[0] ? curlerr : curl_easy_strerror(rc));
-				break;
-			}
-		}
-		else if (status >= 300 && status < 400)
-		{
-			free(sink.buf);
-			st = KsFail(err, KS_ERR_KMS_BAD_RESPONSE,
-						"KMS provider \"%s\" (%s) answered with a redirect (HTTP %ld), which keysmith never follows",
-						req->provider, host, status);
-			break;
-		}
-		else if (status == 429 || status >= 500 ||
-				 (req->retryable && req->retryable(status, sink.buf ? sink.buf : "")))
-		{
-			long		wait = hdrs.retry_after >= 0 ? hdrs.retry_after * 1000 : backoff;
-
-			KsWipe(sink.buf, sink.len);
-			free(sink.buf);
-			retry = 1;
-			if (NowMs() + wait >= deadline)
-			{
-				st = KsFail(err, KS_ERR_KMS_UNAVAILABLE,
-							"KMS provider \"%s\" (%s) answered HTTP %ld until its time ran out",
-							req->provider, host, status);
-				break;
-			}
-			backoff = wait;
-		}
-		else
-		{
-			resp->status = status;
-			resp->body = sink.buf ? sink.buf : calloc(1, 1);
-			resp->len = sink.len;
-			break;
-		}
-		if (retry)
-		{
-			uint8_t		r = 0;
-			long		jittered;
-
-			(void) KsRandomBytes(&r, 1, NULL);
-			jittered = backoff / 2 + (backoff / 2) * r / 255;
-			if (Pause(jittered))
-			{
-				st = KsFail(err, KS_ERR_INTERRUPTED, "the call to KMS provider \"%s\" was interrupted",
-							req->provider);
-				break;
-			}
-			backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
-		}
 	}
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-	/* libcurl keeps a copy of the AWS secret key: a reset frees it now */
-	if (req->aws_sigv4)
-		curl_easy_reset(h);
-	/* the header list held the token */
-	for (struct curl_slist *l = headers; l != NULL; l = l->next)
-		KsWipe(l->data, strlen(l->data));
-	curl_slist_free_all(headers);
+	ForgetCredentials(h, req, headers);
 	return st;
 }
 

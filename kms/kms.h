@@ -128,7 +128,7 @@ extern const char *KsKmsOptionValue(const KsKmsInstance *kms, const char *name);
  * needs_rewrap: would rewrap change a blob wrapped under kek_version?
  *
  * shared_cache: unwrapped DEKs may be cached for the whole cluster, to save
- * calls to a KMS over the network (extension/dek_shared.c).
+ * calls to a KMS over the network (extension/keys/dek_shared.c).
  */
 typedef struct KsKmsProvider
 {

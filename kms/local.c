@@ -15,6 +15,10 @@
  * blob belongs to can be changed without the unwrap failing.
  *
  * Error messages name the file and a line number, never a line's content.
+ *
+ * The parsed file is kept for the next wrap or unwrap of this process (see
+ * "The parsed file, kept" below): reading and wiping the 150 kB set on every
+ * unwrap was most of the cost of a cold key load (issue 22, part 2).
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -22,26 +26,150 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "envelope.h"
 #include "local.h"
 
+static KsStatus LoadFile(const char *path, KsMasterKeySet *set, struct stat *read_st,
+						 KsError *err);
+
 /*
- * The provider's own set, for one wrap or unwrap: malloc'd here, since
- * nothing between this load and SetFree can leave the function (kms/ never
- * raises an ERROR), and wiped before it is freed.
+ * The parsed file, kept: one set per process, in a page-aligned mapping of
+ * its own (mlock'd where the limit allows, left out of core dumps), never
+ * PostgreSQL memory.  It is used again only while stat() of the same path
+ * shows the very file that was read: same device, inode, size, mode, owner,
+ * group, and modification and change times to the nanosecond (the change
+ * time moves on chmod, chown and on any write, and cannot be set back).  On
+ * any difference, or if stat fails, the set is wiped and the file read and
+ * checked again, with every refusal of a first read.
+ *
+ * File times come from a clock that ticks every few milliseconds, so a file
+ * rewritten in place at the same size within one tick of being read would
+ * look unchanged.  A set is therefore kept only once the file's newest time
+ * is KeepAfterMs older than the moment it was read (as git treats "racily
+ * clean" index entries); until then each use reads the file again.  The
+ * unit tests lower KeepAfterMs to exercise the kept set.
+ *
+ * The set is wiped when it stops matching, by KsLocalForget and at exit.
  */
-static KsStatus SetLoad(const char *path, KsMasterKeySet **setp, KsError *err);
+static KsMasterKeySet *Kept;		/* the mapping, NULL until first use */
+static size_t KeptMapLen;
+static int	KeptValid;			/* Kept holds the file KeptPath, KeptStat */
+static char KeptPath[1024];
+static struct stat KeptStat;
+int			ks_local_keep_after_ms = 2000;
+
+void
+KsLocalForget(void)
+{
+	if (Kept != NULL)
+		KsWipe(Kept, sizeof(KsMasterKeySet));
+	KeptValid = 0;
+	KeptPath[0] = '\0';
+}
 
 static void
-SetFree(KsMasterKeySet *set)
+ForgetAtExit(void)
 {
-	if (set == NULL)
-		return;
-	KsWipe(set, sizeof(KsMasterKeySet));
-	free(set);
+	KsLocalForget();
+}
+
+static int
+SameFile(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
+		a->st_size == b->st_size && a->st_mode == b->st_mode &&
+		a->st_uid == b->st_uid && a->st_gid == b->st_gid &&
+		a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+		a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+		a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+		a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Whether the file's times are far enough before now to trust them. */
+static int
+Settled(const struct stat *st)
+{
+	struct timespec now;
+	const struct timespec *newest = &st->st_mtim;
+	int64_t		age_ms;
+
+	if (st->st_ctim.tv_sec > newest->tv_sec ||
+		(st->st_ctim.tv_sec == newest->tv_sec && st->st_ctim.tv_nsec > newest->tv_nsec))
+		newest = &st->st_ctim;
+	if (clock_gettime(CLOCK_REALTIME, &now) != 0)
+		return 0;
+	age_ms = ((int64_t) now.tv_sec - (int64_t) newest->tv_sec) * 1000 +
+		((int64_t) now.tv_nsec - (int64_t) newest->tv_nsec) / 1000000;
+	return age_ms >= ks_local_keep_after_ms;
+}
+
+static KsStatus
+MapKept(KsError *err)
+{
+	long		page = sysconf(_SC_PAGESIZE);
+	void	   *p;
+
+	if (page <= 0)
+		page = 4096;
+	KeptMapLen = (sizeof(KsMasterKeySet) + (size_t) page - 1) / (size_t) page * (size_t) page;
+	p = mmap(NULL, KeptMapLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return KsFail(err, KS_ERR_NO_MEMORY, "could not map memory for the master keys");
+	/* best effort: out of swap and out of core dumps */
+	(void) mlock(p, KeptMapLen);
+#ifdef MADV_DONTDUMP
+	(void) madvise(p, KeptMapLen, MADV_DONTDUMP);
+#endif
+	Kept = p;
+	atexit(ForgetAtExit);
+	return KS_OK;
+}
+
+/*
+ * The set of the file at path, for one wrap or unwrap: the kept set if the
+ * file is unchanged, else the file read again.  Pair with SetRelease.
+ */
+static KsStatus
+SetLoad(const char *path, const KsMasterKeySet **setp, KsError *err)
+{
+	struct stat st;
+	KsStatus	status;
+
+	*setp = NULL;
+	if (KeptValid && path != NULL && strcmp(path, KeptPath) == 0 &&
+		stat(path, &st) == 0 && SameFile(&st, &KeptStat))
+	{
+		*setp = Kept;
+		return KS_OK;
+	}
+	KsLocalForget();
+	if (Kept == NULL && (status = MapKept(err)) != KS_OK)
+		return status;
+	status = LoadFile(path, Kept, &st, err);
+	if (status != KS_OK)
+		return status;			/* LoadFile left it wiped */
+	if (strlen(path) < sizeof(KeptPath) && Settled(&st))
+	{
+		strcpy(KeptPath, path);
+		KeptStat = st;
+		KeptValid = 1;
+	}
+	*setp = Kept;
+	return KS_OK;
+}
+
+/* The end of one use: a set not kept is wiped at once. */
+static void
+SetRelease(const KsMasterKeySet *set)
+{
+	if (set != NULL && !KeptValid)
+		KsWipe(Kept, sizeof(KsMasterKeySet));
 }
 
 static int
@@ -154,12 +282,23 @@ KsStatus
 KsLocalLoad(const char *path, KsMasterKeySet *set, KsError *err)
 {
 	struct stat st;
+
+	return LoadFile(path, set, &st, err);
+}
+
+/*
+ * Read the whole master key file, after the checks every reader makes
+ * (regular file, no group or other access, size), into *bufp (malloc'd:
+ * the caller wipes and frees it) with its fstat.
+ */
+static KsStatus
+ReadKeyFile(const char *path, char **bufp, size_t *lenp, struct stat *read_st, KsError *err)
+{
+	struct stat st;
 	char	   *buf;
 	size_t		got = 0;
 	int			fd;
-	KsStatus	status;
 
-	KsWipe(set, sizeof(KsMasterKeySet));
 	if (path == NULL || path[0] == '\0')
 		return KsFail(err, KS_ERR_KEYFILE_MISSING,
 					  "keysmith.local_master_key_file is not set");
@@ -232,7 +371,25 @@ KsLocalLoad(const char *path, KsMasterKeySet *set, KsError *err)
 		got += (size_t) n;
 	}
 	close(fd);
+	*bufp = buf;
+	*lenp = got;
+	*read_st = st;
+	return KS_OK;
+}
 
+/* KsLocalLoad, also returning the fstat of what was read. */
+static KsStatus
+LoadFile(const char *path, KsMasterKeySet *set, struct stat *read_st, KsError *err)
+{
+	struct stat st;
+	char	   *buf;
+	size_t		got;
+	KsStatus	status;
+
+	KsWipe(set, sizeof(KsMasterKeySet));
+	status = ReadKeyFile(path, &buf, &got, &st, err);
+	if (status != KS_OK)
+		return status;
 	status = KsLocalParse(buf, got, set, err);
 	KsWipe(buf, got);
 	free(buf);
@@ -246,25 +403,7 @@ KsLocalLoad(const char *path, KsMasterKeySet *set, KsError *err)
 		KsWipe(set, sizeof(KsMasterKeySet));
 		return status;
 	}
-	return KS_OK;
-}
-
-static KsStatus
-SetLoad(const char *path, KsMasterKeySet **setp, KsError *err)
-{
-	KsMasterKeySet *set = malloc(sizeof(KsMasterKeySet));
-	KsStatus	st;
-
-	*setp = NULL;
-	if (set == NULL)
-		return KsFail(err, KS_ERR_NO_MEMORY, "out of memory");
-	st = KsLocalLoad(path, set, err);
-	if (st != KS_OK)
-	{
-		free(set);				/* KsLocalLoad left it wiped */
-		return st;
-	}
-	*setp = set;
+	*read_st = st;
 	return KS_OK;
 }
 
@@ -373,7 +512,7 @@ LocalWrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *dek, siz
 		  const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len,
 		  char *kek_version, KsError *err)
 {
-	KsMasterKeySet *set;
+	const KsMasterKeySet *set;
 	KsStatus	st;
 	uint32_t	version = 0;
 
@@ -383,7 +522,7 @@ LocalWrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *dek, siz
 	if (st != KS_OK)
 		return st;
 	st = WrapWithSet(set, dek, aad, aad_len, out, out_len, &version, err);
-	SetFree(set);
+	SetRelease(set);
 	if (st == KS_OK)
 		FormatKekVersion(version, kek_version);
 	return st;
@@ -394,7 +533,7 @@ LocalUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrappe
 			const uint8_t *aad, size_t aad_len, uint8_t *dek, size_t dek_len,
 			KsError *err)
 {
-	KsMasterKeySet *set;
+	const KsMasterKeySet *set;
 	KsStatus	st;
 
 	if (KsLocalWrappedKekVersion(wrapped, wrapped_len) == 0 || dek_len != KS_DEK_LEN)
@@ -404,7 +543,7 @@ LocalUnwrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrappe
 	if (st != KS_OK)
 		return st;
 	st = KsLocalUnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
-	SetFree(set);
+	SetRelease(set);
 	return st;
 }
 
@@ -414,7 +553,7 @@ LocalRewrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrappe
 			const uint8_t *aad, size_t aad_len, uint8_t *out, size_t *out_len,
 			char *kek_version, KsError *err)
 {
-	KsMasterKeySet *set;
+	const KsMasterKeySet *set;
 	uint8_t		dek[KS_DEK_LEN];
 	KsStatus	st;
 	uint32_t	version = 0;
@@ -429,7 +568,7 @@ LocalRewrap(const KsKmsInstance *kms, const char *kms_key, const uint8_t *wrappe
 	if (st == KS_OK)
 		st = WrapWithSet(set, dek, aad, aad_len, out, out_len, &version, err);
 	KsWipe(dek, sizeof(dek));
-	SetFree(set);
+	SetRelease(set);
 	if (st == KS_OK)
 		FormatKekVersion(version, kek_version);
 	return st;
@@ -440,14 +579,14 @@ static KsStatus
 LocalNeedsRewrap(const KsKmsInstance *kms, const char *kms_key, const char *kek_version, int *needs,
 				 KsError *err)
 {
-	KsMasterKeySet *set;
+	const KsMasterKeySet *set;
 	char		current[KS_KEK_VERSION_LEN];
 	KsStatus	st = SetLoad(KeyFile(kms), &set, err);
 
 	if (st != KS_OK)
 		return st;
 	FormatKekVersion(set->current, current);
-	SetFree(set);
+	SetRelease(set);
 	*needs = strcmp(current, kek_version) != 0;
 	return KS_OK;
 }
@@ -466,6 +605,44 @@ const KsKmsProvider KsLocalProvider = {
 };
 
 /*
+ * Open the key file and take an exclusive flock on it, for the two writers
+ * (append, retire): a retire renames a new file over the path, so a writer
+ * that waited for the lock checks that what it holds is still the file at
+ * path, and opens it again if not.  Returns the fd, or -1 with err set.
+ */
+static int
+OpenLocked(const char *path, int flags, KsError *err)
+{
+	for (int tries = 0; tries < 100; tries++)
+	{
+		struct stat held;
+		struct stat now;
+		int			fd = open(path, flags);
+
+		if (fd < 0)
+		{
+			KsFail(err, KS_ERR_KEYFILE_UNREADABLE,
+				   "could not open master key file \"%s\" for writing: %s", path, strerror(errno));
+			return -1;
+		}
+		if (flock(fd, LOCK_EX) != 0)
+		{
+			int			e = errno;
+
+			close(fd);
+			KsFail(err, KS_ERR_KEYFILE_UNREADABLE, "could not lock master key file \"%s\": %s", path, strerror(e));
+			return -1;
+		}
+		if (fstat(fd, &held) == 0 && stat(path, &now) == 0 &&
+			held.st_dev == now.st_dev && held.st_ino == now.st_ino)
+			return fd;
+		close(fd);				/* replaced while we waited: the new one */
+	}
+	KsFail(err, KS_ERR_KEYFILE_UNREADABLE, "master key file \"%s\" keeps being replaced", path);
+	return -1;
+}
+
+/*
  * Append a new random master key, version = highest + 1, to the file.  The
  * file is validated first (so a broken file is never extended), the line is
  * written with one write() and fsync'd.  The new key never leaves this
@@ -474,7 +651,7 @@ const KsKmsProvider KsLocalProvider = {
 KsStatus
 KsLocalAppendKey(const char *path, uint32_t *new_version, KsError *err)
 {
-	KsMasterKeySet *set;
+	const KsMasterKeySet *set;
 	uint8_t		key[KS_DEK_LEN];
 	char		line[32 + 2 * KS_DEK_LEN];
 	int			len;
@@ -484,18 +661,23 @@ KsLocalAppendKey(const char *path, uint32_t *new_version, KsError *err)
 	char		last = '\n';
 	struct stat sb;
 
+	/* the lock first: the version is read from, and appended to, one file */
+	fd = OpenLocked(path, O_RDWR | O_APPEND | O_CLOEXEC, err);
+	if (fd < 0)
+		return err->status;
 	st = SetLoad(path, &set, err);
 	if (st != KS_OK)
+	{
+		close(fd);
 		return st;
+	}
 	version = set->current + 1;
-	SetFree(set);
+	SetRelease(set);
 	if (version > 0x7FFFFFFF)
+	{
+		close(fd);
 		return KsFail(err, KS_ERR_KEYFILE_MALFORMED, "master key versions are exhausted");
-
-	fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
-	if (fd < 0)
-		return KsFail(err, KS_ERR_KEYFILE_UNREADABLE,
-					  "could not open master key file \"%s\" for writing: %s", path, strerror(errno));
+	}
 	/* start on a new line if the file does not end with one */
 	if (fstat(fd, &sb) == 0 && sb.st_size > 0 &&
 		pread(fd, &last, 1, sb.st_size - 1) != 1)
@@ -526,4 +708,179 @@ KsLocalAppendKey(const char *path, uint32_t *new_version, KsError *err)
 	close(fd);
 	*new_version = version;
 	return KS_OK;
+}
+
+/*
+ * Remove master key version `version` from the file: under the writers'
+ * lock (OpenLocked), the file is read and checked whole, written again
+ * without that key's line to a new "<path>.retire.XXXXXX" (mode 0600 or
+ * narrower), fsync'd, renamed over the file, and the directory fsync'd.
+ * The newest version (the one new wraps use) is never retired.  Every
+ * buffer that held the file is wiped.  What the file system kept of the old
+ * blocks is beyond this function: docs/key-rotation.md.
+ */
+KsStatus
+KsLocalRetireKey(const char *path, uint32_t version, KsError *err)
+{
+	KsMasterKeySet *set;
+	struct stat st;
+	char	   *buf;
+	char	   *out;
+	char	   *tmp;
+	char	   *slash;
+	size_t		len;
+	size_t		out_len = 0;
+	const char *p;
+	KsStatus	status;
+	int			fd;
+	int			lockfd;
+	bool		found = false;
+	char	   *real;
+
+	/*
+	 * The file itself, not a link to it: a rename over a symbolic link
+	 * would replace the link and leave the key in the file it named, and
+	 * another hard link would keep the old contents whole.
+	 */
+	real = realpath(path, NULL);
+	if (real == NULL)
+		return KsFail(err, KS_ERR_KEYFILE_UNREADABLE, "could not resolve master key file \"%s\": %s", path,
+					  strerror(errno));
+	path = real;
+	/* held to the rename: no append or other retire in between */
+	lockfd = OpenLocked(path, O_RDONLY | O_CLOEXEC, err);
+	if (lockfd < 0)
+	{
+		free(real);
+		return err->status;
+	}
+	status = ReadKeyFile(path, &buf, &len, &st, err);
+	if (status != KS_OK)
+	{
+		close(lockfd);
+		free(real);
+		return status;
+	}
+	if (st.st_nlink > 1)
+	{
+		KsWipe(buf, len);
+		free(buf);
+		close(lockfd);
+		status = KsFail(err, KS_ERR_INVALID_ARGUMENT,
+						"master key file \"%s\" has %lu hard links: a version retired here would stay in the others",
+						path, (unsigned long) st.st_nlink);
+		free(real);
+		return status;
+	}
+	set = malloc(sizeof(KsMasterKeySet));
+	out = malloc(len + 1);
+	tmp = malloc(strlen(path) + sizeof(".retire.XXXXXX"));
+	if (set == NULL || out == NULL || tmp == NULL)
+	{
+		status = KsFail(err, KS_ERR_NO_MEMORY, "out of memory");
+		goto done;
+	}
+	status = KsLocalParse(buf, len, set, err);
+	if (status != KS_OK)
+		goto done;
+	if (version == set->current)
+	{
+		status = KsFail(err, KS_ERR_INVALID_ARGUMENT,
+						"master key version %u is the newest, which new keys are wrapped with", (unsigned) version);
+		goto done;
+	}
+	/* copy every line but the key line of version */
+	for (p = buf; p < buf + len;)
+	{
+		const char *eol = memchr(p, '\n', (size_t) (buf + len - p));
+		const char *next = eol ? eol + 1 : buf + len;
+		const char *q = p;
+		const char *digits;
+		uint64_t	v = 0;
+
+		while (q < next && (*q == ' ' || *q == '\t' || *q == '\r'))
+			q++;
+		digits = q;
+		while (q < next && *q >= '0' && *q <= '9' && v <= 0x7FFFFFFF)
+			v = v * 10 + (uint64_t) (*q++ - '0');
+		if (q < next && *q == ':' && q > digits && v == version)
+			found = true;
+		else
+		{
+			memcpy(out + out_len, p, (size_t) (next - p));
+			out_len += (size_t) (next - p);
+		}
+		p = next;
+	}
+	if (!found)
+	{
+		status = KsFail(err, KS_ERR_KEK_VERSION_UNKNOWN,
+						"master key file \"%s\" has no version %u", path, (unsigned) version);
+		goto done;
+	}
+	/* what is written must parse, with one key fewer */
+	{
+		int			before = set->count;
+
+		status = KsLocalParse(out, out_len, set, err);
+		if (status == KS_OK && set->count != before - 1)
+			status = KsFail(err, KS_ERR_KEYFILE_MALFORMED, "retiring version %u would change other keys",
+							(unsigned) version);
+		if (status != KS_OK)
+			goto done;
+	}
+	sprintf(tmp, "%s.retire.XXXXXX", path);
+	fd = mkstemp(tmp);			/* mode 0600, a name no one else has */
+	if (fd < 0)
+	{
+		status = KsFail(err, KS_ERR_KEYFILE_UNREADABLE, "could not create \"%s\": %s", tmp, strerror(errno));
+		goto done;
+	}
+	(void) fchmod(fd, st.st_mode & 0600);
+	if (write(fd, out, out_len) != (ssize_t) out_len || fsync(fd) != 0)
+	{
+		int			e = errno;
+
+		close(fd);
+		(void) unlink(tmp);
+		status = KsFail(err, KS_ERR_KEYFILE_UNREADABLE, "could not write \"%s\": %s", tmp, strerror(e));
+		goto done;
+	}
+	close(fd);
+	if (rename(tmp, path) != 0)
+	{
+		int			e = errno;
+
+		(void) unlink(tmp);
+		status = KsFail(err, KS_ERR_KEYFILE_UNREADABLE, "could not rename \"%s\" to \"%s\": %s", tmp, path,
+						strerror(e));
+		goto done;
+	}
+	slash = strrchr(tmp, '/');
+	if (slash != NULL)
+		*slash = '\0';
+	fd = open(slash != NULL ? (tmp[0] ? tmp : "/") : ".", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0)
+	{
+		(void) fsync(fd);
+		close(fd);
+	}
+	KsLocalForget();
+done:
+	close(lockfd);
+	KsWipe(buf, len);
+	free(buf);
+	free(real);
+	if (out != NULL)
+	{
+		KsWipe(out, len + 1);
+		free(out);
+	}
+	if (set != NULL)
+	{
+		KsWipe(set, sizeof(KsMasterKeySet));
+		free(set);
+	}
+	free(tmp);
+	return status;
 }

@@ -7,9 +7,11 @@
  *     <version>:<64 hex characters>
  *
  * with '#' comments and blank lines allowed; the highest version is the
- * current one.  The file is read afresh on each wrap or unwrap (which happen
- * once per DEK version per backend, never per row), so an edit takes effect
- * at once and master keys never linger in memory.
+ * current one.  Each wrap or unwrap (once per DEK version per backend, never
+ * per row) stats the file; the parsed set is kept in wiped, mlock'd memory
+ * of kms/local.c while the file is unchanged (device, inode, size, mode,
+ * owner, modification and change times), and read and checked again on any
+ * change, so an edit takes effect at once.
  */
 #ifndef KEYSMITH_LOCAL_H
 #define KEYSMITH_LOCAL_H
@@ -43,8 +45,26 @@ extern KsStatus KsLocalLoad(const char *path, KsMasterKeySet *set, KsError *err)
 extern KsStatus KsLocalParse(const char *text, size_t len, KsMasterKeySet *set,
 							 KsError *err);
 
+/*
+ * Wipe the kept master key set of this process (it is also wiped at exit and
+ * whenever the file changes); the next use reads the file again.
+ */
+extern void KsLocalForget(void);
+
+/*
+ * How old (ms) the file's newest time must be when it is read for the set to
+ * be kept; younger files are read on every use.  Lowered by the unit tests.
+ */
+extern int	ks_local_keep_after_ms;
+
 /* Append a fresh random key as version highest+1; returns that version. */
 extern KsStatus KsLocalAppendKey(const char *path, uint32_t *new_version, KsError *err);
+
+/*
+ * Remove version `version` (not the newest) from the file, atomically
+ * (written aside, fsync'd, renamed).  KS_ERR_KEK_VERSION_UNKNOWN if absent.
+ */
+extern KsStatus KsLocalRetireKey(const char *path, uint32_t version, KsError *err);
 
 /* Length of a local wrapped DEK: format, KEK version, nonce, DEK, tag. */
 #define KS_LOCAL_WRAP_FORMAT	1

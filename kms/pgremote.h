@@ -7,7 +7,7 @@
  * user owns the other end of a local TCP connection.  Everything here is
  * hostile input: a postgres_remote secret's owner chooses the host, and a
  * local OS user may listen where the test login connects.  The glue in
- * rotator/role_strategy.c checks the shape of each libpq result and hands
+ * rotator/pq_conn.c checks the shape of each libpq result and hands
  * the bytes here.  Plain C without PostgreSQL or libpq headers, so that it
  * is unit-tested and fuzzed (test/fuzz/fuzz_pgremote.c).  (Not in
  * kms/remote.h, which includes jansson: jansson's json_object collides

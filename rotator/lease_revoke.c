@@ -4,7 +4,7 @@
  * Revoking a lease, in the shape of the rotation engine: the lease's state
  * (keysmith.lease.state) names the next step, and KsLeaseAdvance runs that
  * step and writes the next state in the same transaction as its effect.
- * revoke_lease (extension/leases.c) advances a lease through both steps at
+ * revoke_lease (extension/leases/leases.c) advances a lease through both steps at
  * once, the second in a subtransaction; the reaper (rotator/reaper.c)
  * advances due leases in batches, clearing other databases with helper
  * workers in between.  Both record a failed step the same way
@@ -21,20 +21,19 @@
 #include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
 
-#include "../extension/keysmith.h"
-#include "../extension/owner_spi.h"
-#include "../extension/roles.h"
-#include "lease_revoke.h"
-#include "worker.h"
-
-const char *const KsLeaseStateNames[KS_LEASE_STATE_COUNT] = {"active", "revoking", "revoked"};
+#include "extension/common/catalog.h"
+#include "extension/common/owner_spi.h"
+#include "extension/common/roles.h"
+#include "extension/leases/lease_state.h"
+#include "rotator/job.h"
+#include "rotator/lease_revoke.h"
 
 const char *const KsLeaseTables[] = {"lease", "lease_event", "role_template"};
 const int	KsLeaseTableCount = lengthof(KsLeaseTables);
 
 /*
  * keysmith's lease tables in this database, found by OID and trusted
- * (extension/catalog.c): KS_CATALOG_ABSENT with cat->extoid set means an
+ * (extension/common/catalog.c): KS_CATALOG_ABSENT with cat->extoid set means an
  * extension that predates leased roles.  The reaper and the SQL functions
  * both ask this before they touch a lease table as a superuser.
  */
@@ -42,16 +41,6 @@ KsCatalogStatus
 KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen)
 {
 	return KsCatalogWithTables(cat, KsLeaseTables, KsLeaseTableCount, "leased roles", why, whylen);
-}
-
-KsLeaseState
-KsLeaseStateFromName(const char *name)
-{
-	for (int i = 0; i < KS_LEASE_STATE_COUNT; i++)
-		if (strcmp(name, KsLeaseStateNames[i]) == 0)
-			return (KsLeaseState) i;
-	elog(ERROR, "keysmith: unknown lease state \"%s\"", name);
-	pg_unreachable();
 }
 
 /*
@@ -116,9 +105,9 @@ KsLeaseEvent(Datum lease_id, const char *event, const char *detail)
 uint64
 KsLeaseRebind(const Datum *lease_id)
 {
-	Oid			types[1] = {UUIDOID};
-	Datum		values[1] = {lease_id ? *lease_id : (Datum) 0};
-	char		nulls[1] = {lease_id ? ' ' : 'n'};
+	Oid			types[2] = {UUIDOID, TEXTOID};
+	Datum		values[2] = {lease_id ? *lease_id : (Datum) 0, KsLeaseStateDatum(KS_LEASE_REVOKED)};
+	char		nulls[2] = {lease_id ? ' ' : 'n', ' '};
 
 	KsSpiExec("WITH moved AS ("
 			  "  SELECT l.lease_id, l.role_oid AS old_oid,"
@@ -132,7 +121,7 @@ KsLeaseRebind(const Datum *lease_id)
 			  "         (SELECT a.oid FROM pg_catalog.pg_authid a"
 			  "           WHERE a.rolname OPERATOR(pg_catalog.=) l.requested_by) AS new_requester"
 			  "    FROM keysmith.lease l"
-			  "   WHERE l.state OPERATOR(pg_catalog.<>) 'revoked'"
+			  "   WHERE l.state OPERATOR(pg_catalog.<>) $2"
 			  "     AND ($1 IS NULL OR l.lease_id OPERATOR(pg_catalog.=) $1)"
 			  "     AND l.role_oid OPERATOR(pg_catalog.<>) 0"
 			  "     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_shseclabel s"
@@ -146,7 +135,7 @@ KsLeaseRebind(const Datum *lease_id)
 			  "        requester_oid = COALESCE(m.new_requester, 0::pg_catalog.oid)"
 			  "   FROM moved m WHERE l.lease_id OPERATOR(pg_catalog.=) m.lease_id"
 			  " RETURNING l.lease_id, m.old_oid, l.role_oid",
-			  1, types, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+			  2, types, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -302,8 +291,8 @@ KsLeaseRecordFailure(Datum lease_id, const char *message)
 static void
 Finish(Datum lease_id, Oid role_oid, Oid owner, const char *by)
 {
-	Oid			types[2] = {UUIDOID, TEXTOID};
-	Datum		values[2] = {lease_id, CStringGetTextDatum("role_missing")};
+	Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
+	Datum		values[3] = {lease_id, CStringGetTextDatum("role_missing"), KsLeaseStateDatum(KS_LEASE_REVOKED)};
 	bool		here;
 	bool		existed;
 
@@ -311,10 +300,10 @@ Finish(Datum lease_id, Oid role_oid, Oid owner, const char *by)
 	if (here)
 		KsLeaseDropOwnedHere(role_oid, owner);
 	existed = DropRole(role_oid);
-	KsSpiExec("UPDATE keysmith.lease SET state = 'revoked', revoked_at = pg_catalog.now(),"
+	KsSpiExec("UPDATE keysmith.lease SET state = $3, revoked_at = pg_catalog.now(),"
 			  " revoke_reason = COALESCE($2, revoke_reason, 'expired'), last_error = NULL"
 			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			  2, types, values, existed ? " n" : "  ", false, 0, SPI_OK_UPDATE);
+			  3, types, values, existed ? " n " : "   ", false, 0, SPI_OK_UPDATE);
 	KsLeaseEvent(lease_id, "revoked", existed ? by : psprintf("%s; the role was already gone", by));
 }
 
@@ -322,15 +311,15 @@ Finish(Datum lease_id, Oid role_oid, Oid owner, const char *by)
 static void
 Lockout(KsLeaseJob *job)
 {
-	Oid			types[2] = {UUIDOID, TEXTOID};
-	Datum		values[2] = {job->lease_id, CStringGetTextDatum(job->reason)};
+	Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
+	Datum		values[3] = {job->lease_id, CStringGetTextDatum(job->reason), KsLeaseStateDatum(KS_LEASE_REVOKING)};
 
 	SetNologin(job->role_oid);
 	KsLeaseTerminateSessions(&job->role_oid, 1);
-	KsSpiExec("UPDATE keysmith.lease SET state = 'revoking',"
+	KsSpiExec("UPDATE keysmith.lease SET state = $3,"
 			  " revoke_reason = COALESCE(revoke_reason, $2), next_attempt_at = '-infinity'"
 			  " WHERE lease_id OPERATOR(pg_catalog.=) $1",
-			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
+			  3, types, values, NULL, false, 0, SPI_OK_UPDATE);
 	KsLeaseEvent(job->lease_id, "nologin",
 				 job->lockout_note ? psprintf("%s; %s", job->by, job->lockout_note) : job->by);
 }

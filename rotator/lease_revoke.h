@@ -1,9 +1,9 @@
 /*
  * rotator/lease_revoke.h
  *
- * Revoking a lease (rotator/lease_revoke.c): one state enum and one
- * function that advances a lease by a switch, shared by revoke_lease
- * (extension/leases.c) and the reaper (rotator/reaper.c), and the steps
+ * Revoking a lease (rotator/lease_revoke.c): one function that advances a
+ * lease by a switch on its state (extension/leases/lease_state.h), shared by revoke_lease
+ * (extension/leases/leases.c) and the reaper (rotator/reaper.c), and the steps
  * they are made of.  Everything here expects SPI and runs as a superuser.
  */
 #ifndef KEYSMITH_LEASE_REVOKE_H
@@ -13,23 +13,13 @@
 
 #include "nodes/pg_list.h"
 
-#include "../extension/keysmith.h"
+#include "extension/common/catalog.h"
+#include "extension/leases/lease_state.h"
 
 /* The lease tables, and keysmith's catalog with them, found by OID. */
 extern const char *const KsLeaseTables[];
 extern const int KsLeaseTableCount;
 extern KsCatalogStatus KsLeaseCatalog(KsCatalog *cat, char *why, size_t whylen);
-
-typedef enum KsLeaseState
-{
-	KS_LEASE_ACTIVE = 0,		/* next: lock out (NOLOGIN, sessions ended) */
-	KS_LEASE_REVOKING,			/* next: objects, DROP ROLE */
-	KS_LEASE_REVOKED,
-	KS_LEASE_STATE_COUNT
-} KsLeaseState;
-
-extern const char *const KsLeaseStateNames[KS_LEASE_STATE_COUNT];
-extern KsLeaseState KsLeaseStateFromName(const char *name);
 
 typedef struct KsLeaseJob
 {

@@ -53,9 +53,9 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
-#include "../extension/keysmith.h"
-#include "owner_job.h"
-#include "worker.h"
+#include "extension/common/guc.h"
+#include "rotator/job.h"
+#include "rotator/owner_job.h"
 
 PGDLLEXPORT void KsOwnerJobMain(Datum arg);
 

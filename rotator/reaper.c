@@ -56,9 +56,12 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
-#include "../extension/owner_spi.h"
-#include "lease_revoke.h"
-#include "worker.h"
+#include "extension/common/guc.h"
+#include "extension/common/owner_spi.h"
+#include "extension/leases/lease_state.h"
+#include "rotator/job.h"
+#include "rotator/lease_revoke.h"
+#include "rotator/reaper.h"
 
 PGDLLEXPORT void KsOwnedHelperMain(Datum arg);
 
@@ -74,7 +77,7 @@ typedef struct KsHelperArgs
 
 /*
  * REASSIGN OWNED / DROP OWNED for a lease role in another database, in a
- * helper worker connected there (KsRunHelper in rotator/worker.c).
+ * helper worker connected there (KsRunHelper in rotator/job.c).
  */
 static bool
 RunOwnedHelper(Oid dboid, Oid roleid, Oid owner, char *errbuf, size_t errlen)
@@ -155,7 +158,7 @@ typedef struct DueLease
 
 /*
  * May the reaper work in this database?  Only on keysmith's own catalog,
- * found by OID and trusted (extension/catalog.c): a schema called keysmith
+ * found by OID and trusted (extension/common/catalog.c): a schema called keysmith
  * with a table called lease proves nothing, since any role with CREATE on
  * the database can make one.
  */
@@ -265,6 +268,8 @@ KsReaperRound(MemoryContext cxt)
 	DueLease   *leases;
 	int			n,
 				n_nologin;
+	Oid			state_type[1] = {TEXTOID};
+	Datum		state[1];
 
 	/* active -> revoking: NOLOGIN, committed before anything else */
 	KsJobBegin("keysmith reaper: locking out expired leases", keysmith_reaper_lock_timeout);
@@ -274,12 +279,13 @@ KsReaperRound(MemoryContext cxt)
 		return false;
 	}
 	(void) KsLeaseRebind(NULL);
+	state[0] = KsLeaseStateDatum(KS_LEASE_ACTIVE);
 	KsSpiExec("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
-			  " WHERE state OPERATOR(pg_catalog.=) 'active'"
+			  " WHERE state OPERATOR(pg_catalog.=) $1"
 			  "   AND expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  " ORDER BY expires_at LIMIT " CppAsString2(REAPER_BATCH) " FOR UPDATE SKIP LOCKED",
-			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
+			  1, state_type, state, NULL, false, 0, SPI_OK_SELECT);
 	leases = FetchLeases(&n_nologin, cxt, KS_LEASE_ACTIVE);
 	for (int i = 0; i < n_nologin; i++)
 		InSubtransaction(StepAdvance, &leases[i]);
@@ -288,11 +294,12 @@ KsReaperRound(MemoryContext cxt)
 	/* revoking -> revoked */
 	KsJobBegin("keysmith reaper: revoking leases", keysmith_reaper_lock_timeout);
 	TerminateOrphanSessions();
+	state[0] = KsLeaseStateDatum(KS_LEASE_REVOKING);
 	KsSpiExec("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
-			  " WHERE state OPERATOR(pg_catalog.=) 'revoking'"
+			  " WHERE state OPERATOR(pg_catalog.=) $1"
 			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  " ORDER BY expires_at LIMIT " CppAsString2(REAPER_BATCH),
-			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
+			  1, state_type, state, NULL, false, 0, SPI_OK_SELECT);
 	leases = FetchLeases(&n, cxt, KS_LEASE_REVOKING);
 	/* the sessions of the whole batch, with one scan of the backends */
 	{
@@ -352,13 +359,13 @@ KsReaperRound(MemoryContext cxt)
 	KsJobBegin("keysmith reaper: dropping revoked roles", keysmith_reaper_lock_timeout);
 	for (int i = 0; i < n; i++)
 	{
-		Oid			types[1] = {TEXTOID};
-		Datum		values[1] = {CStringGetTextDatum(leases[i].lease_id)};
+		Oid			types[2] = {TEXTOID, TEXTOID};
+		Datum		values[2] = {CStringGetTextDatum(leases[i].lease_id), KsLeaseStateDatum(KS_LEASE_REVOKING)};
 
 		/* lock it and make sure nobody (revoke_lease) finished it meanwhile */
 		KsSpiExec("SELECT 1 FROM keysmith.lease WHERE lease_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid"
-				  " AND state OPERATOR(pg_catalog.=) 'revoking' FOR UPDATE SKIP LOCKED",
-				  1, types, values, NULL, false, 0, SPI_OK_SELECT);
+				  " AND state OPERATOR(pg_catalog.=) $2 FOR UPDATE SKIP LOCKED",
+				  2, types, values, NULL, false, 0, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			continue;
 		InSubtransaction(StepAdvance, &leases[i]);

@@ -14,6 +14,12 @@
  *   finish   pending becomes current, current previous, old unlabelled
  *            versions are erased, NOTIFY the secret's channel -> finished
  *
+ * That is what the role strategies do; what a step does to the target is
+ * asked of the secret's strategy table (rotator/strategy.h), and the
+ * engine keeps only what every strategy shares: the pending version, the
+ * labels, the states, the audit trail, retries and the worker's rounds.
+ * No strategy is named here.
+ *
  * Advance() is the one place a rotation moves: a switch over the state
  * that runs the step and writes the next state in the same transaction as
  * the step's effect.  The state is committed before every step and after
@@ -34,8 +40,8 @@
  * rotations, each phase (create, set, the logins, test, finish) for the
  * whole batch in one transaction, so a round of many rotations costs a
  * handful of commits.  Everything done for a secret is done with its
- * owner's privileges: the key privileges through SetUserId, the role
- * checks in rotator/role_strategy.c at every step.  Its audit events name
+ * owner's privileges: the key privileges through SetUserId, the checks
+ * of its strategy at every step (rotator/role_target.c for roles).  Its audit events name
  * the role that requested it (read from its row, passed to every
  * KsSecretEvent), whatever other code runs in the same round.
  */
@@ -52,39 +58,18 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "../extension/roles.h"
-#include "role_strategy.h"
-#include "sql_strategy.h"
-#include "owner_job.h"
-#include "rotation.h"
-#include "../extension/owner_spi.h"
-#include "../extension/secret_mem.h"
-#include "worker.h"
+#include "extension/common/errors.h"
+#include "extension/common/guc.h"
+#include "extension/common/owner_spi.h"
+#include "extension/common/roles.h"
+#include "extension/common/secret_mem.h"
+#include "rotator/job.h"
+#include "rotator/owner_job.h"
+#include "rotator/rotation.h"
+#include "rotator/rotation_job.h"
+#include "rotator/strategy.h"
 
 #define ROTATION_BATCH 50
-
-const char *const KsRotationStateNames[KS_ROT_STATE_COUNT] = {
-	"create", "set", "test", "finish", "finished", "failed", "cancelled"
-};
-
-#define IN_FLIGHT_SQL KS_ROT_IN_FLIGHT_SQL
-
-typedef struct RotationJob
-{
-	char		token[KS_UUID_LEN];
-	KsRotationState state;
-	int			attempts;
-	KsSecret	secret;
-	char		target[NAMEDATALEN];	/* "" until create ran */
-	char		pending[KS_UUID_LEN];	/* "" until create ran */
-	char	   *verifier;		/* the pending SCRAM verifier, or NULL */
-	char	   *password;		/* the pending password, for the test login */
-	bool		tested;
-	char	   *test_error;		/* why the test login failed, or NULL */
-	bool		skip;			/* gone, locked by another, or failed this round */
-	char		actor[NAMEDATALEN]; /* whom its events name: the requester, or
-									 * the caller of cancel_rotation */
-} RotationJob;
 
 /* Where job strings live: the round's context (the worker) or the caller's. */
 static MemoryContext JobCxt = NULL;
@@ -102,17 +87,7 @@ StateFromName(const char *name)
 static bool
 IsTerminal(KsRotationState s)
 {
-	return s == KS_ROT_FINISHED || s == KS_ROT_FAILED || s == KS_ROT_CANCELLED;
-}
-
-static void
-WipeAndFree(char *s)
-{
-	if (s)
-	{
-		explicit_bzero(s, strlen(s));
-		pfree(s);
-	}
+	return !KsRotationInFlight(s);
 }
 
 /*
@@ -120,7 +95,7 @@ WipeAndFree(char *s)
  * skipping it when skip_locked).  False if it is gone or locked.
  */
 static bool
-LoadJob(RotationJob *job, bool skip_locked)
+LoadJob(KsRotationJob *job, bool skip_locked)
 {
 	Oid			types[1] = {UUIDOID};
 	Datum		values[1] = {DirectFunctionCall1(uuid_in, CStringGetDatum(job->token))};
@@ -157,25 +132,26 @@ LoadJob(RotationJob *job, bool skip_locked)
 
 /* Write the rotation's next state, with what the steps so far produced. */
 static void
-SaveState(RotationJob *job, KsRotationState next)
+SaveState(KsRotationJob *job, KsRotationState next)
 {
-	Oid			types[5] = {UUIDOID, TEXTOID, NAMEOID, UUIDOID, TEXTOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', job->target[0] ? ' ' : 'n', job->pending[0] ? ' ' : 'n',
-	job->verifier && !IsTerminal(next) ? ' ' : 'n'};
+	Oid			types[7] = {UUIDOID, TEXTOID, NAMEOID, UUIDOID, TEXTOID, BOOLOID, BOOLOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', job->target[0] ? ' ' : 'n', job->pending[0] ? ' ' : 'n',
+	job->verifier && !IsTerminal(next) ? ' ' : 'n', ' ', ' '};
 
 	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(job->token));
 	values[1] = CStringGetTextDatum(KsRotationStateNames[next]);
 	values[2] = job->target[0] ? DirectFunctionCall1(namein, CStringGetDatum(job->target)) : (Datum) 0;
 	values[3] = job->pending[0] ? DirectFunctionCall1(uuid_in, CStringGetDatum(job->pending)) : (Datum) 0;
 	values[4] = nulls[4] == ' ' ? CStringGetTextDatum(job->verifier) : (Datum) 0;
+	values[5] = BoolGetDatum(IsTerminal(next));
+	values[6] = BoolGetDatum(next == KS_ROT_FINISHED);
 	KsSpiExec("UPDATE keysmith.rotation SET state = $2, target_role = $3, pending_version = $4,"
 			  " pending_verifier = $5,"
-			  " finished_at = CASE WHEN $2 OPERATOR(pg_catalog.=) ANY (" IN_FLIGHT_SQL ") THEN NULL"
-			  "                    ELSE pg_catalog.now() END,"
-			  " last_error = CASE WHEN $2 OPERATOR(pg_catalog.=) 'finished' THEN NULL ELSE last_error END"
+			  " finished_at = CASE WHEN $6 THEN pg_catalog.now() END,"
+			  " last_error = CASE WHEN $7 THEN NULL ELSE last_error END"
 			  " WHERE token OPERATOR(pg_catalog.=) $1",
-			  5, types, values, nulls, false, 0, SPI_OK_UPDATE);
+			  7, types, values, nulls, false, 0, SPI_OK_UPDATE);
 	job->state = next;
 }
 
@@ -204,215 +180,140 @@ PauseIfAsked(KsRotationState step)
 	}
 }
 
-/* The role the next credential is for: the pair's role that is not current. */
-static void
-ChooseTarget(RotationJob *job, char *target)
+/* The table of the rotation's strategy. */
+static const KsRotationStrategy *
+StrategyOf(const KsRotationJob *job)
 {
-	const KsSecretOptions *opt = &job->secret.opt;
-	char		version[KS_UUID_LEN];
-	char		current_user[NAMEDATALEN] = "";
-
-	if (opt->strategy == KS_STRATEGY_ROLE || opt->strategy == KS_STRATEGY_REMOTE)
-	{
-		strlcpy(target, opt->role, NAMEDATALEN);
-		return;
-	}
-	if (opt->strategy == KS_STRATEGY_SQL)
-	{
-		target[0] = '\0';		/* the function knows its target */
-		return;
-	}
-	(void) KsSecretFindVersion(job->secret.name, "current", version, NULL, current_user);
-	strlcpy(target, strcmp(current_user, opt->roles[0]) == 0 ? opt->roles[1] : opt->roles[0], NAMEDATALEN);
+	return KsRotationStrategyFor(job->secret.opt.strategy);
 }
 
+/* Erase a pending version left by nobody (cancel erases its own). */
 static void
-RequireOwner(RotationJob *job)
+DeleteStalePending(const KsSecret *s)
 {
-	if (GetUserNameFromId(job->secret.owner, true) == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the owner of secret \"%s\" (role OID %u) no longer exists",
-						job->secret.name, job->secret.owner)));
-}
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
 
-/* The pending value, opened as the secret's owner (palloc'd; wipe it). */
-static char *
-OpenPending(RotationJob *job)
-{
-	char		version[KS_UUID_LEN];
-	bytea	   *ct;
-
-	strlcpy(version, job->pending, sizeof(version));
-	if (!KsSecretFindVersion(job->secret.name, NULL, version, &ct, NULL))
-		elog(ERROR, "keysmith: the pending version of rotation %s is missing", job->token);
-	RequireOwner(job);
-	return KsSecretOpen(job->secret.owner, &job->secret, version, ct);
-}
-
-/* Run the sql strategy's function for this step, with the pending value. */
-static void
-CallStepFunction(RotationJob *job, const char *step)
-{
-	char	   *value = OpenPending(job);
-
-	PG_TRY();
-	{
-		KsSqlStrategyCall(job->secret.opt.function, job->secret.owner, step, job->secret.name,
-						  job->token, value);
-	}
-	PG_FINALLY();
-	{
-		explicit_bzero(value, strlen(value));
-	}
-	PG_END_TRY();
-	pfree(value);
-}
-
-/* create for the sql strategy: a random value, stored, then the function. */
-static void
-StepCreateSql(RotationJob *job)
-{
-	const KsSecret *s = &job->secret;
-	char		value[KS_PASSWORD_MAX + 1];
-	bytea	   *ct;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(s->name)};
-
-	RequireOwner(job);
-	KsRandomString(value, s->opt.password_length, KsAlnumMixed);
-	value[s->opt.password_length] = '\0';
-	KsNewUuid(job->pending);
-	ct = KsSecretSeal(s->owner, s, job->pending, value, strlen(value));
-	explicit_bzero(value, sizeof(value));
+	values[0] = CStringGetTextDatum(s->name);
+	values[1] = CStringGetTextDatum(KsSecretStageNames[KS_STAGE_PENDING]);
 	KsSpiExec("DELETE FROM keysmith.secret_version"
-			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND stage OPERATOR(pg_catalog.=) 'pending'",
-			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
-	KsSecretInsertVersion(s, job->pending, ct, "pending", NULL, job->actor);
-	CallStepFunction(job, "create");
-	KsSecretEvent(s->name, job->token, job->pending, "created", "pending value stored; create step function ran",
-				  job->actor);
+			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND stage OPERATOR(pg_catalog.=) $2",
+			  2, types, values, NULL, false, 0, SPI_OK_DELETE);
 }
 
+/*
+ * A rotation row whose secret has a strategy without steps (none) can only
+ * come from a hand-written row: create_secret and rotate_secret refuse it.
+ * The step then fails with the same 22023 rotate_secret gives, counted as a
+ * failed attempt, instead of calling a step the strategy does not have.
+ */
 static void
-StepCreate(RotationJob *job)
+RequireRotatable(KsRotationJob *job)
 {
+	const KsRotationStrategy *rs = StrategyOf(job);
+
+	if (rs->set == NULL || rs->test == NULL)
+	{
+		KsRotationCheckStrategy(&job->secret);
+		elog(ERROR, "rotation strategy %s has no set or test step", KsStrategyName(rs->strategy));
+	}
+}
+
+/*
+ * create: a random password, for the target the strategy chooses (as a
+ * role credential where its values are), sealed as the secret's owner and
+ * stored as the pending version; with it the SCRAM verifier for set, where
+ * the strategy keeps one; then the strategy's own share.
+ */
+static void
+StepCreate(KsRotationJob *job)
+{
+	const KsRotationStrategy *rs = StrategyOf(job);
 	const KsSecret *s = &job->secret;
-	char		target[NAMEDATALEN];
+	char		target[NAMEDATALEN] = "";
 	char	   *password;
 	char	   *value;
 	size_t		value_len;
-	char	   *verifier;
+	char	   *verifier = NULL;
+	const char *detail;
 	bytea	   *ct;
 	KsError		err;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(s->name)};
 
-	if (job->pending[0] && (job->verifier || s->opt.strategy == KS_STRATEGY_SQL ||
-							s->opt.strategy == KS_STRATEGY_REMOTE))
+	if (job->pending[0] && (job->verifier || !rs->pending_verifier))
 		return;					/* already stored */
-	if (s->opt.strategy == KS_STRATEGY_SQL)
-	{
-		StepCreateSql(job);
-		return;
-	}
-	RequireOwner(job);
-	ChooseTarget(job, target);
-	if (s->opt.strategy == KS_STRATEGY_REMOTE)
-		KsRemoteCheck(s, s->owner, NULL);
-	else
-		(void) KsRoleTargetCheck(s->owner, target);
+	KsRotationRequireOwner(job);
+	/* a strategy keysmith does not rotate ('none', set on the row by hand) fails the attempt */
+	RequireRotatable(job);
+	if (rs->choose_target)
+		rs->choose_target(job, target);
 
 	/* secret buffers (secret_mem.h): a KMS outage at the seal leaves no copy */
 	password = KsSecretAlloc(CurrentMemoryContext, KS_PASSWORD_MAX + 1);
 	KsRandomString(password, s->opt.password_length, KsAlnumMixed);
 	password[s->opt.password_length] = '\0';
-	value = KsSecretAlloc(CurrentMemoryContext, KS_CREDENTIAL_JSON_MAX + 1);
-	if (KsCredentialBuild(target, password, value, KS_CREDENTIAL_JSON_MAX + 1, &value_len, &err) != KS_OK)
-		KsReportError(&err);
-	KsNewUuid(job->pending);
-	ct = KsSecretSeal(s->owner, s, job->pending, value, value_len);
-	KsSecretFree(value);
-	/* a remote's verifier is built at set, with the remote's iteration count */
-	verifier = s->opt.strategy == KS_STRATEGY_REMOTE ? NULL : pg_be_scram_build_secret(password);
-	KsSecretFree(password);
-
-	/* a pending version left by nobody (cancel erases its own) goes first */
-	KsSpiExec("DELETE FROM keysmith.secret_version"
-			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND stage OPERATOR(pg_catalog.=) 'pending'",
-			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
-	KsSecretInsertVersion(s, job->pending, ct, "pending", target, job->actor);
-	job->verifier = verifier ? MemoryContextStrdup(JobCxt, verifier) : NULL;
-	strlcpy(job->target, target, sizeof(job->target));
-	KsSecretEvent(s->name, job->token, job->pending, "created", psprintf("pending credential for role %s", target),
-				  job->actor);
-}
-
-/* set for postgres_remote: the pending password, installed on the remote. */
-static void SetRemote(RotationJob *job);
-
-static void
-StepSet(RotationJob *job)
-{
-	Oid			roleid;
-
-	if (job->secret.opt.strategy == KS_STRATEGY_SQL)
+	if (rs->credential)
 	{
-		CallStepFunction(job, "set");
-		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "set step function ran", job->actor);
-		return;
+		value = KsSecretAlloc(CurrentMemoryContext, KS_CREDENTIAL_JSON_MAX + 1);
+		if (KsCredentialBuild(target, password, value, KS_CREDENTIAL_JSON_MAX + 1, &value_len, &err) != KS_OK)
+			KsReportError(&err);
 	}
-	if (job->secret.opt.strategy == KS_STRATEGY_REMOTE)
-	{
-		SetRemote(job);
-		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "on the remote server", job->actor);
-		return;
-	}
-	RequireOwner(job);
-	roleid = KsRoleTargetCheck(job->secret.owner, job->target);
-	if (job->verifier == NULL)
-		elog(ERROR, "keysmith: rotation %s lost its pending verifier", job->token);
-	if (KsRoleHasVerifier(roleid, job->verifier))
-		KsSecretEvent(job->secret.name, job->token, job->pending, "set", "the role already had the pending credential",
-					  job->actor);
 	else
 	{
-		KsSetRoleVerifier(roleid, job->target, job->verifier, DT_NOBEGIN);
-		KsSecretEvent(job->secret.name, job->token, job->pending, "set", NULL, job->actor);
+		value = password;
+		value_len = strlen(password);
 	}
+	KsNewUuid(job->pending);
+	ct = KsSecretSeal(s->owner, s, job->pending, value, value_len);
+	if (value != password)
+		KsSecretFree(value);
+	if (rs->pending_verifier)
+		verifier = pg_be_scram_build_secret(password);
+	KsSecretFree(password);
+
+	DeleteStalePending(s);
+	KsSecretInsertVersion(s, job->pending, ct, KS_STAGE_PENDING, target[0] ? target : NULL, job->actor);
+	job->verifier = verifier ? MemoryContextStrdup(JobCxt, verifier) : NULL;
+	strlcpy(job->target, target, sizeof(job->target));
+	detail = rs->create ? rs->create(job) : psprintf("pending credential for role %s", target);
+	KsSecretEvent(s->name, job->token, job->pending, "created", detail, job->actor);
 }
 
 static void
-StepTest(RotationJob *job)
+StepSet(KsRotationJob *job)
 {
-	if (job->secret.opt.strategy == KS_STRATEGY_SQL)
-	{
-		CallStepFunction(job, "test");
-		KsSecretEvent(job->secret.name, job->token, job->pending, "tested", "test step function ran", job->actor);
-		return;
-	}
-	if (!job->tested)
-		elog(ERROR, "keysmith: rotation %s reached test without a login", job->token);
-	if (job->test_error)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				 errmsg("%s", job->test_error)));
-	KsSecretEvent(job->secret.name, job->token, job->pending, "tested",
-				  "login with the pending credential used the password", job->actor);
+	const char *detail;
+
+	RequireRotatable(job);
+	detail = StrategyOf(job)->set(job);
+
+	KsSecretEvent(job->secret.name, job->token, job->pending, "set", detail, job->actor);
 }
 
 static void
-StepFinish(RotationJob *job)
+StepTest(KsRotationJob *job)
 {
+	const char *detail;
+
+	RequireRotatable(job);
+	detail = StrategyOf(job)->test(job);
+
+	KsSecretEvent(job->secret.name, job->token, job->pending, "tested", detail, job->actor);
+}
+
+static void
+StepFinish(KsRotationJob *job)
+{
+	const KsRotationStrategy *rs = StrategyOf(job);
 	char		version[KS_UUID_LEN];
 
-	if (KsSecretFindVersion(job->secret.name, "current", version, NULL, NULL) &&
+	if (KsSecretFindVersion(job->secret.name, KS_STAGE_CURRENT, version, NULL, NULL) &&
 		strcmp(version, job->pending) == 0)
 		return;					/* already current */
 	KsSecretPromote(&job->secret, job->pending);
-	if (job->secret.opt.strategy == KS_STRATEGY_SQL)
-		CallStepFunction(job, "finish");
-	KsSecretEvent(job->secret.name, job->token, job->pending, "finished", NULL, job->actor);
+	if (rs->finish)
+		rs->finish(job);
+	KsSecretEvent(job->secret.name, job->token, job->pending, KsRotationStateNames[KS_ROT_FINISHED], NULL,
+				  job->actor);
 }
 
 /*
@@ -420,7 +321,7 @@ StepFinish(RotationJob *job)
  * in the caller's (sub)transaction.  The terminal states do nothing.
  */
 static void
-Advance(RotationJob *job)
+Advance(KsRotationJob *job)
 {
 	KsRotationState step = job->state;
 	KsRotationState next;
@@ -454,75 +355,28 @@ Advance(RotationJob *job)
 }
 
 /*
- * The password of a role credential version, opened as the secret's owner,
- * into password (KS_CREDENTIAL_PASSWORD_MAX + 1 bytes, wiped by the caller).
- */
-static void
-OpenCredential(RotationJob *job, const char *version, bytea *ct, char *password)
-{
-	char	   *value;
-	char		username[NAMEDATALEN];
-	KsError		err;
-	KsStatus	st;
-
-	RequireOwner(job);
-	value = KsSecretOpen(job->secret.owner, &job->secret, version, ct);
-	st = KsCredentialParse(value, strlen(value), username, password, &err);
-	WipeAndFree(value);
-	if (st != KS_OK)
-		KsReportError(&err);
-}
-
-/* The pending credential's password, opened as the secret's owner. */
-static void
-OpenPendingPassword(RotationJob *job, char *password)
-{
-	char		version[KS_UUID_LEN];
-	bytea	   *ct;
-
-	strlcpy(version, job->pending, sizeof(version));
-	if (!KsSecretFindVersion(job->secret.name, NULL, version, &ct, NULL))
-		elog(ERROR, "keysmith: the pending version of rotation %s is missing", job->token);
-	OpenCredential(job, version, ct, password);
-}
-
-static void
-SetRemote(RotationJob *job)
-{
-	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
-
-	OpenPendingPassword(job, password);
-	PG_TRY();
-	{
-		(void) KsRemoteInOwnerJob(&job->secret, "set", password);
-	}
-	PG_FINALLY();
-	{
-		explicit_bzero(password, sizeof(password));
-	}
-	PG_END_TRY();
-}
-
-/*
  * Give the target role back the credential of the version it had (current,
- * else previous).  Nothing to give back when it had none from keysmith.
+ * else previous), through the strategy.  Nothing to give back when it had
+ * none from keysmith.
  */
 static void
-RestoreTarget(RotationJob *job)
+RestoreTarget(KsRotationJob *job)
 {
-	Oid			types[2] = {TEXTOID, NAMEOID};
-	Datum		values[2];
+	Oid			types[4] = {TEXTOID, NAMEOID, TEXTOID, TEXTOID};
+	Datum		values[4];
 	char		version[KS_UUID_LEN];
 	bytea	   *ct;
 	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
 
 	values[0] = CStringGetTextDatum(job->secret.name);
 	values[1] = DirectFunctionCall1(namein, CStringGetDatum(job->target));
+	values[2] = CStringGetTextDatum(KsSecretStageNames[KS_STAGE_CURRENT]);
+	values[3] = CStringGetTextDatum(KsSecretStageNames[KS_STAGE_PREVIOUS]);
 	KsSpiExec("SELECT version_id::pg_catalog.text, ciphertext FROM keysmith.secret_version"
 			  " WHERE secret_name OPERATOR(pg_catalog.=) $1 AND username OPERATOR(pg_catalog.=) $2"
-			  "   AND stage OPERATOR(pg_catalog.=) ANY (ARRAY['current', 'previous'])"
-			  " ORDER BY stage OPERATOR(pg_catalog.=) 'current' DESC LIMIT 1",
-			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
+			  "   AND stage OPERATOR(pg_catalog.=) ANY (ARRAY[$3, $4])"
+			  " ORDER BY stage OPERATOR(pg_catalog.=) $3 DESC LIMIT 1",
+			  4, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return;
 	strlcpy(version, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), sizeof(version));
@@ -531,13 +385,10 @@ RestoreTarget(RotationJob *job)
 
 		ct = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	}
-	OpenCredential(job, version, ct, password);
+	KsRotationOpenCredential(job, version, ct, password);
 	PG_TRY();
 	{
-		if (job->secret.opt.strategy == KS_STRATEGY_REMOTE)
-			(void) KsRemoteInOwnerJob(&job->secret, "set", password);
-		else
-			(void) KsRoleInstallPassword(job->secret.owner, job->target, password);
+		StrategyOf(job)->restore(job, password);
 	}
 	PG_FINALLY();
 	{
@@ -551,7 +402,7 @@ RestoreTarget(RotationJob *job)
 static void
 RestoreItem(void *arg)
 {
-	RestoreTarget((RotationJob *) arg);
+	RestoreTarget((KsRotationJob *) arg);
 }
 
 /*
@@ -559,22 +410,23 @@ RestoreItem(void *arg)
  * if set had changed it, erase the pending version, and write final.
  */
 static void
-Abandon(RotationJob *job, KsRotationState final, const char *why)
+Abandon(KsRotationJob *job, KsRotationState final, const char *why)
 {
-	Oid			types[1] = {UUIDOID};
-	Datum		values[1];
+	Oid			types[2] = {UUIDOID, TEXTOID};
+	Datum		values[2];
 	char	   *message = NULL;
 	bool		set_done = (job->state == KS_ROT_TEST || job->state == KS_ROT_FINISH) &&
-		job->secret.opt.strategy != KS_STRATEGY_SQL;
+		StrategyOf(job)->restore != NULL;
 
 	if (set_done && job->target[0] && !KsJobTry(RestoreItem, job, &message))
 		why = psprintf("%s; the target role could not get its credential back: %s", why ? why : "", message);
 	if (job->pending[0])
 	{
 		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(job->pending));
+		values[1] = CStringGetTextDatum(KsSecretStageNames[KS_STAGE_PENDING]);
 		KsSpiExec("DELETE FROM keysmith.secret_version WHERE version_id OPERATOR(pg_catalog.=) $1"
-				  " AND stage OPERATOR(pg_catalog.=) 'pending'",
-				  1, types, values, NULL, false, 0, SPI_OK_DELETE);
+				  " AND stage OPERATOR(pg_catalog.=) $2",
+				  2, types, values, NULL, false, 0, SPI_OK_DELETE);
 	}
 	SaveState(job, final);
 	KsSecretEvent(job->secret.name, job->token, NULL, KsRotationStateNames[final], why, job->actor);
@@ -585,27 +437,15 @@ Abandon(RotationJob *job, KsRotationState final, const char *why)
 void
 KsRotationCheckStrategy(const KsSecret *s)
 {
-	switch (s->opt.strategy)
-	{
-		case KS_STRATEGY_NONE:
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("secret \"%s\" has strategy none and is not rotated by keysmith", s->name),
-					 errhint("Store a new value with keysmith.put_secret_value.")));
-			break;
-		case KS_STRATEGY_ROLE:
-			(void) KsRoleTargetCheck(s->owner, s->opt.role);
-			break;
-		case KS_STRATEGY_ROLE_PAIR:
-			KsRolePairCheck(s->owner, &s->opt);
-			break;
-		case KS_STRATEGY_SQL:
-			(void) KsSqlStrategyFunction(s->opt.function, s->owner);
-			break;
-		case KS_STRATEGY_REMOTE:
-			KsRemoteCheck(s, s->owner, NULL);
-			break;
-	}
+	const KsRotationStrategy *rs = KsRotationStrategyFor(s->opt.strategy);
+
+	if (rs->check == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("secret \"%s\" has strategy %s and is not rotated by keysmith", s->name,
+						KsStrategyName(s->opt.strategy)),
+				 errhint("Store a new value with keysmith.put_secret_value.")));
+	rs->check(s, s->owner);
 }
 
 void
@@ -656,7 +496,7 @@ KsRotationStart(const KsSecret *s, char *token, bool token_given, const char *re
 void
 KsRotationCancel(const KsSecret *s, const char *actor)
 {
-	RotationJob job;
+	KsRotationJob job;
 	char	   *token = KsSecretRotationInFlight(s->name, NULL);
 
 	if (token == NULL)
@@ -676,7 +516,7 @@ KsRotationCancel(const KsSecret *s, const char *actor)
 
 /* ------------------------------------------------------------ the worker */
 
-static RotationJob *RoundJobs = NULL;
+static KsRotationJob *RoundJobs = NULL;
 static int	RoundCount = 0;
 
 /* Wipe the round's passwords when its memory goes, however the round ends. */
@@ -692,14 +532,14 @@ WipeRoundPasswords(void *arg)
 
 /* Does this (loaded) rotation run its owner's code or reach its owner's host? */
 static bool
-UsesOwnerJobs(const RotationJob *job)
+UsesOwnerJobs(const KsRotationJob *job)
 {
-	return job->secret.opt.strategy == KS_STRATEGY_SQL || job->secret.opt.strategy == KS_STRATEGY_REMOTE;
+	return StrategyOf(job)->owner_jobs;
 }
 
 /* Say in keysmith.rotations why a rotation waits, without spending an attempt. */
 static void
-NoteDeferred(RotationJob *job)
+NoteDeferred(KsRotationJob *job)
 {
 	Oid			types[2] = {UUIDOID, TEXTOID};
 	Datum		values[2];
@@ -715,7 +555,7 @@ NoteDeferred(RotationJob *job)
 
 typedef struct PhaseItemArgs
 {
-	RotationJob *job;
+	KsRotationJob *job;
 	KsRotationState phase;
 } PhaseItemArgs;
 
@@ -744,17 +584,17 @@ PhaseItem(void *arg)
 static void
 LoadPasswordItem(void *arg)
 {
-	RotationJob *job = arg;
+	KsRotationJob *job = arg;
 	char		password[KS_CREDENTIAL_PASSWORD_MAX + 1];
 
-	OpenPendingPassword(job, password);
+	KsRotationOpenPendingPassword(job, password);
 	job->password = MemoryContextStrdup(JobCxt, password);
 	explicit_bzero(password, sizeof(password));
 }
 
 /* Count a failed step; past the limit, end the rotation 'failed'. */
 static void
-RecordFailure(RotationJob *job, const char *message)
+RecordFailure(KsRotationJob *job, const char *message)
 {
 	Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
 	Datum		values[3];
@@ -790,7 +630,7 @@ RecordFailure(RotationJob *job, const char *message)
 }
 
 static void
-RunPhase(RotationJob *jobs, int n, KsRotationState phase)
+RunPhase(KsRotationJob *jobs, int n, KsRotationState phase)
 {
 	char		activity[64];
 
@@ -816,7 +656,7 @@ RunPhase(RotationJob *jobs, int n, KsRotationState phase)
 			char	   *message = NULL;
 
 			if (jobs[i].skip || jobs[i].state != KS_ROT_TEST || jobs[i].password ||
-				jobs[i].secret.opt.strategy == KS_STRATEGY_SQL)
+				StrategyOf(&jobs[i])->login == NULL)
 				continue;
 			if (!KsJobTry(LoadPasswordItem, &jobs[i], &message))
 			{
@@ -827,24 +667,13 @@ RunPhase(RotationJob *jobs, int n, KsRotationState phase)
 	KsJobEnd();
 }
 
-/* The test login of a postgres_remote rotation, in an owner job. */
-static void
-RemoteTestItem(void *arg)
-{
-	RotationJob *job = arg;
-	char	   *why = KsRemoteInOwnerJob(&job->secret, "test", job->password);
-
-	if (why)
-		job->test_error = MemoryContextStrdup(JobCxt, why);
-}
-
 bool
 KsRotationRound(MemoryContext cxt)
 {
 	KsCatalog	cat;
 	char		why[256];
 	KsCatalogStatus st;
-	RotationJob *jobs;
+	KsRotationJob *jobs;
 	int			n;
 	MemoryContextCallback *cb;
 
@@ -858,12 +687,12 @@ KsRotationRound(MemoryContext cxt)
 	}
 	/* each rotation's events name the role that requested it */
 	KsSpiExec("SELECT token::pg_catalog.text, requested_by::pg_catalog.text FROM keysmith.rotation"
-			  " WHERE state OPERATOR(pg_catalog.=) ANY (" IN_FLIGHT_SQL ")"
+			  " WHERE state OPERATOR(pg_catalog.=) ANY (" KS_ROT_IN_FLIGHT_SQL ")"
 			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 			  " ORDER BY started_at LIMIT " CppAsString2(ROTATION_BATCH),
 			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
 	n = (int) SPI_processed;
-	jobs = MemoryContextAllocZero(cxt, sizeof(RotationJob) * Max(n, 1));
+	jobs = MemoryContextAllocZero(cxt, sizeof(KsRotationJob) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
 		strlcpy(jobs[i].token, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
@@ -888,29 +717,24 @@ KsRotationRound(MemoryContext cxt)
 	/* the logins, outside any transaction */
 	for (int i = 0; i < n; i++)
 	{
-		char		err[512];
+		char	   *why;
 
 		if (jobs[i].skip || jobs[i].state != KS_ROT_TEST || jobs[i].password == NULL)
 			continue;
 		pgstat_report_activity(STATE_RUNNING, "keysmith rotation: test login");
-		if (jobs[i].secret.opt.strategy == KS_STRATEGY_REMOTE && KsOwnerJobRoleHeld(jobs[i].secret.owner))
+		if (UsesOwnerJobs(&jobs[i]) && KsOwnerJobRoleHeld(jobs[i].secret.owner))
 		{
 			jobs[i].skip = true;	/* next round; it tests again then */
 			explicit_bzero(jobs[i].password, strlen(jobs[i].password));
 			continue;
 		}
-		if (jobs[i].secret.opt.strategy == KS_STRATEGY_REMOTE)
+		why = StrategyOf(&jobs[i])->login(&jobs[i]);
+		if (why)
 		{
-			/* the owner's host: from an owner job (a short transaction here) */
-			char	   *message = NULL;
-
-			KsJobBegin("keysmith rotation: remote test login", keysmith_rotation_lock_timeout);
-			if (!KsJobTry(RemoteTestItem, &jobs[i], &message))
-				jobs[i].test_error = MemoryContextStrdup(cxt, message);
-			KsJobEnd();
+			/* the login's copy is in TopMemoryContext (after a commit): keep the round's */
+			jobs[i].test_error = MemoryContextStrdup(cxt, why);
+			pfree(why);
 		}
-		else if (!KsRoleTestLogin(NULL, jobs[i].target, jobs[i].password, err, sizeof(err)))
-			jobs[i].test_error = MemoryContextStrdup(cxt, err);
 		jobs[i].tested = true;
 		explicit_bzero(jobs[i].password, strlen(jobs[i].password));
 	}

@@ -1,34 +1,19 @@
 /*
  * rotator/rotation.h
  *
- * The credential-rotation engine (rotator/rotation.c): one state enum and
- * one function that advances a rotation by a switch, run by the rotation
- * worker; rotate_secret and cancel_rotation (extension/secrets.c) start and
- * abandon rotations through it.
+ * The credential-rotation engine (rotator/rotation.c): one function that
+ * advances a rotation by a switch over its state (the enum is the secrets
+ * store's, extension/secrets/rotation_state.h), run by the rotation
+ * worker; rotate_secret and cancel_rotation (extension/secrets/secrets.c)
+ * start and abandon rotations through it.
  */
 #ifndef KEYSMITH_ROTATION_H
 #define KEYSMITH_ROTATION_H
 
 #include "postgres.h"
 
-#include "../extension/secret_store.h"
-
-typedef enum KsRotationState
-{
-	KS_ROT_CREATE = 0,			/* next: store a pending version */
-	KS_ROT_SET,					/* next: install it at the target */
-	KS_ROT_TEST,				/* next: prove it by a login */
-	KS_ROT_FINISH,				/* next: move the labels, NOTIFY its channel */
-	KS_ROT_FINISHED,
-	KS_ROT_FAILED,
-	KS_ROT_CANCELLED,
-	KS_ROT_STATE_COUNT
-} KsRotationState;
-
-extern const char *const KsRotationStateNames[KS_ROT_STATE_COUNT];
-
-/* The in-flight states of KsRotationStateNames (create to finish), for SQL text. */
-#define KS_ROT_IN_FLIGHT_SQL "ARRAY['create', 'set', 'test', 'finish']"
+#include "extension/secrets/rotation_state.h"
+#include "extension/secrets/secret_store.h"
 
 /*
  * Start a rotation of secret s (locked FOR UPDATE by the caller), with
@@ -52,5 +37,8 @@ extern void KsRotationCheckStrategy(const KsSecret *s);
  * version it had.  current is never touched.
  */
 extern void KsRotationCancel(const KsSecret *s, const char *actor);
+
+/* One round of the rotation state machine; true when there is more to do at once. */
+extern bool KsRotationRound(MemoryContext cxt);
 
 #endif							/* KEYSMITH_ROTATION_H */

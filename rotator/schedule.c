@@ -13,7 +13,9 @@
  *   secret  start a rotation, with a token derived from the schedule and
  *           the period (rotator/rotation.c then runs it as for
  *           rotate_secret);
- *   key     rotate_dek as the role that scheduled it, and mark the
+ *   key     rotate_dek as the role that scheduled it (for a key family,
+ *           complete_shreds: rotated, members rewrapped, old versions
+ *           destroyed when a shred is pending), and mark the
  *           columns registered for the key as pending re-encryption;
  *
  * and recording that period as served: keysmith.schedule.last_period and
@@ -57,15 +59,18 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "../extension/key_acl.h"
-#include "../extension/owner_spi.h"
-#include "../extension/roles.h"
-#include "owner_job.h"
-#include "http.h"
-#include "role_strategy.h"
-#include "rotation.h"
-#include "schedule.h"
-#include "worker.h"
+#include "extension/common/guc.h"
+#include "extension/common/owner_spi.h"
+#include "extension/common/roles.h"
+#include "extension/keys/key_acl.h"
+#include "extension/common/catalog.h"
+#include "extension/keys/reencrypt.h"
+#include "kms/http.h"
+#include "rotator/job.h"
+#include "rotator/owner_job.h"
+#include "rotator/rotation.h"
+#include "rotator/schedule.h"
+#include "rotator/strategy.h"
 
 #define SCHEDULE_BATCH 50
 #define REENCRYPT_BATCH_ROWS 10000
@@ -73,7 +78,7 @@
 /*
  * keysmith.reencrypt's lock: from 0.10 (CatalogVersion >= 10)
  * keysmith._reencrypt_lock's, which no other role can take
- * (extension/reencrypt.c); before, the advisory lock (19283, table OID).
+ * (extension/keys/reencrypt.c); before, the advisory lock (19283, table OID).
  */
 #define REENCRYPT_LOCK_CLASS 19283
 
@@ -284,6 +289,7 @@ typedef struct RotateDekArgs
 {
 	DueSchedule *d;
 	int32		version;
+	bool		family;			/* a key family: complete_shreds instead */
 } RotateDekArgs;
 
 /* rotate_dek as the role that scheduled it: its privileges on the key. */
@@ -301,7 +307,8 @@ RotateDekItem(void *arg)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("the role that scheduled this (OID %u) no longer exists", a->d->owner)));
 	KsAsRoleBegin(&as, a->d->owner);
-	KsSpiExec("SELECT keysmith.rotate_dek($1)", 1, types, values, NULL, false, 0, SPI_OK_SELECT);
+	KsSpiExec(a->family ? "SELECT family_version FROM keysmith.complete_shreds($1)" : "SELECT keysmith.rotate_dek($1)",
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	a->version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	KsAsRoleEnd(&as);
 }
@@ -309,7 +316,7 @@ RotateDekItem(void *arg)
 static void
 ServeKey(DueSchedule *d)
 {
-	RotateDekArgs a = {d, 0};
+	RotateDekArgs a = {d, 0, false};
 	char	   *message = NULL;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(d->target)};
@@ -319,13 +326,16 @@ ServeKey(DueSchedule *d)
 
 	d->token[0] = '\0';
 	/* rotate_dek checks it too, as the role; said here as a refusal */
-	KsSpiExec("SELECT key_id FROM keysmith.key WHERE name OPERATOR(pg_catalog.=) $1",
+	KsSpiExec(KsCatalogHasFamilies() ?
+			  "SELECT key_id, family FROM keysmith.key WHERE name OPERATOR(pg_catalog.=) $1" :
+			  "SELECT key_id, false FROM keysmith.key WHERE name OPERATOR(pg_catalog.=) $1",
 			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 	{
 		d->result = "failed: the key is gone";
 		return;
 	}
+	a.family = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	if (owner_name == NULL ||
 		!KsHasKeyPrivilege(DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
 						   KS_PRIV_ADMIN, d->owner))
@@ -347,10 +357,13 @@ ServeKey(DueSchedule *d)
 				  1, types, values, NULL, false, 0, SPI_OK_UPDATE);
 		columns = SPI_processed;
 	}
-	d->result = d->reencrypt
-		? psprintf("rotated the DEK to version %d; %llu registered column(s) to re-encrypt", a.version,
-				   (unsigned long long) columns)
-		: psprintf("rotated the DEK to version %d", a.version);
+	if (a.family)
+		d->result = psprintf("completed the family's shreds (its version is %d)", a.version);
+	else if (d->reencrypt)
+		d->result = psprintf("rotated the DEK to version %d; %llu registered column(s) to re-encrypt", a.version,
+							 (unsigned long long) columns);
+	else
+		d->result = psprintf("rotated the DEK to version %d", a.version);
 }
 
 /* Serve the schedule's latest due period and record it, or do nothing. */
@@ -475,8 +488,9 @@ ShredItem(void *arg)
 {
 	ShredArgs  *a = arg;
 	KsSecret	s;
-	Oid			types[2] = {TEXTOID, UUIDOID};
-	Datum		values[2];
+	const KsRotationStrategy *rs;
+	Oid			types[3] = {TEXTOID, UUIDOID, TEXTOID};
+	Datum		values[3];
 	char		current[KS_UUID_LEN];
 	char		current_user[NAMEDATALEN] = "";
 	const char *detail = "the previous version's value is erased";
@@ -497,21 +511,17 @@ ShredItem(void *arg)
 								" the previous version is kept", owner_name));
 		return;
 	}
-	if (s.opt.strategy == KS_STRATEGY_ROLE_PAIR && a->username[0] &&
-		KsSecretFindVersion(a->secret, "current", current, NULL, current_user) &&
+	rs = KsRotationStrategyFor(s.opt.strategy);
+	if (rs->shred_previous && a->username[0] &&
+		KsSecretFindVersion(a->secret, KS_STAGE_CURRENT, current, NULL, current_user) &&
 		strcmp(current_user, a->username) != 0)
-	{
-		Oid			roleid = KsRoleTargetCheck(s.owner, a->username);
-
-		KsSetRoleVerifier(roleid, a->username, NULL, 0);
-		detail = psprintf("the previous version's value is erased, and role %s no longer has a password",
-						  a->username);
-	}
+		detail = rs->shred_previous(&s, a->username);
 	values[0] = CStringGetTextDatum(a->secret);
 	values[1] = DirectFunctionCall1(uuid_in, CStringGetDatum(a->version));
+	values[2] = CStringGetTextDatum(KsSecretStageNames[KS_STAGE_PREVIOUS]);
 	KsSpiExec("DELETE FROM keysmith.secret_version WHERE secret_name OPERATOR(pg_catalog.=) $1"
-			  " AND version_id OPERATOR(pg_catalog.=) $2 AND stage OPERATOR(pg_catalog.=) 'previous'",
-			  2, types, values, NULL, false, 0, SPI_OK_DELETE);
+			  " AND version_id OPERATOR(pg_catalog.=) $2 AND stage OPERATOR(pg_catalog.=) $3",
+			  3, types, values, NULL, false, 0, SPI_OK_DELETE);
 	if (SPI_processed > 0)
 		KsSecretEvent(a->secret, NULL, a->version, "previous_destroyed", detail, owner_name);
 	ShredRecord(a, NULL);
@@ -522,6 +532,8 @@ ShredDue(void)
 {
 	int			n;
 	ShredArgs  *items;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(KsSecretStageNames[KS_STAGE_PREVIOUS])};
 
 	/*
 	 * Refused before, last: a batch of refusals, checked again at every
@@ -532,14 +544,14 @@ ShredDue(void)
 					   " FROM keysmith.schedule sc"
 					   " JOIN keysmith.secret s ON s.name OPERATOR(pg_catalog.=) sc.secret_name"
 					   " JOIN keysmith.secret_version v ON v.secret_name OPERATOR(pg_catalog.=) s.name"
-					   "  AND v.stage OPERATOR(pg_catalog.=) 'previous'"
+					   "  AND v.stage OPERATOR(pg_catalog.=) $1"
 					   " WHERE sc.destroy_previous_after IS NOT NULL"
 					   "   AND s.last_rotated_at OPERATOR(pg_catalog.+) sc.destroy_previous_after"
 					   "       OPERATOR(pg_catalog.<=) pg_catalog.now()"
 					   " ORDER BY %s sc.schedule_id"
 					   " LIMIT " CppAsString2(SCHEDULE_BATCH),
 					   CatalogVersion >= 10 ? "sc.shred_error IS NOT NULL," : ""),
-			  0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	n = (int) SPI_processed;
 	items = palloc0(sizeof(ShredArgs) * Max(n, 1));
 	for (int i = 0; i < n; i++)
@@ -621,7 +633,7 @@ ReencryptStartItem(void *arg)
 	 * ask for one more full pass, so a table whose pass takes longer than
 	 * a slice would never be done.  Only the lock is taken again.
 	 */
-	if (!ReencryptCall(c, "SELECT coalesce((SELECT j.state OPERATOR(pg_catalog.=) 'running'"
+	if (!ReencryptCall(c, "SELECT coalesce((SELECT j.state OPERATOR(pg_catalog.=) " KS_REENCRYPT_RUNNING_SQL
 					   " FROM keysmith._reencrypt_job_get($1::pg_catalog.regclass, $2) j), false)"))
 	{
 		(void) ReencryptCall(c, "SELECT keysmith._reencrypt_start($1::pg_catalog.regclass, $2, $3,"

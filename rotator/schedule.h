@@ -4,7 +4,7 @@
  * Schedules (rotator/schedule.c): secrets rotated and keys given a new DEK
  * version once per period, the re-encryption of the columns registered for
  * a key, and the shredding of previous versions.  The SQL functions that
- * set them are in extension/schedules.c; the rotation worker runs them.
+ * set them are in extension/schedules/schedules.c; the rotation worker runs them.
  */
 #ifndef KEYSMITH_SCHEDULE_H
 #define KEYSMITH_SCHEDULE_H
@@ -13,7 +13,7 @@
 
 #include "datatype/timestamp.h"
 
-#include "../extension/secret_store.h"
+#include "extension/secrets/secret_store.h"
 
 typedef enum KsScheduleKind
 {
@@ -55,5 +55,11 @@ extern TimestampTz KsScheduleSet(const KsScheduleSpec *spec);
 
 /* Remove a schedule; false if there was none. */
 extern bool KsScheduleRemove(KsScheduleKind kind, const char *target);
+
+/*
+ * The rotation worker's round: schedules, rotations, scheduled re-encryption;
+ * true when there is more to do at once.
+ */
+extern bool KsRotationWorkerRound(MemoryContext cxt);
 
 #endif							/* KEYSMITH_SCHEDULE_H */

@@ -1,94 +1,12 @@
 /*
  * rotator/worker.h
  *
- * The job runner shared by keysmith's background workers (rotator/worker.c):
- * registration, the main loop, wake-at-commit, rounds as transactions with
- * bounded lock waits, one subtransaction per item, retry backoff, and
- * short-lived helper workers that run one function in another database.
- * The lease reaper (rotator/reaper.c) and the rotation worker
- * (rotator/rotation.c) are its two kinds of job.
+ * keysmith's static background workers (rotator/worker.c), registered from
+ * _PG_init.
  */
 #ifndef KEYSMITH_WORKER_H
 #define KEYSMITH_WORKER_H
 
-#include "postgres.h"
-
-#include "../extension/keysmith.h"
-
-typedef enum KsWorkerKind
-{
-	KS_WORKER_REAPER = 0,
-	KS_WORKER_ROTATION,
-	KS_WORKER_KINDS
-} KsWorkerKind;
-
 extern void KsWorkersRegister(void);
-
-/*
- * Undo every ALTER DATABASE/ROLE ... SET a non-superuser could have made
- * for this process, and pin what keysmith's SQL relies on (in a
- * transaction).  Every keysmith worker process calls it once connected.
- */
-extern void KsWorkerPinSettings(void);
-extern void KsWorkersShmemRequest(void);
-extern void KsWorkersShmemStartup(void);
-
-/* Wake the worker of this kind when the current transaction commits. */
-extern void KsWorkerWakeAtCommit(KsWorkerKind kind);
-
-/*
- * Is keysmith's catalog usable for this worker's job?  When the answer
- * changes, the worker says so once in the log (why names the reason), and
- * it idles until the answer is yes.
- */
-extern bool KsWorkerCatalogUsable(KsWorkerKind kind, KsCatalogStatus st, const KsCatalog *cat,
-								  const char *why);
-
-/*
- * A round's transaction: started with a snapshot, SPI connected, lock waits
- * bounded by lock_timeout_ms, and the activity shown in pg_stat_activity.
- */
-extern void KsJobBegin(const char *activity, int lock_timeout_ms);
-extern void KsJobEnd(void);
-
-/*
- * Run fn(arg) in a subtransaction with its own SPI connection.  On error,
- * roll back just that, put the message in *message and return false; the
- * caller's transaction goes on.  The one pattern keysmith uses to catch
- * rather than re-throw, for work whose failure must not undo what came
- * before it: a worker's per-item steps, revoke_lease's cleanup.
- */
-extern bool KsJobTry(void (*fn) (void *), void *arg, char **message);
-
-/*
- * The SQL expression for the next attempt after a failure, as a
- * timestamptz, given the column holding the attempts made before it: 1 s
- * doubling to at most 5 min, counted from the failure (clock_timestamp:
- * a step that failed after waiting out its deadline must not be due again
- * at once, as it would be from the transaction's start).
- */
-#define KS_JOB_BACKOFF_SQL(attempts) \
-	"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs =>" \
-	" LEAST(300, pg_catalog.power(2, LEAST(" attempts ", 16)))::pg_catalog.float8)"
-
-/*
- * Run the function named fn of keysmith.so in a helper worker connected to
- * database dboid, passing extra (at most KS_HELPER_EXTRA bytes), and wait
- * for it.  Called outside any transaction.  False, with the helper's error
- * in errbuf, on failure.  The helper calls KsHelperArgs to get extra and
- * KsHelperDone when its work committed.
- */
-#define KS_HELPER_EXTRA 64
-extern bool KsRunHelper(Oid dboid, const char *fn, const char *what, const void *extra, size_t len,
-						char *errbuf, size_t errlen);
-extern void KsHelperStart(void *extra, size_t len);
-extern void KsHelperFailed(const char *message);
-extern void KsHelperDone(void);
-
-/* The rounds of each kind; true when there is more to do at once. */
-extern bool KsReaperRound(MemoryContext cxt);
-extern bool KsRotationRound(MemoryContext cxt);
-/* The rotation worker's: schedules, rotations, scheduled re-encryption. */
-extern bool KsRotationWorkerRound(MemoryContext cxt);
 
 #endif							/* KEYSMITH_WORKER_H */

@@ -205,13 +205,24 @@ ks_cluster_stop() {
 # it says how many it ran, and exits non-zero if any failed, if it ran
 # fewer or more than planned, or if it died: test/run_suites.sh counts
 # every planned check that did not run as failed.
+#
+# ks_plan also sets the script's exit trap (ks_tap_exit): it calls
+# `cleanup` (below; a script with more to stop defines its own), then
+# ks_tap_finish, keeping the script's exit status.  Scripts set no EXIT
+# trap of their own.
 KS_TAP_N=0
 KS_TAP_FAILED=0
 KS_TAP_PLAN=
 ks_plan() {
     KS_TAP_PLAN=$1
     echo "1..$1"
-    trap ks_tap_finish EXIT
+    trap ks_tap_exit EXIT
+}
+ks_tap_exit() {
+    local rc=$?
+    cleanup
+    (exit $rc)
+    ks_tap_finish
 }
 ks_check() {
     KS_TAP_N=$((KS_TAP_N + 1))
@@ -221,6 +232,12 @@ ks_check() {
         KS_TAP_FAILED=$((KS_TAP_FAILED + 1))
         echo "not ok $KS_TAP_N - $2"
     fi
+}
+# ks_skip NAME REASON: a planned check that cannot be made here, and why
+# (TAP's "# SKIP" directive); test/run_suites.sh counts it as skipped,
+# not passed, and lists it in its closing summary
+ks_skip() {
+    ks_check 0 "$1 # SKIP $2"
 }
 # ks_check_out RC OUTPUT NAME: ks_check, and on failure OUTPUT as comments;
 # returns whether the check passed.
@@ -290,4 +307,128 @@ ks_rotate_paused() {
 ks_sqlstate() {
     local code=$1 glob=$2 out=$3
     [[ $out == *"ERROR:  $code: "$glob* ]]
+}
+
+# The integration scripts' one-line helpers.  They keep their short names
+# (every script calls them hundreds of times); the environment each reads
+# is the cluster's (PGHOST, PGPORT: source its env file first), and a
+# script that needs another database or psql setting sets these first:
+#   KS_DB             database of q, qv and login (default postgres); a -d
+#                     among q's or qv's arguments wins (psql takes the last)
+#   KS_ON_ERROR_STOP  q stops at the first error (1, the default) or goes
+#                     on (0: the redaction scripts, which log failing
+#                     statements on purpose)
+#   KS_VERBOSITY      q's psql VERBOSITY (default: psql's default); verbose
+#                     puts the SQLSTATE in each error, for ks_sqlstate
+
+# q ARGS...: psql with ARGS, tuples only, unaligned, no psqlrc
+q() {
+    psql -X -q -t -A -v ON_ERROR_STOP="${KS_ON_ERROR_STOP:-1}" -v VERBOSITY="${KS_VERBOSITY:-default}" \
+        -d "${KS_DB:-postgres}" "$@"
+}
+
+# qv ARGS...: psql with ARGS for an "expect an error" check: errors with
+# their SQLSTATE (VERBOSITY verbose), on stdout, and no stop at an error
+qv() {
+    psql -X -q -t -A -v VERBOSITY=verbose -d "${KS_DB:-postgres}" "$@" 2>&1
+}
+
+# field JSON NAME: the value of NAME in the JSON object JSON
+field() {
+    python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"
+}
+
+# login ROLE PASSWORD [SQL]: a TCP login to 127.0.0.1 at $PGPORT as ROLE,
+# which must use PASSWORD (pg_hba.conf asks for it there).  Without SQL it
+# prints nothing and its status says whether the login worked; with SQL it
+# runs SQL and prints the result, or the error.  Another server's port:
+# `PGPORT=N login ...`.
+login() {
+    if [ $# -ge 3 ]; then
+        PGPASSWORD=$2 psql -X -q -t -A -h 127.0.0.1 -p "$PGPORT" -U "$1" -d "${KS_DB:-postgres}" -c "$3" 2>&1
+    else
+        PGPASSWORD=$2 psql -X -q -t -A -h 127.0.0.1 -p "$PGPORT" -U "$1" -d "${KS_DB:-postgres}" \
+            -c 'SELECT 1' >/dev/null 2>&1
+    fi
+}
+
+# cleanup: run at exit by ks_plan's trap.  This one kills the background
+# processes whose PIDs the script put in its array `pids` (kms_start of
+# test/kms/lib.sh does) and waits for them; a script with more to stop
+# (a cluster, a fake server) defines its own cleanup after sourcing this
+# file, which replaces it.
+cleanup() {
+    local p
+    declare -p pids >/dev/null 2>&1 || return 0
+    for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+}
+
+# pgTAP files (test/pgtap/*.sql) are named by feature; the database each
+# runs in is a line of its opening comment block:
+#   -- keysmith-test-database: NAME
+# NAME is one of KS_PGTAP_DATABASES: keysmith_tap, a database of its own
+# (not keysmith.database_name: no worker acts on it), or postgres, the
+# workers' database (keysmith.database_name), where leases, secrets and
+# schedules can be made.  test/run_suites.sh prepares both.
+KS_PGTAP_DATABASES="keysmith_tap postgres"
+
+# ks_pgtap_database FILE: prints the database FILE's header names; or says
+# on stderr why there is none (no header, two, a name with spaces, an
+# unknown database) and returns 1: a file without one is an error, never
+# a default.
+ks_pgtap_database() {
+    local f=$1 names
+    names=$(awk '!/^--/ {exit} $1 == "--" && $2 == "keysmith-test-database:" {print (NF == 3 ? $3 : "?")}' "$f")
+    case $names in
+    "")
+        echo "no '-- keysmith-test-database: NAME' line in its opening comment" >&2
+        return 1 ;;
+    *$'\n'*)
+        echo "more than one keysmith-test-database line" >&2
+        return 1 ;;
+    esac
+    if [[ " $KS_PGTAP_DATABASES " != *" $names "* ]]; then
+        echo "keysmith-test-database '$names' is none of: $KS_PGTAP_DATABASES" >&2
+        return 1
+    fi
+    echo "$names"
+}
+
+# ks_smaps_dd: reads a process's /proc/PID/smaps on stdin and prints how
+# many of its shared anonymous mappings ("/dev/zero (deleted)", as
+# keysmith's shared DEK cache is) the kernel marks do-not-dump (MADV_DONTDUMP
+# shows as "dd" in VmFlags).  Where that cannot be told it prints why and
+# returns 2: no mapping in the text (smaps could not be read), or no
+# VmFlags line at all (a kernel, or a sandbox's /proc, that does not show
+# them).  Text with VmFlags but no dd on such a mapping prints 0.
+ks_smaps_dd() {
+    awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $0; maps++ }
+         /^VmFlags:/ { flags++; if (m ~ /\/dev\/zero/ && $0 ~ / dd( |$)/) n++ }
+         END {
+             if (maps == 0) { print "no mapping in the smaps text (it could not be read)"; exit 2 }
+             if (flags == 0) { print "this kernel shows no VmFlags in /proc/PID/smaps"; exit 2 }
+             print n + 0
+         }'
+}
+
+# ks_dontdump_count PID: ks_smaps_dd for process PID's smaps, read as
+# root or, where root may not, as the process's own OS user.  Root may
+# read another user's smaps only with CAP_SYS_PTRACE (or CAP_SYS_ADMIN,
+# CAP_PERFMON), which an unprivileged container (Docker's default
+# capabilities) does not give it: there root gets "Permission denied", and
+# the owner does not.  Status 0 with the count; 2 with the reason where it
+# cannot be told (neither can read it, or ks_smaps_dd's reasons); 1 if
+# there is no such process.
+ks_dontdump_count() {
+    local pid=$1 owner text why
+    owner=$(stat -c %U "/proc/$pid" 2>/dev/null) || { echo "no process $pid"; return 1; }
+    if ! text=$(cat "/proc/$pid/smaps" 2>&1); then
+        why=${text##*: }
+        if ! text=$(runuser -u "$owner" -- cat "/proc/$pid/smaps" 2>&1); then
+            echo "/proc/$pid/smaps cannot be read, by root ($why) nor by its owner $owner (${text##*: })"
+            return 2
+        fi
+    fi
+    ks_smaps_dd <<<"$text"
 }

@@ -2,9 +2,10 @@
 # test/run_suites.sh
 #
 # Runs every keysmith suite against a real server started here, counts
-# results and prints the closing "N passed, N failed".  Called (as root) by
-# test/harness.sh test.  Each suite's output goes to $WORK/<suite>.log;
-# failures are printed in full.
+# results and prints the closing "N passed, N failed", after a list of
+# what was skipped and why and "N skipped".  Called (as root) by test/harness.sh
+# test.  Each suite's output goes to $WORK/<suite>.log; failures are
+# printed in full.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,6 +13,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 PASSED=0
 FAILED=0
+SKIPPED=0
+SKIP_NOTES=()
 WORK=$(mktemp -d /tmp/keysmith-test.XXXXXX)
 export KS_WORK=$WORK
 chmod 755 "$WORK"
@@ -32,18 +35,37 @@ trap cleanup EXIT
 
 pass() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "not ok - $1"; }
+skip() { SKIPPED=$((SKIPPED + 1)); SKIP_NOTES+=("$1"); echo "skip - $1"; }
+
+# closing: what was skipped and why, then the closing line
+closing() {
+    local n
+    if [ "$SKIPPED" -gt 0 ]; then
+        echo "skipped:"
+        for n in "${SKIP_NOTES[@]}"; do echo "  $n"; done
+    fi
+    echo "$SKIPPED skipped"
+    echo "$PASSED passed, $FAILED failed"
+}
 
 # tap_count NAME LOG RC: count one TAP stream (a pgTAP file, a script, the
 # unit binary).  Its plan must come first; every planned check that did
 # not run counts as failed, so does a missing plan, and so does a non-zero
-# exit with nothing else failed.  Failures are printed with their output.
+# exit with nothing else failed.  A check marked "# SKIP reason" (ks_skip)
+# counts as skipped, with its reason in the closing summary.  Failures are
+# printed with their output.
 tap_count() {
-    local name=$1 log=$2 rc=$3 plan ok nok missing=0 bad=0
+    local name=$1 log=$2 rc=$3 plan ok nok sk missing=0 bad=0 line
     plan=$(grep -m1 -E '^[[:space:]]*1\.\.[0-9]+[[:space:]]*$' "$log" | tr -d ' ' | cut -d. -f3)
     ok=$(grep -cE '^[[:space:]]*ok [0-9]+' "$log" || true)
     nok=$(grep -cE '^[[:space:]]*not ok [0-9]+' "$log" || true)
-    PASSED=$((PASSED + ok))
+    sk=$(grep -cE '^[[:space:]]*ok [0-9]+.*#[[:space:]]*[Ss][Kk][Ii][Pp]' "$log" || true)
+    PASSED=$((PASSED + ok - sk))
     FAILED=$((FAILED + nok))
+    while IFS= read -r line; do
+        skip "$name, check $(sed -E -e 's/^[[:space:]]*ok ([0-9]+)( -)?[[:space:]]*(.*[^[:space:]])?[[:space:]]*#[[:space:]]*[Ss][Kk][Ii][Pp][[:space:]]*/\1 (\3): /' \
+            -e 's/ \(\): /: /' <<<"$line")" >/dev/null
+    done < <(grep -E '^[[:space:]]*ok [0-9]+.*#[[:space:]]*[Ss][Kk][Ii][Pp]' "$log")
     if [ -z "$plan" ]; then
         fail "$name: no plan declared (it died before its first check?)"
         bad=1
@@ -61,7 +83,7 @@ tap_count() {
         bad=1
     fi
     [ "$rc" -eq 124 ] && echo "  $name: timed out"
-    echo "  $name: $ok passed, $((nok + missing)) failed"
+    echo "  $name: $((ok - sk)) passed, $((nok + missing)) failed$([ "$sk" -gt 0 ] && echo ", $sk skipped")"
     if [ "$nok" -gt 0 ] || [ "$bad" -ne 0 ]; then
         echo "  ---- failing checks of $name, with their output:"
         grep -E -A6 '^[[:space:]]*not ok [0-9]+' "$log" | sed 's/^/  | /' | head -80
@@ -70,14 +92,13 @@ tap_count() {
     fi
 }
 
-# pgtap_dir DB DIR: each pgTAP file on its own, with a timeout
-pgtap_dir() {
-    local db=$1 dir=$2 f rc
-    for f in "$dir"/*.sql; do
-        timeout -k 10 300 psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$db" -f "$f" >"$WORK/pgtap-$(basename "$f").log" 2>&1
-        rc=$?
-        tap_count "$(basename "$dir")/$(basename "$f")" "$WORK/pgtap-$(basename "$f").log" $rc
-    done
+# pgtap_file DB FILE: one pgTAP file in database DB, with a timeout
+pgtap_file() {
+    local db=$1 f=$2 name rc
+    name=$(basename "$f" .sql)
+    timeout -k 10 300 psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$db" -f "$f" >"$WORK/pgtap-$name.log" 2>&1
+    rc=$?
+    tap_count "pgtap/$name.sql ($db)" "$WORK/pgtap-$name.log" $rc
 }
 
 echo "== installing packages and building (-Werror)"
@@ -91,7 +112,7 @@ if make -C "$ROOT" -s clean >/dev/null && make -C "$ROOT" -s KEYSMITH_WERROR=1 S
 else
     cat "$WORK/build.log"
     fail "build"
-    echo "$PASSED passed, $FAILED failed"
+    closing
     exit 1
 fi
 
@@ -156,17 +177,30 @@ if [ $rc -ne 0 ]; then
     [ -f "$ROOT/regression.diffs" ] && cat "$ROOT/regression.diffs"
 fi
 
+# pgTAP: each file in the database its header names (test/lib.sh,
+# ks_pgtap_database), database by database in KS_PGTAP_DATABASES order
+# (keysmith_tap first, as before), files in name order; a file without a
+# valid header is a failure
 echo "== pgTAP"
+declare -A tapdb=()
+for f in "$ROOT"/test/pgtap/*.sql; do
+    if db=$(ks_pgtap_database "$f" 2>"$WORK/pgtap-header.err"); then
+        tapdb[$f]=$db
+    else
+        fail "pgtap/$(basename "$f"): $(cat "$WORK/pgtap-header.err")"
+    fi
+done
 psql -X -q -d postgres -c 'CREATE DATABASE keysmith_tap' >/dev/null
-psql -X -q -d keysmith_tap -c 'CREATE EXTENSION pgtap; CREATE EXTENSION keysmith' >/dev/null
-pgtap_dir keysmith_tap "$ROOT/test/pgtap"
-
-echo "== pgTAP, leases (in postgres, the reaper's database)"
-psql -X -q -d postgres -c 'CREATE EXTENSION pgtap; CREATE EXTENSION keysmith' >/dev/null
-pgtap_dir postgres "$ROOT/test/pgtap/leases"
-
-echo "== pgTAP, secrets (in postgres, the rotation worker's database)"
-pgtap_dir postgres "$ROOT/test/pgtap/secrets"
+for db in $KS_PGTAP_DATABASES; do
+    case $db in
+    keysmith_tap) echo "   in database keysmith_tap (not keysmith.database_name: no worker acts there)" ;;
+    postgres) echo "   in database postgres (keysmith.database_name: the reaper's and rotation worker's)" ;;
+    esac
+    psql -X -q -d "$db" -c 'CREATE EXTENSION pgtap; CREATE EXTENSION keysmith' >/dev/null
+    for f in "$ROOT"/test/pgtap/*.sql; do
+        [ "${tapdb[$f]:-}" = "$db" ] && pgtap_file "$db" "$f"
+    done
+done
 
 # Integration tests, KEYSMITH_TEST_JOBS (default 2) at a time: each has its
 # own ports and directory, and most of their time is spent
@@ -213,28 +247,51 @@ done
 
 # Container suites (test/container), in the plain pass only: the image and
 # the fresh machine are built from the sources, whatever this pass built.
-# They need a Docker engine (started here if none runs, and stopped again).
-if [ "$SAN" = 0 ] && [ "${KEYSMITH_SKIP_CONTAINERS:-0}" != 1 ]; then
+# They need a Docker engine that can run containers (started here if none
+# runs, and stopped again).  KEYSMITH_SKIP_CONTAINERS=1 (the plain `test`
+# command): not run, and counted as skipped.  Otherwise, where no engine
+# can run a container (an unprivileged container, where runc cannot make
+# its namespaces), they are counted as skipped, saying why; with
+# KEYSMITH_REQUIRE_CONTAINERS=1 (`test --full`) that is a failure instead.
+csuites=()
+for t in "$ROOT"/test/container/*.sh; do
+    [ "$(basename "$t")" = lib.sh ] || csuites+=("$t")
+done
+if [ "$SAN" = 0 ] && [ "${KEYSMITH_SKIP_CONTAINERS:-0}" = 1 ]; then
+    echo "== containers: not in this pass (bash test/harness.sh test --full runs them)"
+    for t in "${csuites[@]}"; do
+        skip "container/$(basename "$t" .sh): not in this pass (KEYSMITH_SKIP_CONTAINERS=1; test --full runs it)"
+    done
+elif [ "$SAN" = 0 ]; then
     echo "== containers, on a real Docker engine (host networking, loopback only)"
     . "$ROOT/test/container/lib.sh"
-    if kc_engine_up >"$WORK/containers-engine.log" 2>&1 && kc_base_image >>"$WORK/containers-engine.log" 2>&1; then
-        pass "Docker engine and a Debian 12 base image ($(tail -1 "$WORK/containers-engine.log"))"
+    elog=$WORK/containers-engine.log
+    if kc_engine_up >"$elog" 2>&1 && base=$(kc_base_image 2>>"$elog") && kc_can_run "$base" >>"$elog" 2>&1; then
+        pass "a Docker engine runs containers of a Debian 12 base image ($base)"
         pids=()
-        for t in "$ROOT"/test/container/*.sh; do
-            [ "$(basename "$t")" = lib.sh ] && continue
+        for t in "${csuites[@]}"; do
             run_integration "$t" 1500 &
             pids+=($!)
         done
         wait "${pids[@]}"
-        for t in "$ROOT"/test/container/*.sh; do
+        for t in "${csuites[@]}"; do
             name=$(basename "$t" .sh)
-            [ "$name" = lib ] && continue
             read -r rc secs <"$WORK/integration-$name.rc" 2>/dev/null || { rc=1; secs=0; }
             tap_count "container/$name ($secs s)" "$WORK/integration-$name.log" "$rc"
         done
     else
-        fail "no Docker engine or base image:"
-        tail -30 "$WORK/containers-engine.log"
+        # the engine's last error line, else its last line
+        why=$(grep -i 'error' "$elog" | tail -1 | cut -c1-300)
+        [ -n "$why" ] || why=$(grep -v '^[[:space:]]*$' "$elog" | tail -1 | cut -c1-300)
+        if [ "${KEYSMITH_REQUIRE_CONTAINERS:-0}" = 1 ]; then
+            fail "no Docker engine here can run the container suites, and test --full needs one: ${why:-no reason given}"
+            tail -30 "$elog" | sed 's/^/  | /'
+        else
+            echo "   no Docker engine here can run the container suites: ${why:-no reason given}"
+            for t in "${csuites[@]}"; do
+                skip "container/$(basename "$t" .sh): no Docker engine here can run the container suites (${why:-no reason given})"
+            done
+        fi
     fi
     kc_engine_down
 fi
@@ -259,5 +316,5 @@ echo
 if [ "$FAILED" -ne 0 ]; then
     echo "server log: $CLUSTER/server.log"
 fi
-echo "$PASSED passed, $FAILED failed"
+closing
 [ "$FAILED" -eq 0 ]

@@ -23,7 +23,6 @@ ks_cluster_init "$DIR/c"
 echo "max_connections = 100" >>"$DIR/c/data/postgresql.conf"
 ks_cluster_start "$DIR/c"
 . "$DIR/c/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
 
 q <<'SQL'
 CREATE EXTENSION keysmith;

@@ -43,7 +43,6 @@ cleanup() {
     kc_engine_down
     echo "# docker suite took $((SECONDS - T0)) s"
 }
-trap 'rc=$?; cleanup; (exit $rc); ks_tap_finish' EXIT
 
 kc_engine_up >"$W/engine.log" 2>&1
 ks_check_out $? "$(cat "$W/engine.log")" "a Docker engine answers (dockerd started here if none ran)" || exit 1

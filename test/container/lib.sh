@@ -10,6 +10,10 @@
 #                    (not exported, and lost if called in a subshell: only
 #                    the shell that started the engine stops it).
 #  kc_engine_down    stop the dockerd that kc_engine_up started, if any.
+#  kc_can_run IMAGE  does this engine run a container of IMAGE (host
+#                    networking)?  Not in an unprivileged container, where
+#                    runc cannot make its namespaces ("Error creating
+#                    mount namespace before pivot"): it prints the error.
 #  kc_base_image     print the name of a Debian 12 base image: debian:12
 #                    if the registry answers, else one built here with
 #                    debootstrap (minbase, the same apt sources as the
@@ -71,6 +75,10 @@ kc_engine_down() {
 }
 
 kc_docker() { "${KC_DOCKER:-/usr/bin/docker}" "$@"; }
+
+kc_can_run() {
+    kc_docker run --rm --network host "$1" true
+}
 
 # kc_base_image: see the top of this file.  A lock keeps two suites from
 # building the local base at once.

@@ -1,7 +1,7 @@
 /*
  * test/fuzz/fuzz_options.c
  *
- * libFuzzer target: the role template options parser (kms/options.c) on
+ * libFuzzer target: the role template options parser (kms/template_options.c) on
  * arbitrary bytes.  What it accepts must be within its documented bounds:
  * a prefix of safe characters not starting with pg_, numbers in range,
  * role names of 1 to 63 bytes without NUL.
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "options.h"
+#include "template_options.h"
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

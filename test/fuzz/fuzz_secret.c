@@ -2,7 +2,7 @@
  * test/fuzz/fuzz_secret.c
  *
  * libFuzzer target: the secret options parser and the role credential
- * parser (kms/secret.c) on arbitrary bytes.  The first byte picks the
+ * parser (kms/secret_options.c) on arbitrary bytes.  The first byte picks the
  * strategy.  What is accepted must be within the documented bounds, and a
  * parsed credential must build back into JSON that parses to the same
  * username and password.
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "secret.h"
+#include "secret_options.h"
 
 static void
 CheckName(const char *s)

@@ -11,7 +11,7 @@
 # Values beyond a documented limit get a clear error with its SQLSTATE: a
 # credential password over 1024 bytes (22023), a value over the envelope's
 # largest plaintext (54000), and a strategy none secret is never rotated
-# (22023).  No server process may crash: the checkpointer's PID stays the
+# (22023), nor by a rotation row written by hand.  No server process may crash: the checkpointer's PID stays the
 # same (a crash restarts every process; pg_postmaster_start_time() does not
 # change then) and the log has no crash.  Under make test SANITIZE=1 the
 # server runs with ASan, which reports the use after free of the unfixed
@@ -20,15 +20,13 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 11
+ks_plan 12
 
 dir=$KS_WORK/extra-big-values
 ks_cluster_init "$dir"
 echo "keysmith.rotation_naptime = '200ms'" >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-qv() { psql -X -q -t -A -v VERBOSITY=verbose -d postgres "$@" 2>&1; }
 checkpointer() { q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"; }
 cp0=$(checkpointer)
 
@@ -104,6 +102,18 @@ ks_check $? "a rotation of a secret whose value is 1 MB finishes, and previous i
 out=$(qv -c "SELECT keysmith.rotate_secret('s50')")
 ks_sqlstate 22023 'secret "s50" has strategy none and is not rotated by keysmith' "$out"
 ks_check $? "a strategy none secret of 50 MB is not rotated: 22023"
+
+# a rotation row for a none secret can only be written by hand (the table's
+# owner): the worker fails its attempt with the same 22023 text, where a
+# step table without set or test once made it call a NULL step and crash
+q -c "INSERT INTO keysmith.rotation (token, secret_name, requested_by)
+      VALUES ('00000000-0000-4000-8000-0000000000aa', 's1', 'postgres')" >/dev/null
+ks_wait_for "SELECT last_error LIKE '%has strategy none and is not rotated by keysmith%'
+               FROM keysmith.rotation WHERE token = '00000000-0000-4000-8000-0000000000aa'" 300
+ks_check $? "a hand-written rotation of a none secret fails its attempt with the 22023 text, not a crash ($(
+    q -c "SELECT state || ', ' || attempts || ': ' || coalesce(last_error, '') FROM keysmith.rotation
+          WHERE token = '00000000-0000-4000-8000-0000000000aa'"))"
+q -c "DELETE FROM keysmith.rotation WHERE token = '00000000-0000-4000-8000-0000000000aa'" >/dev/null
 
 q -c "CREATE ROLE big_app LOGIN" -c "CREATE ROLE big_app2 LOGIN" -c "SELECT keysmith.create_secret('role1', 'big', 'postgres_role', '{\"role\": \"big_app\"}')" >/dev/null
 out=$(qv -c "SELECT keysmith.create_secret('role2', 'big', 'postgres_role', '{\"role\": \"big_app2\"}',

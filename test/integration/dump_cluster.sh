@@ -30,9 +30,7 @@ ks_cluster_init "$A"
 echo "keysmith.reaper_naptime = '1h'" >>"$A/data/postgresql.conf"
 ks_cluster_start "$A"
 . "$A/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
 qa() { q -d postgres "$@"; }
-field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 qa >/dev/null <<'SQL'
 CREATE EXTENSION keysmith;

@@ -9,7 +9,6 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 ks_plan 13
 . "$KS_CLUSTER/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
 
 q -d postgres -c 'DROP DATABASE IF EXISTS ks_dump_src' -c 'DROP DATABASE IF EXISTS ks_dump_dst' -c 'CREATE DATABASE ks_dump_src'
 q -d ks_dump_src <<'SQL'

@@ -17,12 +17,16 @@
 #    its current credential logs in.
 #  - A key schedule (every 2 s) keeps its period: the new primary serves
 #    the next periods on the same grid, none twice, one DEK rotation each.
+#  - Members of a key family roll over too: the first encryption under a
+#    member on the new primary makes it a new version, sealed by a new
+#    family version (the family's count is not known there either), and
+#    every member's old values still decrypt.
 #  - A restore of a base backup with recovery (a new timeline) rolls over
 #    too, so the copy and the original never encrypt under one DEK version.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 17
+ks_plan 18
 
 P=$KS_WORK/extra-failover-primary
 S=$KS_WORK/extra-failover-standby
@@ -35,7 +39,6 @@ echo "host replication postgres 127.0.0.1/32 trust" >>"$P/data/pg_hba.conf"
 ks_cluster_start "$P"
 . "$P/env"
 PP=$PGPORT
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
 qp() { q -h "$P" -p "$PP" -d postgres "$@"; }
 q -h "$P" -p "$PP" -d postgres >/dev/null <<'SQL'
 CREATE EXTENSION keysmith;
@@ -48,6 +51,9 @@ SELECT keysmith.schedule_key_rotation('fsk', '2 seconds', false);
 SELECT keysmith.create_key('frk');
 CREATE ROLE fapp LOGIN;
 SELECT keysmith.create_secret('db/fapp', 'frk', 'postgres_role', '{"role": "fapp"}');
+SELECT keysmith.create_key_family('ffam');
+SELECT keysmith.create_keys('ffam', ARRAY['fm1', 'fm2']);
+CREATE TABLE fmt AS SELECT i AS id, keysmith.encrypt_value('fm' || (i % 2 + 1), 'm' || i) AS c FROM generate_series(1, 20) i;
 SQL
 ks_check $? "a primary with a key, 100 values and a lease template"
 
@@ -190,6 +196,15 @@ ks_check $? "and only once: later encryptions stay on it"
 n=$(qs -c "SELECT count(*) FROM ft WHERE keysmith.decrypt_value(c, id::text) = 'v' || id")
 [ "$n" = 100 ] && [ "$(qs -c "SELECT keysmith.decrypt_value('$c', 'x')")" = after ]
 ks_check $? "no value is lost: the 100 old values and the new one decrypt"
+# a family's member: a new member version under a new family version
+c3=$(qs -c "SELECT keysmith.encrypt_value('fm1', 'after')")
+mv=$(qs -c "SELECT key_version FROM keysmith.ciphertext_info('$c3')")
+fam=$(qs -c "SELECT string_agg(key_name || ':' || version || ':' || coalesce(wrapped_by::text, '-') || ':' || (server_epoch LIKE '%/2'), ',' ORDER BY key_name, version)
+               FROM keysmith.key_versions WHERE key_name IN ('ffam', 'fm1') AND state = 'active'")
+n=$(qs -c "SELECT count(*) FROM fmt WHERE keysmith.decrypt_value(c) = 'm' || id")
+[ "$mv" = 2 ] && [ "$fam" = "ffam:1:-:false,ffam:2:-:true,fm1:1:1:false,fm1:2:2:true" ] && [ "$n" = 20 ] &&
+    [ "$(qs -c "SELECT keysmith.decrypt_value('$c3')")" = after ]
+ks_check_out $? "$mv $fam $n" "a family member rolls over on the new primary, sealed by a new family version; all 20 member values decrypt"
 r=$(qs -c "SELECT keysmith.rotate_dek('fk')")
 [ "$r" = $((v_after + 1)) ]
 ks_check $? "the new primary takes key changes (rotate_dek -> $r)"

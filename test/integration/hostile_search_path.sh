@@ -27,7 +27,7 @@ echo "keysmith.database_name = 'ks_hostile'" >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
 DB=ks_hostile
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d $DB "$@"; }
+KS_DB=$DB KS_VERBOSITY=verbose    # of q (test/lib.sh)
 
 psql -X -q -d postgres -c "CREATE DATABASE $DB" -c "CREATE ROLE mallory LOGIN" >/dev/null
 q <<'SQL'
@@ -196,6 +196,20 @@ SELECT keysmith.destroy_key_version('h2', 1);
 CREATE ROLE hostile_grantee NOLOGIN;
 SELECT keysmith.grant_key('h', 'hostile_grantee', 'decrypt');
 SELECT keysmith.revoke_key('h', 'hostile_grantee', 'decrypt');
+SELECT keysmith.create_key_family('hfam');
+SELECT keysmith.create_key('hm1', parent => 'hfam');
+SELECT keysmith.create_keys('hfam', ARRAY['hm2', 'hm3']);
+SELECT keysmith.decrypt_value(keysmith.encrypt_value('hm2', 'x'));
+SELECT keysmith.rotate_dek('hfam');
+SELECT keysmith.destroy_key('hm3');
+SELECT * FROM keysmith.key_shreds;
+SELECT * FROM keysmith.complete_shreds('hfam');
+SELECT * FROM keysmith.key_shreds;
+SELECT keysmith._local_master_key_oldest('local');
+SELECT keysmith.add_local_master_key();
+SELECT keysmith.add_local_master_key();
+SELECT keysmith.retire_local_master_key(v) FROM (SELECT pg_catalog.max(version)::int OPERATOR(pg_catalog.-) 1 AS v
+  FROM keysmith.local_master_keys()) s;
 SELECT * FROM keysmith.keys;
 SELECT * FROM keysmith.key_versions;
 SELECT * FROM keysmith.key_grants;
@@ -208,6 +222,8 @@ SELECT keysmith._reencrypt_job_put('public.ht', 'c', 'done', 50, 50, NULL, 0, fa
 SELECT keysmith._reencrypt_start('public.ht', 'c', 10, '0');
 SELECT keysmith._reencrypt_step('public.ht', 'c', 10, NULL);
 SELECT keysmith._reencrypt_end('public.ht');
+SELECT keysmith._rotation_in_flight('create'), keysmith._rotation_in_flight('finished'), keysmith._rotation_in_flight(NULL);
+SELECT * FROM keysmith.secrets;
 SQL
 q -f "$KS_WORK/hostile-calls.sql" >"$KS_WORK/hostile-calls.log" 2>&1
 n=$(grep -c ERROR "$KS_WORK/hostile-calls.log")

@@ -4,12 +4,14 @@
 # Another backend stops using a rotated, retired or destroyed DEK, and sees
 # grants and revokes, by its next transaction: session A keeps one
 # connection open (fed through a FIFO) with DEKs cached while session B
-# changes the key.
+# changes the key.  And a backend's own key change reaches its key-state
+# cache at once, even in a backend that never encrypted or decrypted (so has
+# no DEK cache): rotate_dek and ciphertext_needs_reencrypt in one statement.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
-ks_plan 8
+ks_plan 9
 . "$KS_CLUSTER/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d ks_inval "$@"; }
+KS_DB=ks_inval    # of q (test/lib.sh)
 
 psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS ks_inval' -c 'CREATE DATABASE ks_inval'
 q <<'SQL' >/dev/null
@@ -68,4 +70,12 @@ grep -q 'KS010' <<<"$(last)"; ks_check $? "after B destroys version 1, A's cache
 
 exec 3>&-
 wait $a
+
+# a fresh backend that only asked ciphertext_needs_reencrypt: its key-state
+# memo must not survive its own rotate_dek (the key store flushes it)
+q -c "SELECT keysmith.create_key('inv2')" >/dev/null
+ct2=$(q -c "SELECT encode(keysmith.encrypt_value('inv2', 'x'), 'hex')")
+r=$(q -c "SELECT keysmith.ciphertext_needs_reencrypt(decode('$ct2', 'hex'))" \
+      -c "SELECT keysmith.rotate_dek('inv2') > 1, keysmith.ciphertext_needs_reencrypt(decode('$ct2', 'hex'))" | tr '\n' ' ')
+[ "$r" = "f t|t " ]; ks_check $? "a backend with no DEK cache sees its own rotate_dek in the same statement ($r)"
 psql -X -q -d postgres -c 'DROP DATABASE ks_inval' -c 'DROP ROLE inv_app'

@@ -20,8 +20,6 @@ ks_plan $((20 + $(kms_fault_checks aws_kms)))
 A=$KS_WORK/aws
 rm -rf "$A"; mkdir -p "$A"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
 
 kms_ca "$A"
 rnd() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
@@ -47,8 +45,6 @@ dir=$KS_WORK/extra-kms-aws
 ks_cluster_init "$dir"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-qv() { psql -X -q -t -A -v VERBOSITY=verbose -d postgres "$@" 2>&1; }
 opts() { # TIMEOUT_MS [PORT] [PROFILE]
     printf '{"region": "eu-west-1", "endpoint": "https://127.0.0.1:%s", "credentials_file": "%s", "profile": "%s", "ca_file": "%s", "timeout_ms": "%s"}' \
         "${2:-$P1}" "$A/credentials" "${3:-default}" "$A/ca-for-keysmith.pem" "$1"

@@ -20,8 +20,6 @@ ks_plan $((16 + $(kms_fault_checks azure_keyvault)))
 Z=$KS_WORK/azure
 rm -rf "$Z"; mkdir -p "$Z"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
 kms_ca "$Z"
 rnd() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 tenant=$(rnd 8)-tenant; client=$(rnd 8)-client; secret="s3cr+t/$(rnd 16)&="
@@ -40,8 +38,6 @@ dir=$KS_WORK/extra-kms-azure
 ks_cluster_init "$dir"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-qv() { psql -X -q -t -A -v VERBOSITY=verbose -d postgres "$@" 2>&1; }
 opts() { # TIMEOUT_MS [PORT] [ALGORITHM]
     printf '{"vault_url": "https://127.0.0.1:%s", "authority_url": "https://127.0.0.1:%s", "tenant_id": "%s", "client_id": "%s", "client_secret_file": "%s", "ca_file": "%s", "algorithm": "%s", "timeout_ms": "%s"}' \
         "${2:-$P1}" "${2:-$P1}" "$tenant" "$client" "$Z/client.secret" "$Z/ca-for-keysmith.pem" "${3:-RSA-OAEP-256}" "$1"

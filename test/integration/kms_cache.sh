@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/integration/kms_cache.sh
 #
-# The shared DEK cache (extension/dek_shared.c), counted on the KMS's side:
+# The shared DEK cache (extension/keys/dek_shared.c), counted on the KMS's side:
 # test/kms/vault_server.py (a test server imitating Vault Transit; its
 # header says so) counts the decrypt calls.
 #  - 200 fresh connections decrypting under one key version: one KMS call;
@@ -22,8 +22,6 @@ ks_plan 13
 V=$KS_WORK/vault-cache
 rm -rf "$V"; mkdir -p "$V"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
 kms_ca "$V"
 token=$(kms_vault_tokens "$V")
 P1=$(ks_free_port)
@@ -36,8 +34,6 @@ ks_cluster_init "$dir"
 echo "keysmith.dek_cache_stale_grace = '6s'" >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-qv() { psql -X -q -t -A -v VERBOSITY=verbose -d postgres "$@" 2>&1; }
 decrypts() { kms_requests "$P1" /v1/transit/decrypt/app; }
 opts() { # TIMEOUT_MS
     printf '{"url": "https://127.0.0.1:%s", "token_file": "%s", "ca_file": "%s", "timeout_ms": "%s"}' \
@@ -90,10 +86,18 @@ ks_check_out $? "$out" "a query cancel stops a backend waiting for another's unw
 wait "$loader"
 q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 5000)')" >/dev/null
 
+# ks_dontdump_count reads smaps as root, or as the server's OS user where
+# root may not (an unprivileged container); skipped, saying why, only
+# where the flags cannot be seen at all (test/integration/smaps_dontdump.sh
+# tests that detection)
 pm=$(head -1 "$dir/data/postmaster.pid")
-flags=$(awk '/^[0-9a-f]+-[0-9a-f]+ /{m=$0} /^VmFlags:/{if (m ~ /\/dev\/zero/ && $0 ~ / dd/) n++} END{print n+0}' "/proc/$pm/smaps")
-[ "$flags" -ge 1 ]
-ks_check $? "the shared cache's mapping is marked do-not-dump (VmFlags dd) in the postmaster"
+dd=$(ks_dontdump_count "$pm"); rc=$?
+if [ $rc = 2 ]; then
+    ks_skip "the shared cache's mapping is marked do-not-dump (VmFlags dd) in the postmaster" "$dd"
+else
+    [ $rc = 0 ] && [ "$dd" -ge 1 ]
+    ks_check_out $? "$dd" "the shared cache's mapping is marked do-not-dump (VmFlags dd) in the postmaster"
+fi
 
 q -c "$KMS_FRESH" -c "SELECT count(keysmith.decrypt_value(c, id::text)) FROM vt" >/dev/null
 u0=$(q -c "SELECT used FROM keysmith.dek_cache_stats()")

@@ -19,8 +19,6 @@ ks_plan $((12 + $(kms_fault_checks gcp_kms)))
 G=$KS_WORK/gcp
 rm -rf "$G"; mkdir -p "$G"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
 kms_ca "$G"
 P1=$(ks_free_port); P2=$(ks_free_port); P3=$(ks_free_port)
 account() { # KEYFILE OUT: a service account key file as Google issues them
@@ -44,8 +42,6 @@ dir=$KS_WORK/extra-kms-gcp
 ks_cluster_init "$dir"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-qv() { psql -X -q -t -A -v VERBOSITY=verbose -d postgres "$@" 2>&1; }
 opts() { # TIMEOUT_MS [PORT]
     printf '{"credentials_file": "%s", "endpoint": "https://127.0.0.1:%s", "token_url": "https://127.0.0.1:%s/token", "ca_file": "%s", "timeout_ms": "%s"}' \
         "$G/sa.json" "${2:-$P1}" "${2:-$P1}" "$G/ca-for-keysmith.pem" "$1"

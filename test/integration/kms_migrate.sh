@@ -17,8 +17,6 @@ ks_plan 10
 M=$KS_WORK/kms-migrate
 rm -rf "$M"; mkdir -p "$M"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
 kms_ca "$M"
 rnd() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 kms_vault_tokens "$M" >/dev/null
@@ -36,8 +34,6 @@ dir=$KS_WORK/extra-kms-migrate
 ks_cluster_init "$dir"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-qv() { psql -X -q -t -A -v VERBOSITY=verbose -d postgres "$@" 2>&1; }
 decrypt_all() { q -c "$KMS_FRESH" -c "SELECT count(*) FROM mt WHERE keysmith.decrypt_value(c, id::text) = 'v' || id"; }
 versions() { q -c "SELECT string_agg(version || ':' || state || ':' || coalesce(kek_version, '-'), ' ' ORDER BY version) FROM keysmith.key_versions WHERE key_name = 'mk'"; }
 wrapped() { q -c "SELECT string_agg(coalesce(md5(wrapped_dek), '-'), ',' ORDER BY version) FROM keysmith.key_version WHERE key_id = (SELECT key_id FROM keysmith.key WHERE name = 'mk')"; }

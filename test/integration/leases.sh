@@ -24,7 +24,6 @@ ks_cluster_init "$dir"
 sed -i '/scram-sha-256/i host    all   +lease_trusted  127.0.0.1/32  trust' "$dir/data/pg_hba.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
 # tcp USER PASSWORD [DB] -- psql over TCP as USER with PASSWORD
 tcp() { local u=$1 p=$2 db=$3; shift 3
         PGPASSWORD=$p psql -X -q -t -A -h 127.0.0.1 -p "$PGPORT" -U "$u" -d "$db" "$@"; }

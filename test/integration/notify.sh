@@ -38,8 +38,6 @@ ks_cluster_init "$dir"
 echo "keysmith.rotation_naptime = '200ms'" >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-qv() { psql -X -q -t -A -v VERBOSITY=verbose -d postgres "$@" 2>&1; }
 # wait_for SQL: until SQL returns t (every 0.1 s, 30 s at most)
 wait_for() {
     for _ in $(seq 1 300); do

@@ -36,7 +36,6 @@ ks_cluster_init "$dir"
 } >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
 rotate() { q -c "SET ROLE $1" -c "SELECT keysmith.rotate_secret('$2')"; }
 last_error() { q -c "SELECT last_error FROM keysmith.rotations WHERE token = '$1'"; }
 

@@ -43,7 +43,6 @@ cleanup() {
         [ -f "$D/$n/data/postmaster.pid" ] && ks_as_pg "$PG_BIN/pg_ctl" -D "$D/$n/data" -m immediate stop >/dev/null 2>&1
     done
 }
-trap cleanup EXIT
 
 EP=$(ks_free_port); EPP=$(ks_free_port)
 mkdir -p "$D/etcd"; chown "$PG_OSUSER": "$D/etcd"; chmod 700 "$D/etcd"
@@ -131,8 +130,6 @@ ks_check $? "etcd and two Patroni nodes on loopback: n1 leads, n2 replicates"
 
 q1() { psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$D/n1" -p "$P1" -U postgres -d postgres "$@"; }
 q2() { psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$D/n2" -p "$P2" -U postgres -d postgres "$@"; }
-login() { PGPASSWORD=$3 psql -X -q -t -A -h 127.0.0.1 -p "$1" -U "$2" -d postgres -c 'SELECT 1' >/dev/null 2>&1; }
-field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 q1 >/dev/null <<'SQL'
 CREATE EXTENSION keysmith;
 SELECT keysmith.create_key('pk');
@@ -184,7 +181,7 @@ why=$(q2 -c "SELECT last_error FROM keysmith.rotations WHERE token = '$tok'")
 [ "$st" = finished ] && [ "$n" = 1 ]
 ks_check_out $? "$st $n $ev: $why" "the rotation in flight finishes exactly once on the new primary ($ev)"
 cur=$(q2 -c "SELECT keysmith.get_secret('db/papp')")
-login "$P2" papp "$(field "$cur" password)" && [ "$cur" != "$old" ]
+PGPORT=$P2 login papp "$(field "$cur" password)" && [ "$cur" != "$old" ]
 ks_check $? "and its current credential logs in"
 
 c=$(q2 -c "SELECT keysmith.encrypt_value('pk', 'after')")

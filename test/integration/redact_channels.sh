@@ -68,7 +68,7 @@ ks_cluster_init "$dir"
 } >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -d postgres "$@"; }
+KS_ON_ERROR_STOP=0    # q (test/lib.sh) goes on after an error
 log=$dir/server.log
 
 q >/dev/null <<'SQL'

@@ -38,7 +38,6 @@ cleanup() {
     ks_cluster_stop "$dir"
 }
 ks_plan 7
-trap 'rc=$?; cleanup; (exit $rc); ks_tap_finish' EXIT
 
 ks_cluster_init "$dir"
 {
@@ -53,7 +52,6 @@ ks_cluster_init "$dir"
 ks_cluster_start "$dir"
 . "$dir/env"
 log=$dir/server.log
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
 rotate() { q -c "SET ROLE $1" -c "SELECT keysmith.rotate_secret('$2')"; }
 last_error() { q -c "SELECT last_error FROM keysmith.rotations WHERE token = '$1'"; }
 jobs_running() { q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'keysmith owner job'"; }

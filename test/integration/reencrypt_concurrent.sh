@@ -11,7 +11,7 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 ks_plan 9
 . "$KS_CLUSTER/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d ks_reenc "$@"; }
+KS_DB=ks_reenc    # of q (test/lib.sh)
 
 psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS ks_reenc' -c 'CREATE DATABASE ks_reenc'
 q <<'SQL'

@@ -25,7 +25,6 @@ cleanup() {
     for p in ${fport:-} ${tport:-}; do [ -s "$fdir/ready-$p" ] && kill "$(cat "$fdir/ready-$p")" 2>/dev/null; done
     [ -n "${dir:-}" ] && ks_cluster_stop "$dir"
 }
-trap 'rc=$?; cleanup; (exit $rc); ks_tap_finish' EXIT
 
 fdir=$KS_WORK/extra-fake
 mkdir -p "$fdir"
@@ -56,8 +55,6 @@ ks_cluster_init "$dir"
 } >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-qv() { psql -X -q -t -A -v VERBOSITY=verbose -d postgres "$@" 2>&1; }
 ci() { echo "host=127.0.0.1 port=${2:-$fport} dbname=$1"; }
 remote() {   # NAME DBNAME [PORT [EXTRA]]: a postgres_remote secret on the fake server
     echo "SELECT keysmith.create_secret('$1', 'k', 'postgres_remote',

@@ -31,18 +31,13 @@ ks_cluster_init "$dir"
 echo "host replication postgres 127.0.0.1/32 trust" >>"$dir/data/pg_hba.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-qv() { psql -X -q -t -A -v VERBOSITY=verbose -d postgres "$@" 2>&1; }
 log=$dir/server.log
 passwords=$KS_WORK/rotation-passwords.txt
 : >"$passwords"
 
-# login ROLE PASSWORD: a TCP login that must use the password
-login() { PGPASSWORD=$2 psql -X -q -t -A -h 127.0.0.1 -p "$PGPORT" -U "$1" -d postgres -c 'SELECT 1' >/dev/null 2>&1; }
 cred() { q -c "SELECT keysmith.get_secret('$1', '${2:-current}')"; }
-# (parsed here, not by the server: a SELECT of the JSON would put the
-# password in the very log this test searches)
-field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+# field (test/lib.sh) parses credentials here, not the server: a SELECT of
+# the JSON would put the password in the very log this test searches
 remember() { field "$1" password >>"$passwords"; }
 # put_hba: stdin becomes pg_hba.conf, renamed into place whole, so that a
 # reload in progress never reads a half-written file

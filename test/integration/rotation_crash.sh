@@ -22,9 +22,6 @@ ks_cluster_init "$dir"
 } >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-login() { PGPASSWORD=$2 psql -X -q -t -A -h 127.0.0.1 -p "$PGPORT" -U "$1" -d postgres -c 'SELECT 1' >/dev/null 2>&1; }
-field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 q <<'SQL' >/dev/null
 CREATE EXTENSION keysmith;

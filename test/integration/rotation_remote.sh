@@ -37,8 +37,6 @@ ks_cluster_init "$dir"
 } >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
-qv() { psql -X -q -t -A -v VERBOSITY=verbose -d postgres "$@" 2>&1; }
 rlogin() { PGPASSWORD=$2 psql -X -q -t -A -h 127.0.0.1 -p "$rport" -U "$1" -d postgres -c 'SELECT 1' >/dev/null 2>&1; }
 pw() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])["password"])' "$1"; }
 conninfo="host=127.0.0.1 port=$rport dbname=postgres connect_timeout=3"

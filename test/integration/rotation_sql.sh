@@ -21,7 +21,6 @@ ks_cluster_init "$dir"
 } >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
 
 q <<'SQL' >/dev/null
 CREATE EXTENSION keysmith;

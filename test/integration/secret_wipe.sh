@@ -4,7 +4,7 @@
 # Finding 14 of issue 20: plaintext left in a backend's memory on paths
 # that end in an ERROR, or after a value was used and dropped.  keysmith
 # keeps every key, password and plaintext in secret buffers
-# (extension/secret_mem.h), wiped when their memory context is reset or
+# (extension/common/secret_mem.h), wiped when their memory context is reset or
 # deleted.  The attacks are performed, then the backend's private memory is
 # read through /proc/<pid>/mem (test/integration/memscan.py) for what they
 # left:
@@ -29,7 +29,6 @@ dir=$KS_WORK/extra-secret-wipe
 ks_cluster_init "$dir"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
 key=$dir/data/keysmith_master.key
 scan=$ROOT/test/integration/memscan.py
 CRED='\{"username": "wipe_app", "password": "[A-Za-z0-9]{32}"\}'

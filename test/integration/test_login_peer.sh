@@ -21,7 +21,6 @@ cleanup() {
     [ -s "$fdir/ready" ] && kill "$(cat "$fdir/ready")" 2>/dev/null
     [ -n "${dir:-}" ] && ks_cluster_stop "$dir"
 }
-trap 'rc=$?; cleanup; (exit $rc); ks_tap_finish' EXIT
 
 dir=$KS_WORK/extra-test-login-peer
 ks_cluster_init "$dir"
@@ -33,7 +32,6 @@ ks_cluster_init "$dir"
 } >>"$dir/data/postgresql.conf"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d postgres "$@"; }
 q <<'SQL' >/dev/null
 CREATE EXTENSION keysmith;
 SELECT keysmith.create_key('k');

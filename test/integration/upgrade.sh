@@ -4,9 +4,10 @@
 # The upgrade chain with data in place: a database created at 0.1, with a
 # key and encrypted rows, is updated to 0.2, given a template, a lease and
 # a finished reencrypt job there, then updated to 0.3, 0.4, 0.5, 0.6, 0.7,
-# 0.8, 0.9 and 0.10.
+# 0.8, 0.9 and so on up to the current version (keysmith.control).
 # Its extension objects must be exactly those of
-# test/integration/catalog-<version>.txt at each version from 0.3 on,
+# test/integration/catalog-<version>.txt at each version from 0.3 on, and
+# of extension/scripts/catalog.txt at the current one,
 # reviewed descriptions checked in beside this script (a fresh install must
 # match 0.9 too: comparing the two builds with each other would prove
 # nothing, they come from the same SQL).  The 0.1 data, the 0.2 lease and
@@ -16,13 +17,16 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 32
+# the current version and the released ones after 0.7 that lead to it
+CURRENT=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ROOT/keysmith.control")
+RELEASED=$(ls "$ROOT"/extension/scripts/keysmith--*--*.sql | sed 's/.*--\(.*\)\.sql$/\1/' | sort -V |
+           grep -v -x -e "$CURRENT" -e 0.2 -e 0.3 -e 0.4 -e 0.5 -e 0.6 -e 0.7)
+ks_plan $((28 + 2 * $(echo $RELEASED | wc -w)))
 
 dir=$KS_WORK/extra-upgrade
 ks_cluster_init "$dir"
 ks_cluster_start "$dir"
 . "$dir/env"
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
 
 q -d postgres <<'SQL'
 CREATE EXTENSION keysmith VERSION '0.1';
@@ -75,8 +79,10 @@ describe=${describe//\"/\'}
 matches() {
     local out=$dir/$1-$2.txt n
     q -d "$1" -c "$describe" >"$out"
-    n=$(wc -l <"$ROOT/test/integration/catalog-$2.txt")
-    diff -u "$ROOT/test/integration/catalog-$2.txt" "$out" >"$out.diff"
+    local want=$ROOT/test/integration/catalog-$2.txt
+    [ "$2" = "$CURRENT" ] && want=$ROOT/extension/scripts/catalog.txt
+    n=$(wc -l <"$want")
+    diff -u "$want" "$out" >"$out.diff"
     ks_check $? "$3 ($n lines compared)"
     [ -s "$out.diff" ] && head -60 "$out.diff"
 }
@@ -98,20 +104,22 @@ v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '0.7'" -c "SELECT extve
 [ "$v" = 0.7 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '0.7' ($v)"
 matches postgres 0.7 "at 0.7 the upgraded extension has exactly the reviewed 0.7 objects"
 
-v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '0.8'" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
-[ "$v" = 0.8 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '0.8' ($v)"
-matches postgres 0.8 "at 0.8 the upgraded extension has exactly the reviewed 0.8 objects"
-
-v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '0.9'" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
-[ "$v" = 0.9 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '0.9' ($v)"
-matches postgres 0.9 "at 0.9 the upgraded extension has exactly the reviewed 0.9 objects"
+# From 0.8 on, every released version the upgrade scripts reach, then the
+# current one (keysmith.control), whose reviewed snapshot is
+# extension/scripts/catalog.txt; at a version bump the old snapshot moves
+# here as catalog-<old version>.txt.
+for r in $RELEASED; do
+    v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE TO '$r'" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
+    [ "$v" = "$r" ]; ks_check $? "ALTER EXTENSION keysmith UPDATE TO '$r' ($v)"
+    matches postgres "$r" "at $r the upgraded extension has exactly the reviewed $r objects"
+done
 
 v=$(q -d postgres -c "ALTER EXTENSION keysmith UPDATE" -c "SELECT extversion FROM pg_extension WHERE extname = 'keysmith'")
-[ "$v" = 0.10 ]; ks_check $? "ALTER EXTENSION keysmith UPDATE goes on to the default version ($v)"
+[ "$v" = "$CURRENT" ]; ks_check $? "ALTER EXTENSION keysmith UPDATE goes on to the default version ($v)"
 q -d postgres -c "CREATE DATABASE fresh" && q -d fresh -c "CREATE EXTENSION keysmith"
-ks_check $? "a fresh 0.10 install in another database"
-matches postgres 0.10 "the upgraded extension has exactly the reviewed 0.10 objects"
-matches fresh 0.10 "and so has a fresh install"
+ks_check $? "a fresh $CURRENT install in another database"
+matches postgres "$CURRENT" "the upgraded extension has exactly the reviewed $CURRENT objects"
+matches fresh "$CURRENT" "and so has a fresh install"
 kv=$(q -d postgres -c "SELECT string_agg(DISTINCT kms || ':' || kek_version, ',') FROM keysmith.key_versions v
                          JOIN keysmith.keys k ON k.name = v.key_name WHERE v.state <> 'destroyed'")
 [ "$kv" = "local:1" ]; ks_check $? "the keys from 0.1 use the built-in provider local, their KEK versions as text ($kv)"

@@ -20,12 +20,12 @@
 #include "envelope.h"
 #include "local.h"
 #include "oauth.h"
-#include "options.h"
+#include "template_options.h"
 #include "pgremote.h"
-#include "secret.h"
+#include "secret_options.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 151
+#define TESTS_PLANNED 168
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -144,6 +144,38 @@ test_vectors(KsAead *aead)
 		check(KsParseHeader(expected, len, &hdr, &err) == KS_OK &&
 			  hdr.key_id == v->key_id && hdr.key_version == v->version, what);
 	}
+}
+
+/*
+ * One context seals and opens (kms/envelope.c): after a failed open, in the
+ * middle of a run of opens, a seal still gives the specified bytes, and an
+ * open after it still authenticates.
+ */
+static void
+test_one_context(KsAead *aead)
+{
+	const Vector *v = &vectors[0];
+	uint8_t		expected[256];
+	uint8_t		bad[256];
+	uint8_t		out[256];
+	uint8_t		pt[256];
+	size_t		len = unhex(v->expected_hex, expected);
+	KsHeader	hdr = {KS_FORMAT_VERSION, KS_ALG_AES256GCM, v->key_id, v->version, {0}};
+	KsContext	c = make_context(v->context);
+	KsError		err;
+
+	for (int j = 0; j < KS_NONCE_LEN; j++)
+		hdr.nonce[j] = (uint8_t) (0xA0 + j);
+	memcpy(bad, expected, len);
+	bad[len - 1] ^= 1;
+	check(try_open(aead, bad, len, v->context, pt) == KS_ERR_AUTH_FAILED &&
+		  KsAeadSeal(aead, &hdr, &c, (const uint8_t *) v->pt, v->pt_len, out, &err) == KS_OK &&
+		  memcmp(out, expected, len) == 0 &&
+		  try_open(aead, expected, len, v->context, pt) == KS_OK &&
+		  memcmp(pt, v->pt, v->pt_len) == 0 &&
+		  KsAeadSeal(aead, &hdr, &c, (const uint8_t *) v->pt, v->pt_len, out, &err) == KS_OK &&
+		  memcmp(out, expected, len) == 0,
+		  "one context: failed open, seal, open, seal give the specified bytes");
 }
 
 static void
@@ -507,6 +539,130 @@ test_keyfile_load_and_wrap(const char *dir)
 		  "wrong master key fails to unwrap");
 }
 
+/*
+ * The kept master key set (kms/local.c): with ks_local_keep_after_ms at 0 a
+ * file is kept at once, so each change below is made under a kept set and
+ * must be noticed by the stat comparison; at the default, a file younger
+ * than 2 s is read on every use, so an in-place rewrite within a clock tick
+ * is never missed.
+ */
+static void
+test_keyfile_kept(const char *dir)
+{
+	char		path[512];
+	char		other[512];
+	char		moved[600];
+	const char *right = "3:404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f\n";
+	const char *wrong = "3:505152535455565758595a5b5c5d5e5f404142434445464748494a4b4c4d4e4f\n";
+	KsKmsInstance inst = {.provider = &KsLocalProvider, .name = "local", .noptions = 1,
+	.options = {{"master_key_file", path}}};
+	KsKmsInstance inst_other = {.provider = &KsLocalProvider, .name = "other", .noptions = 1,
+	.options = {{"master_key_file", other}}};
+	uint8_t		blob[KS_WRAPPED_MAX];
+	size_t		blob_len = unhex(WRAP_VECTOR, blob);
+	uint8_t		aad[256];
+	size_t		aad_len = KsDekBindingAad("demo", 1, aad, sizeof(aad));
+	uint8_t		dek[32];
+	KsError		err;
+	FILE	   *f;
+
+	snprintf(path, sizeof(path), "%s/kept.key", dir);
+	snprintf(other, sizeof(other), "%s/kept-other.key", dir);
+	snprintf(moved, sizeof(moved), "%s/kept-new.key", dir);
+	write_file(path, right, 0600);
+	write_file(other, wrong, 0600);
+	ks_local_keep_after_ms = 0;
+	check(KsLocalProvider.unwrap(&inst, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_OK &&
+		  memcmp(dek, DEK, 32) == 0, "kept set: the right file unwraps (and is kept)");
+	check(KsLocalProvider.unwrap(&inst_other, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED &&
+		  KsLocalProvider.unwrap(&inst, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_OK,
+		  "kept set: another path is another file, and back");
+	chmod(path, 0640);
+	check(KsLocalProvider.unwrap(&inst, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_KEYFILE_PERMISSIONS,
+		  "kept set: a chmod 0640 is noticed and refused");
+	chmod(path, 0600);
+	check(KsLocalProvider.unwrap(&inst, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_OK,
+		  "kept set: mode 0600 again unwraps");
+	/* a new inode while the old one still exists, then renamed over it */
+	write_file(moved, wrong, 0600);
+	check(rename(moved, path) == 0 &&
+		  KsLocalProvider.unwrap(&inst, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
+		  "kept set: a file replaced by rename is read again");
+	unlink(path);
+	check(KsLocalProvider.unwrap(&inst, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_KEYFILE_MISSING,
+		  "kept set: a deleted file is missing");
+	KsLocalForget();
+
+	/* the default: a young file is not kept; rewritten in place at once */
+	ks_local_keep_after_ms = 2000;
+	write_file(path, right, 0600);
+	check(KsLocalProvider.unwrap(&inst, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_OK,
+		  "young file: unwraps");
+	f = fopen(path, "r+");
+	if (f != NULL)
+	{
+		fputs(wrong, f);
+		fclose(f);
+	}
+	check(f != NULL &&
+		  KsLocalProvider.unwrap(&inst, NULL, blob, blob_len, aad, aad_len, dek, 32, &err) == KS_ERR_UNWRAP_FAILED,
+		  "young file: rewritten in place at the same size, read again");
+	KsLocalForget();
+}
+
+/* Retiring a master key version: the file without it, atomically, and the refusals. */
+static void
+test_keyfile_retire(const char *dir)
+{
+	char		path[512];
+	const char *text = "# keys\n1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n"
+		"  2:202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f  \n"
+		"3:404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f\n";
+	KsMasterKeySet *set = malloc(sizeof(KsMasterKeySet));
+	KsError		err;
+	struct stat st;
+	uint32_t	added = 0;
+
+	snprintf(path, sizeof(path), "%s/retire.key", dir);
+	write_file(path, text, 0600);
+	check(KsLocalRetireKey(path, 2, &err) == KS_OK && KsLocalLoad(path, set, &err) == KS_OK &&
+		  set->count == 2 && set->keys[0].version == 1 && set->keys[1].version == 3 && set->current == 3 &&
+		  set->keys[1].key[0] == 0x40,
+		  "retire: version 2 leaves the file, versions 1 and 3 stay intact");
+	check(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "retire: the new file has mode 0600");
+	check(KsLocalRetireKey(path, 3, &err) == KS_ERR_INVALID_ARGUMENT && KsLocalLoad(path, set, &err) == KS_OK &&
+		  set->count == 2, "retire: the newest version is refused, the file unchanged");
+	check(KsLocalRetireKey(path, 2, &err) == KS_ERR_KEK_VERSION_UNKNOWN, "retire: a version not in the file is unknown");
+	check(KsLocalAppendKey(path, &added, &err) == KS_OK && added == 4 && KsLocalRetireKey(path, 1, &err) == KS_OK &&
+		  KsLocalLoad(path, set, &err) == KS_OK && set->count == 2 && set->keys[0].version == 3 &&
+		  set->keys[1].version == 4,
+		  "retire after append: versions 3 and 4 remain, the next append would be 5");
+	{
+		char		lnk[600];
+		char		hard[600];
+		struct stat lst;
+
+		snprintf(lnk, sizeof(lnk), "%s/retire-link.key", dir);
+		snprintf(hard, sizeof(hard), "%s/retire-hard.key", dir);
+		unlink(lnk);
+		unlink(hard);
+		check(KsLocalAppendKey(path, &added, &err) == KS_OK && symlink(path, lnk) == 0 &&
+			  KsLocalRetireKey(lnk, 3, &err) == KS_OK && lstat(lnk, &lst) == 0 && S_ISLNK(lst.st_mode) &&
+			  KsLocalLoad(path, set, &err) == KS_OK && set->count == 2 && set->keys[0].version == 4,
+			  "retire through a symbolic link: the file it names loses the version, the link stays a link");
+		check(link(path, hard) == 0 && KsLocalRetireKey(path, 4, &err) == KS_ERR_INVALID_ARGUMENT &&
+			  KsLocalLoad(path, set, &err) == KS_OK && set->count == 2,
+			  "retire of a file with another hard link is refused: the version would stay there");
+		unlink(lnk);
+		unlink(hard);
+	}
+	chmod(path, 0644);
+	check(KsLocalRetireKey(path, 4, &err) == KS_ERR_KEYFILE_PERMISSIONS, "retire: a file others can read is refused");
+	KsWipe(set, sizeof(KsMasterKeySet));
+	free(set);
+	KsLocalForget();
+}
+
 /* Tokens: the asked length, only alphabet characters, every one used. */
 static void
 test_random_token(void)
@@ -538,7 +694,7 @@ test_random_token(void)
 }
 
 
-/* kms/options.c: the role template options parser */
+/* kms/template_options.c: the role template options parser */
 static void
 test_template_options(void)
 {
@@ -845,6 +1001,7 @@ main(void)
 	test_vectors(aead);
 	test_random_token();
 	test_damage(aead);
+	test_one_context(aead);
 	test_roundtrip(aead);
 	test_nonces();
 	test_keyfile_parse();
@@ -858,6 +1015,8 @@ main(void)
 		return 2;
 	}
 	test_keyfile_load_and_wrap(dir);
+	test_keyfile_retire(dir);
+	test_keyfile_kept(dir);
 	KsAeadFree(aead);
 	{
 		char		cmd[600];

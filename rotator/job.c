@@ -26,6 +26,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/guc_tables.h"
 #include "utils/memutils.h"
@@ -34,6 +35,7 @@
 
 #include "extension/common/errors.h"
 #include "extension/common/guc.h"
+#include "extension/common/owner_spi.h"
 #include "rotator/job.h"
 
 typedef struct KsWorkersShared
@@ -151,6 +153,109 @@ KsWorkerCatalogUsable(KsWorkerKind kind, KsCatalogStatus st, const KsCatalog *ca
 		said = now;
 	}
 	return now == SAID_OK;
+}
+
+/* ------------------------------------------------------------ restores */
+
+/*
+ * One sequence of keysmith's catalog, checked against the column it feeds:
+ * the name of the sequence (for the log) if a restore is filling the
+ * table, else NULL.  Behind means the column already holds the value the
+ * sequence would hand out next.  For lease_event also: the sequence was
+ * never used while leases exist, since every lease writes an event when
+ * it is issued (0.2 on), so only a restore that has copied lease but not
+ * yet lease_event looks like this.
+ */
+static char *
+SequenceBehind(const char *seqnsp, const char *seq, const char *tblnsp, const char *tbl, const char *col)
+{
+	const char *qseq = quote_qualified_identifier(seqnsp, seq);
+	char	   *sql;
+	bool		isnull;
+	bool		behind;
+
+	sql = psprintf("SELECT coalesce((SELECT pg_catalog.max(%s) FROM %s)"
+				   "   OPERATOR(pg_catalog.>=) CASE WHEN s.is_called THEN s.last_value OPERATOR(pg_catalog.+) 1"
+				   "                                ELSE s.last_value END, false)"
+				   "  OR (%s AND NOT s.is_called AND EXISTS (SELECT 1 FROM %s))"
+				   " FROM %s s",
+				   quote_identifier(col), quote_qualified_identifier(tblnsp, tbl),
+				   strcmp(tbl, "lease_event") == 0 ? "true" : "false",
+				   quote_qualified_identifier(tblnsp, "lease"), qseq);
+	KsSpiExec(sql, 0, NULL, NULL, NULL, true, 1, SPI_OK_SELECT);
+	behind = SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+	return behind ? pstrdup(qseq) : NULL;
+}
+
+/*
+ * Is a restore (pg_restore, or psql running a dump) filling keysmith's
+ * catalog right now?  pg_restore commits each table's COPY on its own and
+ * sets the sequences last, so a worker acting between two COPYs would take
+ * ids the next COPY brings (a duplicate key there, and the restore fails),
+ * or act on rows whose companions have not arrived.  Outside a restore no
+ * keysmith sequence is ever behind its column.
+ *
+ * Called in a round's transaction, after the query that picks the round's
+ * work (under READ COMMITTED a check before it would not see the rows that
+ * query sees) and after its rows were copied: it runs SPI queries of its
+ * own.  The sequences are found through the extension's membership
+ * (pg_depend), by OID.  The first round that waits logs a WARNING naming
+ * the sequence; the first one that goes on again logs that.
+ */
+bool
+KsWorkerWaitsForRestore(Oid extoid)
+{
+	static bool waiting = false;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(extoid)};
+	SPITupleTable *seqs;
+	uint64		nseqs;
+	char	   *behind = NULL;
+
+	KsSpiExec("SELECT sn.nspname::pg_catalog.text, sc.relname::pg_catalog.text,"
+			  "       tn.nspname::pg_catalog.text, tc.relname::pg_catalog.text, a.attname::pg_catalog.text"
+			  "  FROM pg_catalog.pg_depend e"
+			  "  JOIN pg_catalog.pg_class sc ON sc.oid OPERATOR(pg_catalog.=) e.objid"
+			  "   AND sc.relkind OPERATOR(pg_catalog.=) 'S'"
+			  "  JOIN pg_catalog.pg_namespace sn ON sn.oid OPERATOR(pg_catalog.=) sc.relnamespace"
+			  "  JOIN pg_catalog.pg_depend o ON o.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass"
+			  "   AND o.objid OPERATOR(pg_catalog.=) sc.oid"
+			  "   AND o.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass"
+			  "   AND o.deptype OPERATOR(pg_catalog.=) 'a' AND o.refobjsubid OPERATOR(pg_catalog.>) 0"
+			  "  JOIN pg_catalog.pg_class tc ON tc.oid OPERATOR(pg_catalog.=) o.refobjid"
+			  "  JOIN pg_catalog.pg_namespace tn ON tn.oid OPERATOR(pg_catalog.=) tc.relnamespace"
+			  "  JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) tc.oid"
+			  "   AND a.attnum OPERATOR(pg_catalog.=) o.refobjsubid"
+			  " WHERE e.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass"
+			  "   AND e.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass"
+			  "   AND e.refobjid OPERATOR(pg_catalog.=) $1 AND e.deptype OPERATOR(pg_catalog.=) 'e'"
+			  " ORDER BY sc.relname",
+			  1, types, values, NULL, true, 0, SPI_OK_SELECT);
+	seqs = SPI_tuptable;
+	nseqs = SPI_processed;
+	for (uint64 i = 0; i < nseqs && behind == NULL; i++)
+	{
+		HeapTuple	tup = seqs->vals[i];
+
+		behind = SequenceBehind(SPI_getvalue(tup, seqs->tupdesc, 1), SPI_getvalue(tup, seqs->tupdesc, 2),
+								SPI_getvalue(tup, seqs->tupdesc, 3), SPI_getvalue(tup, seqs->tupdesc, 4),
+								SPI_getvalue(tup, seqs->tupdesc, 5));
+	}
+	if (behind && !waiting)
+		ereport(WARNING,
+				(errmsg("%s waits: keysmith's catalog in database \"%s\" is being restored",
+						KsWorkerIdentities[MyKind].name, keysmith_database_name),
+				 errdetail("Sequence %s is behind the rows of its table, as it is until a restore sets the"
+						   " sequences at its end.", behind),
+				 errhint("If no restore is running, set the sequence past the largest id of its table with"
+						 " setval().")));
+	else if (!behind && waiting)
+		ereport(LOG,
+				(errmsg("%s goes on: keysmith's catalog in database \"%s\" is no longer being restored",
+						KsWorkerIdentities[MyKind].name, keysmith_database_name)));
+	waiting = behind != NULL;
+	return waiting;
 }
 
 static void

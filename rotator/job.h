@@ -58,6 +58,13 @@ extern bool KsWorkerCatalogUsable(KsWorkerKind kind, KsCatalogStatus st, const K
 								  const char *why);
 
 /*
+ * Is a restore filling keysmith's catalog (extension extoid) right now?
+ * Then the round must do nothing.  Called after the round's pick, whose
+ * rows must already be copied (rotator/job.c says why).
+ */
+extern bool KsWorkerWaitsForRestore(Oid extoid);
+
+/*
  * A round's transaction: started with a snapshot, SPI connected, lock waits
  * bounded by lock_timeout_ms, and the activity shown in pg_stat_activity.
  */

@@ -53,6 +53,20 @@ extern void KsLeaseRecordFailure(Datum lease_id, const char *message);
  */
 extern uint64 KsLeaseRebind(const Datum *lease_id);
 
+/*
+ * SQL: the lease row l (alias) is bound to no role, or to the role that
+ * carries its security label, in the statement's own snapshot.  A query
+ * that picks leases to act on says this, because under READ COMMITTED a
+ * KsLeaseRebind in an earlier statement may not have seen a row the pick
+ * sees (one a restore committed in between).
+ */
+#define KS_LEASE_BOUND_SQL(l) \
+	"(" l ".role_oid OPERATOR(pg_catalog.=) 0 OR EXISTS (SELECT 1 FROM pg_catalog.pg_shseclabel s" \
+	"   WHERE s.objoid OPERATOR(pg_catalog.=) " l ".role_oid" \
+	"     AND s.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass" \
+	"     AND s.provider OPERATOR(pg_catalog.=) 'keysmith'" \
+	"     AND s.label OPERATOR(pg_catalog.=) ('lease:' OPERATOR(pg_catalog.||) " l ".lease_id::pg_catalog.text)))"
+
 extern void KsLeaseEvent(Datum lease_id, const char *event, const char *detail);
 extern void KsLeaseTerminateSessions(const Oid *roles, int n);
 extern List *KsLeaseDatabases(Oid roleid, bool *here);

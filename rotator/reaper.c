@@ -163,12 +163,13 @@ typedef struct DueLease
  * the database can make one.
  */
 static bool
-LeaseCatalogUsable(void)
+LeaseCatalogUsable(Oid *extoid)
 {
 	KsCatalog	cat;
 	char		why[256];
 	KsCatalogStatus st = KsLeaseCatalog(&cat, why, sizeof(why));
 
+	*extoid = cat.extoid;
 	return KsWorkerCatalogUsable(KS_WORKER_REAPER, st, &cat, why);
 }
 
@@ -270,23 +271,30 @@ KsReaperRound(MemoryContext cxt)
 				n_nologin;
 	Oid			state_type[1] = {TEXTOID};
 	Datum		state[1];
+	Oid			extoid;
 
 	/* active -> revoking: NOLOGIN, committed before anything else */
 	KsJobBegin("keysmith reaper: locking out expired leases", keysmith_reaper_lock_timeout);
-	if (!LeaseCatalogUsable())
+	if (!LeaseCatalogUsable(&extoid))
 	{
 		KsJobEnd();
 		return false;
 	}
 	(void) KsLeaseRebind(NULL);
 	state[0] = KsLeaseStateDatum(KS_LEASE_ACTIVE);
-	KsSpiExec("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
-			  " WHERE state OPERATOR(pg_catalog.=) $1"
-			  "   AND expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-			  " ORDER BY expires_at LIMIT " CppAsString2(REAPER_BATCH) " FOR UPDATE SKIP LOCKED",
+	KsSpiExec("SELECT l.lease_id, l.role_oid, l.owner_role FROM keysmith.lease l"
+			  " WHERE l.state OPERATOR(pg_catalog.=) $1"
+			  "   AND l.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+			  "   AND l.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+			  "   AND " KS_LEASE_BOUND_SQL("l")
+			  " ORDER BY l.expires_at LIMIT " CppAsString2(REAPER_BATCH) " FOR UPDATE OF l SKIP LOCKED",
 			  1, state_type, state, NULL, false, 0, SPI_OK_SELECT);
 	leases = FetchLeases(&n_nologin, cxt, KS_LEASE_ACTIVE);
+	if (n_nologin > 0 && KsWorkerWaitsForRestore(extoid))
+	{
+		KsJobEnd();
+		return false;
+	}
 	for (int i = 0; i < n_nologin; i++)
 		InSubtransaction(StepAdvance, &leases[i]);
 	KsJobEnd();
@@ -295,12 +303,18 @@ KsReaperRound(MemoryContext cxt)
 	KsJobBegin("keysmith reaper: revoking leases", keysmith_reaper_lock_timeout);
 	TerminateOrphanSessions();
 	state[0] = KsLeaseStateDatum(KS_LEASE_REVOKING);
-	KsSpiExec("SELECT lease_id, role_oid, owner_role FROM keysmith.lease"
-			  " WHERE state OPERATOR(pg_catalog.=) $1"
-			  "   AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-			  " ORDER BY expires_at LIMIT " CppAsString2(REAPER_BATCH),
+	KsSpiExec("SELECT l.lease_id, l.role_oid, l.owner_role FROM keysmith.lease l"
+			  " WHERE l.state OPERATOR(pg_catalog.=) $1"
+			  "   AND l.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+			  "   AND " KS_LEASE_BOUND_SQL("l")
+			  " ORDER BY l.expires_at LIMIT " CppAsString2(REAPER_BATCH),
 			  1, state_type, state, NULL, false, 0, SPI_OK_SELECT);
 	leases = FetchLeases(&n, cxt, KS_LEASE_REVOKING);
+	if (n > 0 && KsWorkerWaitsForRestore(extoid))
+	{
+		KsJobEnd();
+		return false;
+	}
 	/* the sessions of the whole batch, with one scan of the backends */
 	{
 		Oid		   *roles = palloc(sizeof(Oid) * Max(n, 1));

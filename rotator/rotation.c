@@ -700,6 +700,8 @@ KsRotationRound(MemoryContext cxt)
 		strlcpy(jobs[i].actor, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
 				sizeof(jobs[i].actor));
 	}
+	if (n > 0 && KsWorkerWaitsForRestore(cat.extoid))
+		n = 0;
 	KsJobEnd();
 	if (n == 0)
 		return false;

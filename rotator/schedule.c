@@ -446,6 +446,7 @@ typedef struct ShredArgs
 
 /* The catalog version the round found (ScheduleCatalogUsable). */
 static int	CatalogVersion = 0;
+static Oid ExtOid = InvalidOid;	/* the extension, found by the round's catalog check */
 
 /*
  * Record on the schedule why its shredding is refused (error) or that it
@@ -566,6 +567,8 @@ ShredDue(void)
 		items[i].schedule_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		items[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
 	}
+	if (n > 0 && KsWorkerWaitsForRestore(ExtOid))
+		return;
 	for (int i = 0; i < n; i++)
 	{
 		char	   *message = NULL;
@@ -776,6 +779,11 @@ ReencryptSlice(MemoryContext cxt)
 	if (c.context_expr)
 		c.context_expr = MemoryContextStrdup(cxt, c.context_expr);
 	c.registrar = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	if (KsWorkerWaitsForRestore(ExtOid))
+	{
+		KsJobEnd();
+		return false;
+	}
 	exists = SearchSysCacheExists1(RELOID, ObjectIdGetDatum(c.relid));
 	if (!exists)
 	{
@@ -844,6 +852,7 @@ ScheduleCatalogUsable(void)
 		ereport(LOG, (errmsg("keysmith rotation worker runs no schedules: %s", why)));
 	said = st;
 	CatalogVersion = st == KS_CATALOG_OK ? cat.version : 0;
+	ExtOid = cat.extoid;
 	return st == KS_CATALOG_OK && cat.version >= 6;
 }
 
@@ -879,6 +888,12 @@ ScheduleRound(MemoryContext cxt)
 		due[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
 		due[i].reencrypt = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
 		due[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+	}
+	/* a restore in progress: no schedule, no shredding, no re-encryption */
+	if (n > 0 && KsWorkerWaitsForRestore(ExtOid))
+	{
+		KsJobEnd();
+		return false;
 	}
 	for (int i = 0; i < n; i++)
 	{

@@ -50,6 +50,7 @@ INSERT INTO keysmith.lease (lease_id, template, username, role_oid, requested_by
                             expires_at, max_expires_at, default_ttl)
 SELECT gen_random_uuid(), 'up', 'ks_up_from02', 'ks_up_from02'::regrole, 'postgres', 10, now(),
        now() + interval '1 hour', now() + interval '2 hours', '1 hour';
+INSERT INTO keysmith.lease_event (lease_id, event, acting_role) SELECT lease_id, 'issued', 'postgres' FROM keysmith.lease;
 CREATE TABLE lease02 AS SELECT lease_id FROM keysmith.lease;
 SELECT keysmith.rotate_dek('up');
 CALL keysmith.reencrypt('t', 'c', 30);
@@ -153,7 +154,8 @@ for _ in $(seq 1 100); do
     [ "$st" = finished ] && break
     sleep 0.1
 done
-[ "$st" = finished ]; ks_check $? "and rotates on a schedule there ($st)"
+[ "$st" = finished ] && ! grep -q "waits: keysmith's catalog in database" "$dir/server.log"
+ks_check $? "and rotates on a schedule there ($st), and no worker took the updated catalog for one being restored"
 
 # 0.2 installed into a schema another role owns: the update is refused
 q -d postgres <<'SQL' >/dev/null

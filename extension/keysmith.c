@@ -16,6 +16,7 @@
 #include "extension/hooks.h"
 #include "extension/keys/counters.h"
 #include "extension/keys/family.h"
+#include "extension/keys/key_verify.h"
 #include "extension/keys/dek_shared.h"
 #include "kms/http.h"
 #include "rotator/job.h"
@@ -71,6 +72,7 @@ _PG_init(void)
 	shmem_startup_hook = KsShmemStartup;
 	KsCountersInstallHooks();
 	KsFamilyInit();
+	KsKeyVerifyInit();
 	KsAuthInit();
 	KsRedactInit();
 	KsWorkersRegister();

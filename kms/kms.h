@@ -129,6 +129,16 @@ extern const char *KsKmsOptionValue(const KsKmsInstance *kms, const char *name);
  *
  * shared_cache: unwrapped DEKs may be cached for the whole cluster, to save
  * calls to a KMS over the network (extension/keys/dek_shared.c).
+ *
+ * kek_check (NULL where the provider cannot tell): a value that identifies
+ * a KEK version without revealing anything of it (KS_KEK_CHECK_LEN bytes),
+ * so that a database can tell the KEK it was made with from another one of
+ * the same name and version (a different key file).  With wrapped set, of
+ * the KEK version that wrapped it, after checking that it unwraps with that
+ * very key (kek_version receives the version; when the blob does not
+ * open, KS_ERR_UNWRAP_FAILED with check and kek_version still set, so the
+ * caller can tell another key from an altered blob); else of kek_version.
+ * KS_ERR_KEK_VERSION_UNKNOWN when the KMS does not have that version.
  */
 typedef struct KsKmsProvider
 {
@@ -153,7 +163,14 @@ typedef struct KsKmsProvider
 						   char *kek_version, KsError *err);
 	KsStatus	(*needs_rewrap) (const KsKmsInstance *kms, const char *kms_key,
 								 const char *kek_version, int *needs, KsError *err);
+	KsStatus	(*kek_check) (const KsKmsInstance *kms, const char *kms_key, char *kek_version,
+							  const uint8_t *wrapped, size_t wrapped_len,
+							  const uint8_t *aad, size_t aad_len,
+							  uint8_t *check, KsError *err);
 } KsKmsProvider;
+
+/* Length of a KEK check value (kek_check). */
+#define KS_KEK_CHECK_LEN 16
 
 /*
  * Check an instance's options against its provider: only known names, each

@@ -32,6 +32,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "envelope.h"
 #include "local.h"
 
@@ -591,6 +594,86 @@ LocalNeedsRewrap(const KsKmsInstance *kms, const char *kms_key, const char *kek_
 	return KS_OK;
 }
 
+/*
+ * The check value of a master key: HMAC-SHA256 of a fixed label under it,
+ * its first KS_KEK_CHECK_LEN bytes.  Not the classic encryption of a zero
+ * block: under GCM that block is the GHASH key.  The label names the
+ * purpose, so the value cannot be any other output keysmith makes.
+ */
+#define KEK_CHECK_LABEL "keysmith local master key check value v1"
+
+static KsStatus
+CheckValue(const KsMasterKey *kek, uint8_t *check, KsError *err)
+{
+	uint8_t		mac[EVP_MAX_MD_SIZE];
+	unsigned int mac_len = 0;
+
+	if (HMAC(EVP_sha256(), kek->key, KS_DEK_LEN, (const unsigned char *) KEK_CHECK_LABEL,
+			 sizeof(KEK_CHECK_LABEL) - 1, mac, &mac_len) == NULL || mac_len < KS_KEK_CHECK_LEN)
+		return KsFail(err, KS_ERR_CRYPTO, "HMAC-SHA256 failed");
+	memcpy(check, mac, KS_KEK_CHECK_LEN);
+	KsWipe(mac, sizeof(mac));
+	return KS_OK;
+}
+
+/*
+ * One load of the file for both: the blob must open under the key whose
+ * check value is returned, so a file swapped between a wrap and this check
+ * cannot vouch for a DEK wrapped under another key.  When the blob does not
+ * open (KS_ERR_UNWRAP_FAILED), check and kek_version are still those of the
+ * version it names, for the caller's hint.
+ */
+static KsStatus
+LocalKekCheck(const KsKmsInstance *kms, const char *kms_key, char *kek_version,
+			  const uint8_t *wrapped, size_t wrapped_len, const uint8_t *aad, size_t aad_len,
+			  uint8_t *check, KsError *err)
+{
+	const KsMasterKeySet *set;
+	const KsMasterKey *kek;
+	uint32_t	version;
+	KsStatus	st;
+
+	if (wrapped != NULL)
+	{
+		version = KsLocalWrappedKekVersion(wrapped, wrapped_len);
+		if (version == 0)
+			return KsFail(err, KS_ERR_WRAP_MALFORMED,
+						  "wrapped data key is not in the local provider's format");
+	}
+	else
+	{
+		char	   *end;
+		unsigned long v;
+
+		errno = 0;
+		v = strtoul(kek_version, &end, 10);
+		if (errno != 0 || end == kek_version || *end != '\0' || v == 0 || v > UINT32_MAX)
+			return KsFail(err, KS_ERR_KEK_VERSION_UNKNOWN, "\"%s\" is not a master key version", kek_version);
+		version = (uint32_t) v;
+	}
+	st = SetLoad(KeyFile(kms), &set, err);
+	if (st != KS_OK)
+		return st;
+	kek = FindKey(set, version);
+	if (kek == NULL)
+		st = KsFail(err, KS_ERR_KEK_VERSION_UNKNOWN,
+					"master key version %u is not in the master key file", (unsigned) version);
+	else
+	{
+		st = CheckValue(kek, check, err);
+		if (st == KS_OK && wrapped != NULL)
+		{
+			uint8_t		dek[KS_DEK_LEN];
+
+			FormatKekVersion(version, kek_version);
+			st = KsLocalUnwrapWithSet(set, wrapped, wrapped_len, aad, aad_len, dek, err);
+			KsWipe(dek, sizeof(dek));
+		}
+	}
+	SetRelease(set);
+	return st;
+}
+
 static const char *const LocalOptions[] = {"master_key_file", NULL};
 
 const KsKmsProvider KsLocalProvider = {
@@ -602,6 +685,7 @@ const KsKmsProvider KsLocalProvider = {
 	.unwrap = LocalUnwrap,
 	.rewrap = LocalRewrap,
 	.needs_rewrap = LocalNeedsRewrap,
+	.kek_check = LocalKekCheck,
 };
 
 /*

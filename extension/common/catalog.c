@@ -377,6 +377,17 @@ KsCatalogHasFamilies(void)
 	return get_attnum(relid, "parent_id") != InvalidAttrNumber;
 }
 
+bool
+KsCatalogHasKekCheck(void)
+{
+	KsCatalog	cat;
+	char		why[256];
+	Oid			relid;
+
+	return KsCatalogFind(&cat, why, sizeof(why)) == KS_CATALOG_OK &&
+		KsCatalogRelation(&cat, "kek_check", &relid) == KS_CATALOG_OK;
+}
+
 /*
  * This primary's place in server history: "<system identifier>/<timeline>".
  * A promoted standby, a point-in-time recovery or a restored base backup

@@ -51,6 +51,8 @@ extern bool KsCatalogHasEpoch(void);
 
 /* Catalog 0.11+: key families (key.parent_id, key_version.wrapped_by). */
 extern bool KsCatalogHasFamilies(void);
+/* Catalog 0.11+: keysmith.kek_check, the KEK check values. */
+extern bool KsCatalogHasKekCheck(void);
 extern void KsServerEpoch(char *buf);
 
 #endif							/* KEYSMITH_CATALOG_H */

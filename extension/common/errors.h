@@ -32,6 +32,8 @@
 #define ERRCODE_KS_KMS_BAD_RESPONSE		MAKE_SQLSTATE('K','S','0','1','7')
 /* a key family used as a plain key, or a member where only a family will do */
 #define ERRCODE_KS_KEY_FAMILY			MAKE_SQLSTATE('K','S','0','1','8')
+/* key material other than the one this database was made with (extension/keys/kek_check.c) */
+#define ERRCODE_KS_WRONG_KEK			MAKE_SQLSTATE('K','S','0','1','9')
 
 /* Report a kms/ failure as an ERROR with the matching SQLSTATE. */
 extern void KsReportError(const KsError *err) pg_attribute_noreturn();

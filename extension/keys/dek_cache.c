@@ -60,6 +60,7 @@
 #include "extension/common/owner_spi.h"
 #include "extension/keys/dek_cache.h"
 #include "extension/keys/dek_shared.h"
+#include "extension/keys/kek_check.h"
 #include "extension/keys/key_acl.h"
 #include "extension/keys/key_lifecycle.h"
 #include "extension/keys/key_state.h"
@@ -445,6 +446,9 @@ UnwrapToAead(const KsKeyRow *row, uint64 *valid_until)
 		if (st != KS_OK)
 		{
 			KsWipe(SecretPage, KS_DEK_LEN);
+			if (st == KS_ERR_UNWRAP_FAILED)
+				KsKekReportUnwrapFailure(&inst, row->kms, row->kms_key, (const uint8 *) VARDATA_ANY(row->wrapped),
+										 VARSIZE_ANY_EXHDR(row->wrapped), aad, aad_len, &err);
 			KsReportError(&err);
 		}
 		*valid_until = MonotonicMs() + (uint64) keysmith_dek_cache_ttl * 1000;

@@ -30,11 +30,19 @@
 #include "extension/keys/key_lifecycle.h"
 #include "extension/keys/counters.h"
 #include "extension/keys/key_state.h"
+#include "extension/keys/kek_check.h"
 #include "extension/keys/key_store.h"
 #include "kms/envelope.h"
 
 static KsKeyStoreChangedFn OnChange = NULL;
 static KsMemberWrapFn MemberWrap = NULL;
+static KsNewVersionCheckFn NewVersionCheck = NULL;
+
+void
+KsKeyStoreBeforeNewVersion(KsNewVersionCheckFn fn)
+{
+	NewVersionCheck = fn;
+}
 
 void
 KsKeyStoreOnChange(KsKeyStoreChangedFn fn)
@@ -301,11 +309,14 @@ KsKeyAudit(KsKeyOp *op, const char *event, KsKeyRec *rec, int32 version, const c
 }
 
 /*
- * A fresh random DEK for (name, version), wrapped by the key's provider;
- * kek_version receives the KEK version used.
+ * A fresh random DEK for (name, version), wrapped by the key's provider
+ * (kms names it); kek_version receives the KEK version used.  The wrap is
+ * checked against the KEK this database recorded (KsKekCheckWrap) before
+ * the caller stores anything.
  */
 bytea *
-KsKeyWrapNewDek(const char *name, int32 version, const KsKmsInstance *inst, const char *kms_key, char *kek_version)
+KsKeyWrapNewDek(const char *name, int32 version, const KsKmsInstance *inst, const char *kms,
+				const char *kms_key, char *kek_version)
 {
 	KsError		err;
 	uint8		dek[KS_DEK_LEN];
@@ -323,6 +334,7 @@ KsKeyWrapNewDek(const char *name, int32 version, const KsKmsInstance *inst, cons
 	KsWipe(dek, sizeof(dek));
 	if (st != KS_OK)
 		KsReportError(&err);
+	KsKekCheckWrap(inst, kms, kms_key, wrapped, wrapped_len, aad, aad_len);
 	result = (bytea *) palloc(VARHDRSZ + wrapped_len);
 	SET_VARSIZE(result, VARHDRSZ + wrapped_len);
 	memcpy(VARDATA(result), wrapped, wrapped_len);
@@ -402,7 +414,11 @@ KsKeyAddVersion(KsKeyRec *rec, int32 version)
 	else
 	{
 		char		kek_version[KS_KEK_VERSION_LEN] = "";
-		bytea	   *wrapped = KsKeyWrapNewDek(rec->name, version, KsKeyInstance(rec), rec->kms_key, kek_version);
+		bytea	   *wrapped;
+
+		if (NewVersionCheck != NULL)
+			NewVersionCheck(rec);
+		wrapped = KsKeyWrapNewDek(rec->name, version, KsKeyInstance(rec), rec->kms, rec->kms_key, kek_version);
 
 		KsKeyInsertVersion(rec, version, wrapped, kek_version);
 	}

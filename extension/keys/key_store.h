@@ -97,6 +97,14 @@ typedef bytea *(*KsMemberWrapFn) (int32 parent_id, const char *name, int32 versi
 extern void KsKeyStoreOnMemberWrap(KsMemberWrapFn fn);
 
 /*
+ * Called before a key that is no member gets a new DEK version; it raises
+ * an error to refuse (extension/keys/key_verify.c registers it: one of the
+ * key's live versions must open with the key material at hand).
+ */
+typedef void (*KsNewVersionCheckFn) (KsKeyRec *rec);
+extern void KsKeyStoreBeforeNewVersion(KsNewVersionCheckFn fn);
+
+/*
  * The GCM context (additional data) a member's DEK is sealed with under its
  * family's DEK: a label no value's context can take, then the DEK binding
  * of (name, version).  Returns its length, 0 if out is too small.
@@ -121,7 +129,7 @@ extern void KsKeyRequireNotFamily(KsKeyRec *rec, const char *what);
 extern void KsKeyRequireNotMember(KsKeyRec *rec, const char *what);
 
 /* Versions: new DEKs, their rows, rewrapping, the live ones. */
-extern bytea *KsKeyWrapNewDek(const char *name, int32 version, const KsKmsInstance *inst,
+extern bytea *KsKeyWrapNewDek(const char *name, int32 version, const KsKmsInstance *inst, const char *kms,
 							  const char *kms_key, char *kek_version);
 extern void KsKeyInsertVersion(KsKeyRec *rec, int32 version, bytea *wrapped, const char *kek_version);
 extern void KsKeyInsertMemberVersion(KsKeyRec *rec, int32 version, bytea *wrapped, int32 wrapped_by);

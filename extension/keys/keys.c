@@ -35,6 +35,7 @@
 #include "extension/keys/dek_cache.h"
 #include "extension/keys/dek_shared.h"
 #include "extension/keys/family.h"
+#include "extension/keys/kek_check.h"
 #include "extension/keys/key_acl.h"
 #include "extension/keys/key_lifecycle.h"
 #include "extension/keys/key_store.h"
@@ -102,7 +103,7 @@ CreateKmsKey(const char *name, const char *kms, const char *kms_key, bool family
 	if (KsKeyInstance(&rec)->provider->check_key(&rec.inst, kms_key, &err) != KS_OK)
 		KsReportError(&err);
 	/* the KMS call comes before any write: a failure leaves nothing behind */
-	wrapped = KsKeyWrapNewDek(name, 1, &rec.inst, kms_key, kek_version);
+	wrapped = KsKeyWrapNewDek(name, 1, &rec.inst, kms, kms_key, kek_version);
 	{
 		Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
 		Datum		values[4] = {CStringGetTextDatum(name), CStringGetTextDatum(kms),
@@ -507,6 +508,7 @@ keysmith_rotate_kek(PG_FUNCTION_ARGS)
 									  VARSIZE_ANY_EXHDR(old), aad, aad_len, wrapped, &wrapped_len,
 									  kek_version, &err) != KS_OK)
 			KsReportError(&err);
+		KsKekCheckWrap(inst, rec.kms, rec.kms_key, wrapped, wrapped_len, aad, aad_len);
 		KsKeyStoreWrapped(&rec, version, wrapped, wrapped_len, kek_version);
 		strlcpy(last_kek, kek_version, sizeof(last_kek));
 		n++;
@@ -597,6 +599,7 @@ keysmith_migrate_key(PG_FUNCTION_ARGS)
 		KsWipe(dek, sizeof(dek));
 		if (st != KS_OK)
 			KsReportError(&err);
+		KsKekCheckWrap(to_inst, to_kms, to_kms_key, wrapped, wrapped_len, aad, aad_len);
 		KsKeyStoreWrapped(&rec, version, wrapped, wrapped_len, kek_version);
 		n++;
 	}

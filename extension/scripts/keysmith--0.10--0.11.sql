@@ -281,3 +281,37 @@ SELECT coalesce(f.version, u.kek_version::pg_catalog.int8), coalesce(f.is_curren
               GROUP BY v.kek_version) u ON u.kek_version OPERATOR(pg_catalog.=) f.version::pg_catalog.text
  ORDER BY 1
 $$;
+
+-- What identifies each KEK version this database has wrapped a DEK under,
+-- without revealing it (docs/format.md, "KEK check values"): recorded at
+-- the first wrap under (provider, kms_key, kek_version), compared at every
+-- wrap after it.  A different key file of the same version number then
+-- refuses to wrap (KS019) instead of splitting the data across two keys.
+-- Dumped with the keys, so a restore keeps knowing its key.
+CREATE TABLE keysmith.kek_check (
+    provider     text NOT NULL,
+    kms_key      text NOT NULL DEFAULT '',
+    kek_version  text NOT NULL,
+    check_value  bytea NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (provider, kms_key, kek_version)
+);
+REVOKE ALL ON keysmith.kek_check FROM PUBLIC;
+GRANT SELECT ON keysmith.kek_check TO keysmith_admin;
+SELECT pg_catalog.pg_extension_config_dump('keysmith.kek_check', '');
+
+-- One row per live DEK version of the keys the caller administers (all
+-- keys, or the one named): does it unwrap with the key material at hand,
+-- and if not, the SQLSTATE and why.  Run it after a restore, before the
+-- application is let in (docs/deployment.md).
+CREATE FUNCTION keysmith.verify_keys(key_name text DEFAULT NULL,
+    OUT key_name text, OUT version integer, OUT kms text, OUT kek_version text,
+    OUT readable boolean, OUT sqlstate text, OUT reason text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'keysmith_verify_keys'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION keysmith.verify_keys(text) IS
+    'Try one unwrap per live DEK version of the keys the caller administers; report the unreadable ones and why';
+REVOKE ALL ON FUNCTION keysmith.verify_keys(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION keysmith.verify_keys(text) TO keysmith_admin;

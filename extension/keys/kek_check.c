@@ -1,0 +1,301 @@
+/*
+ * extension/keys/kek_check.c
+ *
+ * Wrong key material never leads to writes.  A common operator mistake is
+ * a master key file of the same version numbers but other keys: a copy
+ * from another environment, a stale secret mount, a file restored from an
+ * old backup.  Unchecked, decryption failed but encryption went on: the
+ * restored database's first encryption rolled to a new DEK version wrapped
+ * under the wrong key, and with the right file back neither that version
+ * nor the rows under it could be read.
+ *
+ * So keysmith knows its keys.  For every (provider, kms_key, KEK version)
+ * it has wrapped under, keysmith.kek_check holds a check value from the
+ * provider (kms/kms.h, kek_check: for the local provider an HMAC of a fixed
+ * label under the master key).  Every wrap compares before anything is
+ * stored: a new DEK, rotate_kek, migrate_key.  A KEK version new to the
+ * database is recorded only when the versions recorded before, still in
+ * the key material, all match (at least one); the very first record, when
+ * every KEK version that wrapped this database's DEKs, if present, opens
+ * one of them.  A mismatch is KS019, with one WARNING per backend.
+ *
+ * Providers that cannot tell two keys of one name apart (kek_check NULL:
+ * the HTTP KMSs so far) record nothing; for them, and for every provider,
+ * extension/keys/key_verify.c refuses a new DEK version when none of the
+ * key's live versions unwraps, and verify_keys() reports what is readable.
+ *
+ * This module reads and writes keysmith.kek_check through SPI as the key
+ * tables' owner (the caller's key operation, or its own for a hint) and
+ * knows nothing of the key store above it.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+#include "extension/common/catalog.h"
+#include "extension/common/errors.h"
+#include "extension/common/owner_spi.h"
+#include "extension/keys/kek_check.h"
+
+/* How long a first record waits for another transaction recording the same version. */
+#define RECORD_LOCK_TIMEOUT_MS 2000
+/* A binding's size: a key name (at most 128 bytes) and its framing. */
+#define AAD_MAX 256
+
+#define WRONG_KEY_HINT \
+	"The key material differs from the one this database was made with: a master key file copied from another" \
+	" environment, a stale secret mount, or one restored from an old backup?  Put back the key material this" \
+	" database was made with; keysmith.verify_keys() lists which keys it can read."
+
+static bool said_warning = false;
+
+/* Refuse: KS019, nothing written; the detail (which names keys) goes to the log only. */
+static void
+pg_attribute_noreturn()
+Refuse(const char *provider, const char *why)
+{
+	if (!said_warning)
+	{
+		said_warning = true;
+		ereport(WARNING,
+				(errcode(ERRCODE_KS_WRONG_KEK),
+				 errmsg("keysmith refuses to wrap data keys under KMS provider \"%s\": its key material is not the"
+						" one this database was made with", provider),
+				 errdetail_log("%s", why),
+				 errhint(WRONG_KEY_HINT)));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_KS_WRONG_KEK),
+			 errmsg("the key material of KMS provider \"%s\" is not the one this database was made with;"
+					" nothing was written", provider),
+			 errdetail_log("%s", why),
+			 errhint(WRONG_KEY_HINT)));
+}
+
+/* The check value recorded for (provider, kms_key, version) into out; false if none. */
+static bool
+Recorded(const char *provider, const char *kms_key, const char *version, uint8 *out)
+{
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3] = {CStringGetTextDatum(provider), CStringGetTextDatum(kms_key),
+	CStringGetTextDatum(version)};
+	bool		isnull;
+	bytea	   *v;
+
+	KsSpiExec("SELECT check_value FROM keysmith.kek_check WHERE provider OPERATOR(pg_catalog.=) $1"
+			  " AND kms_key OPERATOR(pg_catalog.=) $2 AND kek_version OPERATOR(pg_catalog.=) $3",
+			  3, types, values, NULL, false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return false;
+	v = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (VARSIZE_ANY_EXHDR(v) != KS_KEK_CHECK_LEN)
+		memset(out, 0, KS_KEK_CHECK_LEN);	/* never equal to a real one in practice */
+	else
+		memcpy(out, VARDATA_ANY(v), KS_KEK_CHECK_LEN);
+	return true;
+}
+
+/*
+ * Record a check value.  Another transaction recording the same version
+ * holds this insert until it ends; the wait is bounded (55P03), so an open
+ * transaction cannot stall every other wrap.  Afterwards the row must
+ * hold this value, whoever wrote it.
+ */
+static void
+Record(const char *provider, const char *kms_key, const char *version, const uint8 *check)
+{
+	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, BYTEAOID};
+	bytea	   *cv = palloc(VARHDRSZ + KS_KEK_CHECK_LEN);
+	Datum		values[4] = {CStringGetTextDatum(provider), CStringGetTextDatum(kms_key),
+	CStringGetTextDatum(version), PointerGetDatum(cv)};
+	int			nest = NewGUCNestLevel();
+	uint8		stored[KS_KEK_CHECK_LEN];
+
+	SET_VARSIZE(cv, VARHDRSZ + KS_KEK_CHECK_LEN);
+	memcpy(VARDATA(cv), check, KS_KEK_CHECK_LEN);
+	if (LockTimeout == 0 || LockTimeout > RECORD_LOCK_TIMEOUT_MS)
+		(void) set_config_option("lock_timeout", CppAsString2(RECORD_LOCK_TIMEOUT_MS), PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	KsSpiExec("INSERT INTO keysmith.kek_check (provider, kms_key, kek_version, check_value)"
+			  " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+			  4, types, values, NULL, false, 0, SPI_OK_INSERT);
+	AtEOXact_GUC(true, nest);
+	if (SPI_processed == 0 &&
+		(!Recorded(provider, kms_key, version, stored) || memcmp(stored, check, KS_KEK_CHECK_LEN) != 0))
+		Refuse(provider, psprintf("another session recorded a different check value for KEK version %s meanwhile",
+								  version));
+}
+
+/*
+ * The first record for a provider (or one whose recorded versions have all
+ * left the key material): one DEK per KEK version this database wrapped
+ * under must open, each one that does is recorded, and at least one must,
+ * if there are any.  A version absent from the key material proves nothing
+ * either way (its DEKs fail to unwrap on their own, KS007).
+ */
+static void
+VouchByDataKeys(const KsKmsInstance *inst, const char *provider, const char *kms_key)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(provider), CStringGetTextDatum(kms_key ? kms_key : "")};
+	SPITupleTable *tt;
+	uint64		n;
+	int			proven = 0;
+
+	KsSpiExec("SELECT DISTINCT ON (v.kek_version) k.name, v.version, v.wrapped_dek, v.kek_version::pg_catalog.text"
+			  "  FROM keysmith.key_version v JOIN keysmith.key k ON k.key_id OPERATOR(pg_catalog.=) v.key_id"
+			  " WHERE k.kms OPERATOR(pg_catalog.=) $1"
+			  "   AND COALESCE(k.kms_key, '') OPERATOR(pg_catalog.=) $2"
+			  "   AND v.wrapped_dek IS NOT NULL AND k.parent_id IS NULL"
+			  " ORDER BY v.kek_version, v.version DESC",
+			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		char	   *name = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
+		int32		version = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		bytea	   *wrapped = DatumGetByteaPP(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
+		char	   *stored_kek = SPI_getvalue(tt->vals[i], tt->tupdesc, 4);
+		uint8		aad[AAD_MAX];
+		size_t		aad_len = KsDekBindingAad(name, (uint32) version, aad, sizeof(aad));
+		char		kek_version[KS_KEK_VERSION_LEN] = "";
+		uint8		check[KS_KEK_CHECK_LEN];
+		KsError		err;
+		KsStatus	st;
+
+		st = inst->provider->kek_check(inst, kms_key, kek_version, (const uint8 *) VARDATA_ANY(wrapped),
+									   VARSIZE_ANY_EXHDR(wrapped), aad, aad_len, check, &err);
+		if (st == KS_ERR_KEK_VERSION_UNKNOWN)
+			continue;
+		if (st == KS_ERR_UNWRAP_FAILED)
+			Refuse(provider, psprintf("version %d of key \"%s\", wrapped under KEK version %s, does not open"
+									  " under the KEK version of that number at hand", version, name, stored_kek));
+		if (st != KS_OK)
+			KsReportError(&err);
+		Record(provider, kms_key ? kms_key : "", kek_version, check);
+		proven++;
+	}
+	if (n > 0 && proven == 0)
+		Refuse(provider, "none of the KEK versions this database's data keys were wrapped under is in the key"
+			   " material at hand");
+}
+
+/*
+ * May a KEK version new to this database be recorded?  Every recorded one
+ * still in the key material must match, and one must be there; else the
+ * data keys decide (VouchByDataKeys).
+ */
+static void
+Vouch(const KsKmsInstance *inst, const char *provider, const char *kms_key, const char *version)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(provider), CStringGetTextDatum(kms_key ? kms_key : "")};
+	SPITupleTable *tt;
+	uint64		n;
+	bool		vouched = false;
+
+	KsSpiExec("SELECT kek_version, check_value FROM keysmith.kek_check"
+			  " WHERE provider OPERATOR(pg_catalog.=) $1 AND kms_key OPERATOR(pg_catalog.=) $2",
+			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		char	   *recorded = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
+		bytea	   *cv = DatumGetByteaPP(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		uint8		check[KS_KEK_CHECK_LEN];
+		KsError		err;
+		KsStatus	st;
+
+		st = inst->provider->kek_check(inst, kms_key, recorded, NULL, 0, NULL, 0, check, &err);
+		if (st == KS_ERR_KEK_VERSION_UNKNOWN)
+			continue;			/* retired from the key material */
+		if (st != KS_OK)
+			KsReportError(&err);
+		if (VARSIZE_ANY_EXHDR(cv) != KS_KEK_CHECK_LEN || memcmp(VARDATA_ANY(cv), check, KS_KEK_CHECK_LEN) != 0)
+			Refuse(provider, psprintf("KEK version %s at hand is not the one recorded in keysmith.kek_check"
+									  " (the wrap was under version %s)", recorded, version));
+		vouched = true;
+	}
+	if (!vouched)
+		VouchByDataKeys(inst, provider, kms_key);
+}
+
+void
+KsKekCheckWrap(const KsKmsInstance *inst, const char *provider, const char *kms_key,
+			   const uint8 *wrapped, size_t wrapped_len, const uint8 *aad, size_t aad_len)
+{
+	char		version[KS_KEK_VERSION_LEN] = "";
+	uint8		check[KS_KEK_CHECK_LEN];
+	uint8		recorded[KS_KEK_CHECK_LEN];
+	const char *kk = kms_key ? kms_key : "";
+	KsError		err;
+	KsStatus	st;
+
+	if (inst->provider->kek_check == NULL || !KsCatalogHasKekCheck())
+		return;
+	st = inst->provider->kek_check(inst, kms_key, version, wrapped, wrapped_len, aad, aad_len, check, &err);
+	if (st == KS_ERR_UNWRAP_FAILED || st == KS_ERR_KEK_VERSION_UNKNOWN)
+		Refuse(provider, psprintf("a data key just wrapped under KEK version %s did not open under it: the key"
+								  " material changed during the call", version[0] ? version : "(unknown)"));
+	if (st != KS_OK)
+		KsReportError(&err);
+	if (Recorded(provider, kk, version, recorded))
+	{
+		if (memcmp(recorded, check, KS_KEK_CHECK_LEN) != 0)
+			Refuse(provider, psprintf("KEK version %s at hand is not the one recorded in keysmith.kek_check",
+									  version));
+		return;
+	}
+	Vouch(inst, provider, kms_key, version);
+	Record(provider, kk, version, check);
+}
+
+/* ------------------------------------------------------------ unwrap failures */
+
+void
+KsKekReportUnwrapFailure(const KsKmsInstance *inst, const char *provider, const char *kms_key,
+						 const uint8 *wrapped, size_t wrapped_len, const uint8 *aad, size_t aad_len,
+						 const KsError *err)
+{
+	char		version[KS_KEK_VERSION_LEN] = "";
+	uint8		check[KS_KEK_CHECK_LEN];
+	uint8		recorded[KS_KEK_CHECK_LEN];
+	const char *hint = NULL;
+	KsError		err2;
+
+	if (inst->provider->kek_check != NULL && KsCatalogHasKekCheck() &&
+		inst->provider->kek_check(inst, kms_key, version, wrapped, wrapped_len, aad, aad_len,
+								  check, &err2) == KS_ERR_UNWRAP_FAILED)
+	{
+		KsOwnerSpi	spi;
+		bool		found;
+
+		KsOwnerSpiBegin(&spi);
+		found = Recorded(provider, kms_key ? kms_key : "", version, recorded);
+		KsOwnerSpiEnd(&spi);
+		if (!found)
+			hint = psprintf("No check value is recorded for KEK version %s: either the key material differs from"
+							" the one this database was made with, or the wrapped data key was altered.", version);
+		else if (memcmp(recorded, check, KS_KEK_CHECK_LEN) != 0)
+			hint = psprintf("KEK version %s at hand is not the one this database recorded: the key material (a"
+							" master key file?) differs from the one this database was made with.  Put back the"
+							" right one; keysmith.verify_keys() lists which keys it can read.", version);
+		else
+			hint = psprintf("KEK version %s at hand is the one this database recorded, so the wrapped data key"
+							" itself was altered: restore keysmith.key_version from a backup.", version);
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_KS_UNWRAP_FAILED),
+			 errmsg("%s", err->message),
+			 hint ? errhint("%s", hint) : 0));
+}

@@ -37,6 +37,13 @@
 static KsKeyStoreChangedFn OnChange = NULL;
 static KsMemberWrapFn MemberWrap = NULL;
 static KsNewVersionCheckFn NewVersionCheck = NULL;
+static KsKmsKeyCheckFn KmsKeyCheck = NULL;
+
+void
+KsKeyStoreBeforeWrap(KsKmsKeyCheckFn fn)
+{
+	KmsKeyCheck = fn;
+}
 
 void
 KsKeyStoreBeforeNewVersion(KsNewVersionCheckFn fn)
@@ -327,6 +334,8 @@ KsKeyWrapNewDek(const char *name, int32 version, const KsKmsInstance *inst, cons
 	KsStatus	st;
 	bytea	   *result;
 
+	if (inst->provider->kek_check == NULL && KmsKeyCheck != NULL)
+		KmsKeyCheck(kms, kms_key);
 	st = KsRandomBytes(dek, sizeof(dek), &err);
 	if (st == KS_OK)
 		st = inst->provider->wrap(inst, kms_key, dek, sizeof(dek), aad, aad_len,

@@ -105,6 +105,14 @@ typedef void (*KsNewVersionCheckFn) (KsKeyRec *rec);
 extern void KsKeyStoreBeforeNewVersion(KsNewVersionCheckFn fn);
 
 /*
+ * Called before a new DEK is wrapped under (kms, kms_key) of a provider
+ * that records no KEK check value (extension/keys/kek_check.c): the data
+ * keys already under that KMS key must open with it (key_verify.c).
+ */
+typedef void (*KsKmsKeyCheckFn) (const char *kms, const char *kms_key);
+extern void KsKeyStoreBeforeWrap(KsKmsKeyCheckFn fn);
+
+/*
  * The GCM context (additional data) a member's DEK is sealed with under its
  * family's DEK: a label no value's context can take, then the DEK binding
  * of (name, version).  Returns its length, 0 if out is too small.

@@ -137,9 +137,59 @@ RequireLiveVersion(KsKeyRec *rec)
 }
 
 void
+KsKeyVerifyKmsKey(const char *kms, const char *kms_key)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(kms), CStringGetTextDatum(kms_key ? kms_key : "")};
+	KsOwnerSpi	spi;
+	SPITupleTable *tt;
+	uint64		n;
+	bool		contradicted = false;
+
+	/* any rows will do, so no ORDER BY: the scan stops at the first few */
+	KsOwnerSpiBegin(&spi);
+	KsSpiExec("SELECT v.key_id, v.version FROM keysmith.key_version v"
+			  "  JOIN keysmith.key k ON k.key_id OPERATOR(pg_catalog.=) v.key_id"
+			  " WHERE k.kms OPERATOR(pg_catalog.=) $1 AND COALESCE(k.kms_key, '') OPERATOR(pg_catalog.=) $2"
+			  "   AND k.parent_id IS NULL AND v.wrapped_dek IS NOT NULL"
+			  " LIMIT " CppAsString2(LIVE_TRIES),
+			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		int32		key_id = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		int32		version = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		int			code = 0;
+		char	   *message = NULL;
+
+		if (TryUnwrap((uint32) key_id, (uint32) version, &code, &message))
+		{
+			KsOwnerSpiEnd(&spi);
+			return;
+		}
+		/* the KMS answered, and not with the key: another one of the same name */
+		if (code == ERRCODE_KS_UNWRAP_FAILED || code == ERRCODE_KS_KMS_BAD_RESPONSE ||
+			code == ERRCODE_KS_KEK_VERSION_UNKNOWN)
+			contradicted = true;
+	}
+	KsOwnerSpiEnd(&spi);
+	if (contradicted)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_WRONG_KEK),
+				 errmsg("KMS provider \"%s\"%s%s holds other key material than the one this database's data keys"
+						" were wrapped under; nothing was wrapped", kms, kms_key ? " key " : "", kms_key ? kms_key : ""),
+				 errdetail("None of the data keys under it that were tried (%d) opens.", (int) n),
+				 errhint("Is it the KMS (and key) this database was made with, or one of the same name?"
+						 "  keysmith.verify_keys() lists which keys open.")));
+}
+
+void
 KsKeyVerifyInit(void)
 {
 	KsKeyStoreBeforeNewVersion(RequireLiveVersion);
+	KsKeyStoreBeforeWrap(KsKeyVerifyKmsKey);
 }
 
 /* ------------------------------------------------------------ verify_keys */

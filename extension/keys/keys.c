@@ -39,6 +39,7 @@
 #include "extension/keys/key_acl.h"
 #include "extension/keys/key_lifecycle.h"
 #include "extension/keys/key_store.h"
+#include "extension/keys/key_verify.h"
 #include "extension/keys/kms_instance.h"
 #include "kms/local.h"
 
@@ -575,6 +576,9 @@ keysmith_migrate_key(PG_FUNCTION_ARGS)
 		KsKeyOpEnd(&op);
 		PG_RETURN_INT32(0);
 	}
+	/* a destination that cannot tell its keys apart: the data keys already there must open */
+	if (to_inst->provider->kek_check == NULL)
+		KsKeyVerifyKmsKey(to_kms, to_kms_key);
 	from_inst = KsKeyInstance(&rec);
 	from_desc = psprintf("%s%s%s", rec.kms, rec.kms_key ? " " : "", rec.kms_key ? rec.kms_key : "");
 	tuptable = KsKeyLiveVersions(&rec, &nrows);

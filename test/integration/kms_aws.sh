@@ -15,7 +15,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 . "$ROOT/test/kms/lib.sh"
-ks_plan $((20 + $(kms_fault_checks aws_kms)))
+ks_plan $((21 + $(kms_fault_checks aws_kms)))
 
 A=$KS_WORK/aws
 rm -rf "$A"; mkdir -p "$A"
@@ -143,6 +143,22 @@ ks_check $? "KMS throttling (HTTP 400 ThrottlingException) is retried like a 429
 PROV=aws1 KMS_KEY=alias/app
 kek_upstream() { kms_ctl "$P1" POST /test/keys '{"alias": "app"}' >/dev/null; }
 kms_fault_suite aws_kms
+
+# The mistake of issue 23: the provider pointed at another AWS account
+# whose alias of the same name names another key.  Decrypt there is told
+# the key (KeyId) and refuses the other account's ciphertext, so no write
+# may go through: a new key behind the alias, a new DEK version, a value.
+kms_ctl "$P2" POST /test/keys '{"alias": "app"}' >/dev/null
+nv=$(q -c "SELECT count(*) FROM keysmith.key_version")
+out=$(qv -c "SELECT keysmith.alter_kms_provider('aws1', '$(opts 1500 "$P2")')" -c "$KMS_FRESH" \
+         -c "SELECT keysmith.create_key('vk-other', 'aws1', 'alias/app')" -c "$KMS_FRESH" \
+         -c "SELECT keysmith.rotate_dek('vk')")
+nv2=$(q -c "SELECT count(*) FROM keysmith.key_version")
+nk=$(q -c "SELECT count(*) FROM keysmith.key WHERE name = 'vk-other'")
+setopts 1500
+ks_sqlstate KS019 'KMS provider "aws1" key alias/app holds other key material than the one this database*' "$out" &&
+    [[ $out == *'key "vk" gets no new version'* ]] && [ "$nv" = "$nv2" ] && [ "$nk" = 0 ] && [ "$(decrypt_all)" = 100 ]
+ks_check_out $? "$out" "attack: another account's key behind the same alias: create_key refused (KS019), rotate_dek makes no version, nothing written; back on the right account every value decrypts"
 
 out=$(qv -c "SELECT keysmith.create_kms_provider('aws2', 'aws_kms', '{\"endpoint\": \"https://127.0.0.1:$P1\"}')")
 ks_sqlstate 22023 'aws_kms needs option region*' "$out" || st=1

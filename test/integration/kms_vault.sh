@@ -16,7 +16,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 26
+ks_plan 27
 
 V=$KS_WORK/vault
 rm -rf "$V"; mkdir -p "$V"
@@ -99,6 +99,24 @@ ks_check_out $? "$r, $((after - before)) calls" "a family under Transit: 1,000 v
 PROV=vault1 KMS_KEY=app
 kek_upstream() { ctl "$P1" POST /v1/transit/keys/app/rotate '{}' >/dev/null; }
 kms_fault_suite vault_transit
+
+# The mistake of issue 23: the provider pointed at a fresh Vault that has a
+# Transit key of the same name, with other key material.  No write may go
+# through: a new key under that Transit key, a new DEK version, a value.
+ctl "$P2" POST /v1/transit/keys/app '{}' >/dev/null
+nv=$(q -c "SELECT count(*) FROM keysmith.key_version")
+out=$(qv -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500 "$P2")')" -c "$KMS_FRESH" \
+         -c "SELECT keysmith.create_key('vk-fresh', 'vault1', 'app')" -c "$KMS_FRESH" \
+         -c "SELECT keysmith.rotate_dek('vk')" -c "$KMS_FRESH" \
+         -c "SELECT keysmith.encrypt_value('vk', 'x')")
+nv2=$(q -c "SELECT count(*) FROM keysmith.key_version")
+nk=$(q -c "SELECT count(*) FROM keysmith.key WHERE name = 'vk-fresh'")
+q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500)')" >/dev/null
+ks_sqlstate KS019 'KMS provider "vault1" key app holds other key material than the one this database*' "$out" &&
+    [[ $out == *'ERROR:  KS017: key "vk" gets no new version: its current versions cannot be opened'* ]] &&
+    [ "$(grep -c 'ERROR:  ' <<<"$out")" = 3 ] && [ "$nv" = "$nv2" ] && [ "$nk" = 0 ] &&
+    [ "$(decrypt_all)" = 100 ]
+ks_check_out $? "$out" "attack: a fresh Vault with a Transit key of the same name: create_key refused (KS019), rotate_dek and encrypt fail (the KMS's answer), nothing written; back on the right Vault every value decrypts"
 
 out=$(qv -c "SELECT keysmith.alter_kms_provider('vault1', '{\"url\": \"http://127.0.0.1:$P1\", \"token_file\": \"/x\"}')")
 ks_sqlstate 22023 'vault_transit needs option url, an https:// URL' "$out"

@@ -25,7 +25,7 @@
 #include "secret_options.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 168
+#define TESTS_PLANNED 174
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -610,6 +610,64 @@ test_keyfile_kept(const char *dir)
 	KsLocalForget();
 }
 
+/*
+ * KEK check values (kms/local.c): HMAC-SHA256 of the label under the master
+ * key, first 16 bytes, checked against Python's hmac (the expected values
+ * were computed with it, not with this code); by version, and from a blob,
+ * which must open under the key whose value is returned.
+ */
+static void
+test_kek_check(const char *dir)
+{
+	char		path[512];
+	const char *text = "1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n"
+		"2:202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f\n";
+	const char *other = "2:404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f\n";
+	static const uint8_t v1[16] = {0x00, 0x3c, 0x5c, 0xc0, 0xd6, 0xac, 0x32, 0x50,
+	0x95, 0x2d, 0x5e, 0x87, 0x0b, 0x3a, 0x52, 0x50};
+	static const uint8_t v2[16] = {0x96, 0x9d, 0xa2, 0xc9, 0x0a, 0x12, 0xc2, 0x96,
+	0xfd, 0x6e, 0x08, 0xa5, 0x7d, 0x47, 0x4d, 0x2d};
+	KsKmsInstance inst = {.provider = &KsLocalProvider, .name = "local", .noptions = 1,
+	.options = {{"master_key_file", path}}};
+	uint8_t		check_value[16];
+	uint8_t		dek[32] = {7};
+	uint8_t		aad[64];
+	size_t		aad_len = KsDekBindingAad("k", 1, aad, sizeof(aad));
+	uint8_t		blob[KS_WRAPPED_MAX];
+	size_t		blob_len = 0;
+	char		version[KS_KEK_VERSION_LEN] = "1";
+	char		wrapped_under[KS_KEK_VERSION_LEN] = "";
+	KsError		err;
+
+	snprintf(path, sizeof(path), "%s/check.key", dir);
+	write_file(path, text, 0600);
+	KsLocalForget();
+	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, &err) == KS_OK &&
+		  memcmp(check_value, v1, 16) == 0, "kek check: version 1's value is Python's HMAC-SHA256 of the label");
+	strcpy(version, "2");
+	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, &err) == KS_OK &&
+		  memcmp(check_value, v2, 16) == 0, "kek check: version 2's value too (each key its own)");
+	strcpy(version, "9");
+	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, &err) ==
+		  KS_ERR_KEK_VERSION_UNKNOWN, "kek check: a version not in the file is unknown");
+	strcpy(version, "2x");
+	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, &err) ==
+		  KS_ERR_KEK_VERSION_UNKNOWN, "kek check: a version that is no number is unknown");
+	check(KsLocalProvider.wrap(&inst, NULL, dek, 32, aad, aad_len, blob, &blob_len, wrapped_under, &err) == KS_OK &&
+		  KsLocalProvider.kek_check(&inst, NULL, version, blob, blob_len, aad, aad_len, check_value, &err) == KS_OK &&
+		  strcmp(version, "2") == 0 && memcmp(check_value, v2, 16) == 0,
+		  "kek check of a blob: the version that wrapped it (the newest) and its value");
+	/* the file swapped for another key of the same version after the wrap */
+	write_file(path, other, 0600);
+	KsLocalForget();
+	memset(check_value, 0, sizeof(check_value));
+	version[0] = '\0';
+	check(KsLocalProvider.kek_check(&inst, NULL, version, blob, blob_len, aad, aad_len, check_value, &err) ==
+		  KS_ERR_UNWRAP_FAILED && strcmp(version, "2") == 0 && memcmp(check_value, v2, 16) != 0,
+		  "kek check of a blob under a swapped file: refused (does not open), with the file's version and value for the hint");
+	KsLocalForget();
+}
+
 /* Retiring a master key version: the file without it, atomically, and the refusals. */
 static void
 test_keyfile_retire(const char *dir)
@@ -1016,6 +1074,7 @@ main(void)
 	}
 	test_keyfile_load_and_wrap(dir);
 	test_keyfile_retire(dir);
+	test_kek_check(dir);
 	test_keyfile_kept(dir);
 	KsAeadFree(aead);
 	{

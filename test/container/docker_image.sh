@@ -23,7 +23,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 . "$ROOT/test/container/lib.sh"
-ks_plan 19
+ks_plan 21
 
 W=${KS_WORK:-/tmp}/docker-image
 rm -rf "$W"
@@ -221,6 +221,30 @@ r=$(qr -c "SELECT count(*) FROM dt WHERE keysmith.decrypt_value(c, id::text) = '
 n=$(qp -c "SELECT keysmith.decrypt_value(keysmith.encrypt_value('dk', 'after'), NULL)" 2>&1)
 [ $healthy = 1 ] && [ "$p" = 50 ] && [ "$r" = 50 ] && [ "$n" = after ]
 ks_check_out $? "$out; health: $h; primary: $p; replica: $r; new: $n" "after a restart of both: every value decrypts on both, and encryption goes on"
+
+# a wrong master key (issue 23): the primary restarted with another key of
+# the same version stays unhealthy, and its health check names the key;
+# the right key back, both are healthy again.  The secret is rewritten in
+# place: its bind mount follows the file, not the name.
+cp -p "$KEYSMITH_SECRETS/keysmith_master_key" "$W/right.key"
+printf '1:%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$KEYSMITH_SECRETS/keysmith_master_key"
+compose restart primary >/dev/null 2>&1
+pid=$(compose ps -q primary)
+said=
+for _ in $(seq 1 120); do
+    said=$(kc_docker inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$pid" 2>&1)
+    [[ $said == *"keys that do not open with this container's master key"* ]] && break
+    sleep 0.5
+done
+hs=$(kc_docker inspect -f '{{.State.Health.Status}}' "$pid" 2>&1)
+cat "$W/right.key" >"$KEYSMITH_SECRETS/keysmith_master_key"
+[[ $said == *"database postgres: dk"* ]] && [ "$hs" != healthy ]
+ks_check_out $? "health $hs: $said" "attack: restarted with another master key file, the primary is not healthy and its check names the key (dk)"
+compose restart primary >/dev/null 2>&1
+wait_healthy
+p=$(qp -c "SELECT count(*) FROM dt WHERE keysmith.decrypt_value(c, id::text) = 'secret-' || id" 2>&1)
+[ "$p" = 50 ]
+ks_check_out $? "health: $h; primary: $p" "the right key back: healthy again, every value decrypts"
 
 out=$(compose down -v 2>&1)
 left=$(kc_docker ps -a -q --filter "label=com.docker.compose.project=$PROJECT"; kc_docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")

@@ -134,7 +134,9 @@ fi
 
 echo "== starting PostgreSQL (as $PG_OSUSER, loopback only)"
 ks_cluster_init "$CLUSTER"
-# fixtures for the master-key-file refusals, owned by the server user
+# fixtures for the master-key-file refusals, owned by the server user;
+# rotate.key is a copy of the cluster's own file (keys_lifecycle.sql adds a
+# version to it): another key under version 1 would be refused (KS019)
 FIX=$CLUSTER/data/fixtures
 ks_as_pg mkdir -m 700 "$FIX"
 ks_as_pg sh -c "umask 077
@@ -142,7 +144,7 @@ printf '1:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/other.key
 printf '2:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/only-v2.key
 printf '1:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/unreadable.key
 printf '1:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/loose.key
-printf '1:%s\n' \$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $FIX/rotate.key
+cp $CLUSTER/data/keysmith_master.key $FIX/rotate.key
 printf '1:not-a-key-at-all\n' > $FIX/malformed.key
 printf '1:0011223344556677\n' > $FIX/short.key
 printf '# only comments\n\n' > $FIX/empty.key

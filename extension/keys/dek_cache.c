@@ -108,6 +108,8 @@ static DekEntry *MemoDecrypt = NULL;
 
 /* A locked page for raw DEK bytes while a cipher context is keyed. */
 static uint8 *SecretPage = NULL;
+/* KsDekProbe at work: unwraps go to the KMS, never to the shared cache */
+static bool ProbeFresh = false;
 
 
 #define MonotonicMs() KsMonotonicMs()
@@ -423,7 +425,7 @@ UnwrapToAead(const KsKeyRow *row, uint64 *valid_until)
 	args.row = row;
 	args.aad = aad;
 	args.aad_len = aad_len;
-	if (inst.provider->shared_cache)
+	if (inst.provider->shared_cache && !ProbeFresh)
 	{
 		KsSharedDekId id;
 
@@ -607,6 +609,28 @@ hit:
 	return &entry->dek;
 }
 
+/* Read (key_id, version) for a decrypt, with its refusals. */
+static void
+FetchForDecrypt(uint32 key_id, uint32 version, KsKeyRow *row)
+{
+	KsKeyFetchRow(NULL, key_id, version, row);
+	if (!row->found_key)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("ciphertext refers to key id %u, which does not exist in this database",
+						key_id)));
+	if (row->version_state != NULL &&
+		strcmp(row->version_state, KsKeyVersionStateNames[KS_KEY_VERSION_DESTROYED]) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_KEY_DESTROYED),
+				 errmsg("version %u of key \"%s\" has been destroyed", version, row->name),
+				 errdetail("Values encrypted under a destroyed key version cannot be recovered.")));
+	if (!row->found_version)
+		ereport(ERROR,
+				(errcode(ERRCODE_KS_UNKNOWN_KEY_VERSION),
+				 errmsg("key \"%s\" has no version %u", row->name, version)));
+}
+
 static KsDek *
 LookupForDecrypt(uint32 key_id, uint32 version)
 {
@@ -626,27 +650,46 @@ LookupForDecrypt(uint32 key_id, uint32 version)
 	entry = hash_search(DekTable, &key, HASH_FIND, NULL);
 	if (entry == NULL || entry->expires_at <= now)
 	{
-		KsKeyFetchRow(NULL, key_id, version, &row);
-		if (!row.found_key)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("ciphertext refers to key id %u, which does not exist in this database",
-							key_id)));
-		if (row.version_state != NULL &&
-			strcmp(row.version_state, KsKeyVersionStateNames[KS_KEY_VERSION_DESTROYED]) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_KS_KEY_DESTROYED),
-					 errmsg("version %u of key \"%s\" has been destroyed", version, row.name),
-					 errdetail("Values encrypted under a destroyed key version cannot be recovered.")));
-		if (!row.found_version)
-			ereport(ERROR,
-					(errcode(ERRCODE_KS_UNKNOWN_KEY_VERSION),
-					 errmsg("key \"%s\" has no version %u", row.name, version)));
+		FetchForDecrypt(key_id, version, &row);
 		entry = EntryForRow(&row, now);
 	}
 	TouchEntry(entry);
 	MemoDecrypt = entry;
 	return &entry->dek;
+}
+
+/*
+ * Open (key_id, version) through its KMS now, for the checks that must not
+ * take a cached DEK's word for the key material at hand
+ * (extension/keys/key_verify.c): this backend's entry, if any, is evicted
+ * first, and the unwrap neither reads nor fills the cluster's shared cache.
+ * The DEK so proven then takes the entry.  A member is opened under its
+ * family version, which is probed the same way first when probe_family.
+ */
+void
+KsDekProbe(uint32 key_id, uint32 version, bool probe_family)
+{
+	DekKey		key = {key_id, version};
+	DekEntry   *entry;
+	KsKeyRow	row;
+
+	EnsureCache();
+	FetchForDecrypt(key_id, version, &row);
+	if (row.parent_id != 0 && probe_family)
+		KsDekProbe(row.parent_id, row.wrapped_by, false);
+	entry = hash_search(DekTable, &key, HASH_FIND, NULL);
+	if (entry != NULL)
+		EvictEntry(entry);
+	ProbeFresh = true;
+	PG_TRY();
+	{
+		(void) EntryForRow(&row, MonotonicMs());
+	}
+	PG_FINALLY();
+	{
+		ProbeFresh = false;
+	}
+	PG_END_TRY();
 }
 
 

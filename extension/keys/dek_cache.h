@@ -36,6 +36,14 @@ typedef struct KsDek
 extern KsDek *KsDekForEncrypt(const char *name, int name_len, KsPrivilege priv);
 extern KsDek *KsDekForDecrypt(uint32 key_id, uint32 version, KsPrivilege priv);
 
+/*
+ * Open (key_id, version) through its KMS now, bypassing this backend's
+ * entry and the cluster's shared cache (whose DEKs may predate a change of
+ * key material); a member under its family version, probed too when
+ * probe_family.  ERROR as a decrypt would.  For the wrong-key checks.
+ */
+extern void KsDekProbe(uint32 key_id, uint32 version, bool probe_family);
+
 /* ERROR (KS018): dek is a key family's, which no value may use. */
 extern void KsRefuseFamilyDek(const KsDek *dek) pg_attribute_noreturn();
 

@@ -30,21 +30,27 @@
  */
 #include "postgres.h"
 
+#include <sys/stat.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 
 #include "extension/common/catalog.h"
 #include "extension/common/errors.h"
+#include "extension/common/guc.h"
 #include "extension/common/owner_spi.h"
 #include "extension/keys/kek_check.h"
 
-/* How long a first record waits for another transaction recording the same version. */
-#define RECORD_LOCK_TIMEOUT_MS 2000
+/* How long a record waits for another transaction recording the same version. */
+#define RECORD_LOCK_TIMEOUT_MS 100
 /* A binding's size: a key name (at most 128 bytes) and its framing. */
 #define AAD_MAX 256
 
@@ -102,10 +108,13 @@ Recorded(const char *provider, const char *kms_key, const char *version, uint8 *
 }
 
 /*
- * Record a check value.  Another transaction recording the same version
- * holds this insert until it ends; the wait is bounded (55P03), so an open
- * transaction cannot stall every other wrap.  Afterwards the row must
- * hold this value, whoever wrote it.
+ * Record a check value the material at hand was vouched for with.  Another
+ * open transaction recording the same version would hold this insert until
+ * it ends, and with it every wrap under that version in the database; so
+ * the insert waits at most RECORD_LOCK_TIMEOUT_MS in a subtransaction of
+ * its own, and if the row is busy it is left to the next wrap (the vouch
+ * already passed, and a record is only a shortcut for the next check).
+ * Afterwards a row that exists must hold this value, whoever wrote it.
  */
 static void
 Record(const char *provider, const char *kms_key, const char *version, const uint8 *check)
@@ -114,46 +123,141 @@ Record(const char *provider, const char *kms_key, const char *version, const uin
 	bytea	   *cv = palloc(VARHDRSZ + KS_KEK_CHECK_LEN);
 	Datum		values[4] = {CStringGetTextDatum(provider), CStringGetTextDatum(kms_key),
 	CStringGetTextDatum(version), PointerGetDatum(cv)};
-	int			nest = NewGUCNestLevel();
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool busy = false;
+	volatile uint64 inserted = 0;
 	uint8		stored[KS_KEK_CHECK_LEN];
 
 	SET_VARSIZE(cv, VARHDRSZ + KS_KEK_CHECK_LEN);
 	memcpy(VARDATA(cv), check, KS_KEK_CHECK_LEN);
-	if (LockTimeout == 0 || LockTimeout > RECORD_LOCK_TIMEOUT_MS)
-		(void) set_config_option("lock_timeout", CppAsString2(RECORD_LOCK_TIMEOUT_MS), PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	KsSpiExec("INSERT INTO keysmith.kek_check (provider, kms_key, kek_version, check_value)"
-			  " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-			  4, types, values, NULL, false, 0, SPI_OK_INSERT);
-	AtEOXact_GUC(true, nest);
-	if (SPI_processed == 0 &&
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		/* undone by the subtransaction's abort, or right after the insert */
+		int			nest = NewGUCNestLevel();
+
+		if (LockTimeout == 0 || LockTimeout > RECORD_LOCK_TIMEOUT_MS)
+			(void) set_config_option("lock_timeout", CppAsString2(RECORD_LOCK_TIMEOUT_MS), PGC_USERSET,
+									 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		KsSpiExec("INSERT INTO keysmith.kek_check (provider, kms_key, kek_version, check_value)"
+				  " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+				  4, types, values, NULL, false, 0, SPI_OK_INSERT);
+		inserted = SPI_processed;
+		AtEOXact_GUC(true, nest);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ReThrowError(edata);
+		busy = true;
+	}
+	PG_END_TRY();
+	if (busy)
+	{
+		ereport(DEBUG1,
+				(errmsg("keysmith: the check value of KEK version %s of provider \"%s\" is being recorded by"
+						" another transaction; left to the next wrap", version, provider)));
+		return;
+	}
+	if (inserted == 0 &&
 		(!Recorded(provider, kms_key, version, stored) || memcmp(stored, check, KS_KEK_CHECK_LEN) != 0))
 		Refuse(provider, psprintf("another session recorded a different check value for KEK version %s meanwhile",
 								  version));
 }
 
 /*
- * The first record for a provider (or one whose recorded versions have all
- * left the key material): one DEK per KEK version this database wrapped
- * under must open, each one that does is recorded, and at least one must,
- * if there are any.  A version absent from the key material proves nothing
- * either way (its DEKs fail to unwrap on their own, KS007).
+ * The providers whose records and data keys speak for inst's key material,
+ * as text[]: for a local provider, every local provider that reads the same
+ * file (by device and inode: two names for one file are one key set), so a
+ * provider with nothing recorded yet is vouched for or refused by the
+ * others; else the provider alone.
+ */
+static Datum
+Peers(const KsKmsInstance *inst, const char *provider)
+{
+	const char *path;
+	struct stat target;
+	Datum	   *names;
+	int			n = 0;
+	bool		self = false;
+
+	if (inst->provider != &KsLocalProvider)
+		return PointerGetDatum(construct_array(&(Datum) {CStringGetTextDatum(provider)}, 1, TEXTOID, -1, false,
+											   TYPALIGN_INT));
+	path = KsKmsOptionValue(inst, "master_key_file");
+	if (path == NULL)
+		path = keysmith_local_master_key_file;
+	KsSpiExec("SELECT p.name, p.options OPERATOR(pg_catalog.->>) 'master_key_file' FROM keysmith.kms_provider p"
+			  " WHERE p.type OPERATOR(pg_catalog.=) 'local'", 0, NULL, NULL, NULL, false, 0, SPI_OK_SELECT);
+	names = palloc(sizeof(Datum) * (SPI_processed + 1));
+	if (stat(path, &target) == 0)
+	{
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			char	   *file = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			struct stat st;
+
+			if (stat(file ? file : keysmith_local_master_key_file, &st) == 0 &&
+				st.st_dev == target.st_dev && st.st_ino == target.st_ino)
+			{
+				names[n++] = CStringGetTextDatum(name);
+				self |= strcmp(name, provider) == 0;
+			}
+		}
+	}
+	if (!self)
+		names[n++] = CStringGetTextDatum(provider);
+	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* How many of the oldest data keys per KEK version the first record tries. */
+#define FIRST_RECORD_TRIES 4
+
+/*
+ * The first record for a key set (no provider that reads it has recorded
+ * a version still in it): the data keys decide.  Per KEK version they
+ * wrapped under, the oldest data key that gives an answer decides it: one
+ * that opens proves the material (and its value is recorded), one that
+ * does not is KS019.  The oldest, because a database that an earlier
+ * mistake left with newer versions under other material must be decided by
+ * what it was made with.  At least one version must be proven if the
+ * database has data keys under these providers at all; a KEK version
+ * absent from the key material proves nothing either way (its data keys
+ * fail on their own, KS007).
  */
 static void
-VouchByDataKeys(const KsKmsInstance *inst, const char *provider, const char *kms_key)
+VouchByDataKeys(const KsKmsInstance *inst, Datum peers, const char *provider, const char *kms_key)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(provider), CStringGetTextDatum(kms_key ? kms_key : "")};
+	Oid			types[2] = {TEXTARRAYOID, TEXTOID};
+	Datum		values[2] = {peers, CStringGetTextDatum(kms_key ? kms_key : "")};
 	SPITupleTable *tt;
 	uint64		n;
 	int			proven = 0;
+	char	   *decided = NULL;
 
-	KsSpiExec("SELECT DISTINCT ON (v.kek_version) k.name, v.version, v.wrapped_dek, v.kek_version::pg_catalog.text"
-			  "  FROM keysmith.key_version v JOIN keysmith.key k ON k.key_id OPERATOR(pg_catalog.=) v.key_id"
-			  " WHERE k.kms OPERATOR(pg_catalog.=) $1"
-			  "   AND COALESCE(k.kms_key, '') OPERATOR(pg_catalog.=) $2"
-			  "   AND v.wrapped_dek IS NOT NULL AND k.parent_id IS NULL"
-			  " ORDER BY v.kek_version, v.version DESC",
+	KsSpiExec("SELECT name, version, wrapped_dek, kek_version FROM ("
+			  "  SELECT k.name, v.version, v.wrapped_dek, v.kek_version::pg_catalog.text AS kek_version,"
+			  "         pg_catalog.row_number() OVER (PARTITION BY v.kek_version ORDER BY k.key_id, v.version) AS n"
+			  "    FROM keysmith.key_version v JOIN keysmith.key k ON k.key_id OPERATOR(pg_catalog.=) v.key_id"
+			  "   WHERE k.kms OPERATOR(pg_catalog.=) ANY ($1)"
+			  "     AND COALESCE(k.kms_key, '') OPERATOR(pg_catalog.=) $2"
+			  "     AND v.wrapped_dek IS NOT NULL AND k.parent_id IS NULL) o"
+			  " WHERE o.n OPERATOR(pg_catalog.<=) " CppAsString2(FIRST_RECORD_TRIES)
+			  " ORDER BY kek_version, n",
 			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
 	tt = SPI_tuptable;
 	n = SPI_processed;
@@ -171,16 +275,23 @@ VouchByDataKeys(const KsKmsInstance *inst, const char *provider, const char *kms
 		KsError		err;
 		KsStatus	st;
 
+		if (decided != NULL && strcmp(decided, stored_kek) == 0)
+			continue;			/* this KEK version is decided */
 		st = inst->provider->kek_check(inst, kms_key, kek_version, (const uint8 *) VARDATA_ANY(wrapped),
 									   VARSIZE_ANY_EXHDR(wrapped), aad, aad_len, check, &err);
 		if (st == KS_ERR_KEK_VERSION_UNKNOWN)
+		{
+			decided = stored_kek;
 			continue;
+		}
 		if (st == KS_ERR_UNWRAP_FAILED)
-			Refuse(provider, psprintf("version %d of key \"%s\", wrapped under KEK version %s, does not open"
-									  " under the KEK version of that number at hand", version, name, stored_kek));
+			Refuse(provider, psprintf("version %d of key \"%s\", the oldest data key wrapped under KEK version %s"
+									  " that could be tried, does not open under the KEK version of that number"
+									  " at hand", version, name, stored_kek));
 		if (st != KS_OK)
 			KsReportError(&err);
 		Record(provider, kms_key ? kms_key : "", kek_version, check);
+		decided = stored_kek;
 		proven++;
 	}
 	if (n > 0 && proven == 0)
@@ -189,21 +300,22 @@ VouchByDataKeys(const KsKmsInstance *inst, const char *provider, const char *kms
 }
 
 /*
- * May a KEK version new to this database be recorded?  Every recorded one
- * still in the key material must match, and one must be there; else the
- * data keys decide (VouchByDataKeys).
+ * May a KEK version new to this database be recorded?  Every version the
+ * providers reading this key set recorded, still in it, must match, and one
+ * must be there; else the data keys decide (VouchByDataKeys).
  */
 static void
 Vouch(const KsKmsInstance *inst, const char *provider, const char *kms_key, const char *version)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(provider), CStringGetTextDatum(kms_key ? kms_key : "")};
+	Datum		peers = Peers(inst, provider);
+	Oid			types[2] = {TEXTARRAYOID, TEXTOID};
+	Datum		values[2] = {peers, CStringGetTextDatum(kms_key ? kms_key : "")};
 	SPITupleTable *tt;
 	uint64		n;
 	bool		vouched = false;
 
-	KsSpiExec("SELECT kek_version, check_value FROM keysmith.kek_check"
-			  " WHERE provider OPERATOR(pg_catalog.=) $1 AND kms_key OPERATOR(pg_catalog.=) $2",
+	KsSpiExec("SELECT kek_version, check_value, provider FROM keysmith.kek_check"
+			  " WHERE provider OPERATOR(pg_catalog.=) ANY ($1) AND kms_key OPERATOR(pg_catalog.=) $2",
 			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
 	tt = SPI_tuptable;
 	n = SPI_processed;
@@ -212,6 +324,7 @@ Vouch(const KsKmsInstance *inst, const char *provider, const char *kms_key, cons
 		bool		isnull;
 		char	   *recorded = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
 		bytea	   *cv = DatumGetByteaPP(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		char	   *by = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
 		uint8		check[KS_KEK_CHECK_LEN];
 		KsError		err;
 		KsStatus	st;
@@ -222,12 +335,13 @@ Vouch(const KsKmsInstance *inst, const char *provider, const char *kms_key, cons
 		if (st != KS_OK)
 			KsReportError(&err);
 		if (VARSIZE_ANY_EXHDR(cv) != KS_KEK_CHECK_LEN || memcmp(VARDATA_ANY(cv), check, KS_KEK_CHECK_LEN) != 0)
-			Refuse(provider, psprintf("KEK version %s at hand is not the one recorded in keysmith.kek_check"
-									  " (the wrap was under version %s)", recorded, version));
+			Refuse(provider, psprintf("KEK version %s at hand is not the one recorded in keysmith.kek_check for"
+									  " provider \"%s\", which reads the same key material (the wrap was under"
+									  " version %s)", recorded, by, version));
 		vouched = true;
 	}
 	if (!vouched)
-		VouchByDataKeys(inst, provider, kms_key);
+		VouchByDataKeys(inst, peers, provider, kms_key);
 }
 
 void

@@ -38,56 +38,72 @@
 
 PG_FUNCTION_INFO_V1(keysmith_verify_keys);
 
-/* How many of a key's newest live versions a new version's check tries. */
+/* How many data keys a check tries before it gives up deciding. */
 #define LIVE_TRIES 8
 
+/* What one try of a data key says about the key material at hand. */
+typedef enum TryResult
+{
+	TRY_OPENS,					/* it is the material the DEK was wrapped under */
+	TRY_CONTRADICTS,			/* the KMS answered, and not with that material */
+	TRY_UNDECIDED				/* no answer either way: unavailable, denied, ... */
+} TryResult;
+
 /*
- * Open (key_id, version) in a subtransaction: true if it did; else false
- * with the error's SQLSTATE and message.  A cancel or a termination is
- * never swallowed.
+ * Open (key_id, version) through its KMS now (KsDekProbe: no cached DEK
+ * vouches) in a subtransaction.  On failure, the error's SQLSTATE and
+ * message.  A cancel, a termination or out-of-memory is raised again once
+ * the subtransaction is rolled back, never swallowed.
  */
-static bool
-TryUnwrap(uint32 key_id, uint32 version, int *sqlerrcode, char **message)
+static TryResult
+TryUnwrap(uint32 key_id, uint32 version, bool probe_family, int *sqlerrcode, char **message)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = false;
+	volatile TryResult result = TRY_OPENS;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		(void) KsDekForDecrypt(key_id, version, KS_PRIV_NONE);
+		KsDekProbe(key_id, version, probe_family);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		ok = true;
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		int			code;
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
-			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
-			PG_RE_THROW();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		*sqlerrcode = edata->sqlerrcode;
+		code = edata->sqlerrcode;
+		if (code == ERRCODE_QUERY_CANCELED || code == ERRCODE_ADMIN_SHUTDOWN || code == ERRCODE_OUT_OF_MEMORY)
+			ReThrowError(edata);
+		*sqlerrcode = code;
 		*message = edata->message;
+		/* the KMS answered, and not with the key: another one of the same name */
+		result = (code == ERRCODE_KS_UNWRAP_FAILED || code == ERRCODE_KS_WRONG_KEK ||
+				  code == ERRCODE_KS_KMS_BAD_RESPONSE || code == ERRCODE_KS_KEK_VERSION_UNKNOWN)
+			? TRY_CONTRADICTS : TRY_UNDECIDED;
 	}
 	PG_END_TRY();
-	return ok;
+	return result;
 }
 
 /*
  * The key store's check before a new DEK version of rec (see the top of
- * this file).  A failure other than a contradiction (a KMS that does not
- * answer, a missing master key version) is raised as it is: no version
- * is made then either.
+ * this file).  Its live versions are tried oldest first, and the first
+ * that decides (opens, or is contradicted) decides: in a database where an
+ * earlier mistake left a newer version under other material, the oldest
+ * speaks for the material the key was made with.  When none decides (a
+ * KMS that does not answer), the first error is raised as it is: no
+ * version is made then either.
  */
 static void
 RequireLiveVersion(KsKeyRec *rec)
@@ -95,24 +111,32 @@ RequireLiveVersion(KsKeyRec *rec)
 	uint64		n;
 	SPITupleTable *tt;
 	int			tries = 0;
-	bool		contradicted = false;
 	int			first_code = 0;
 	char	   *first_message = NULL;
 
 	if (rec->parent_id != 0)
 		return;					/* a member's new version needs its family's DEK anyway */
 	tt = KsKeyLiveVersions(rec, &n);
-	for (uint64 i = n; i > 0 && tries < LIVE_TRIES; i--, tries++)
+	for (uint64 i = 0; i < n && tries < LIVE_TRIES; i++, tries++)
 	{
 		bool		isnull;
-		int32		version = DatumGetInt32(SPI_getbinval(tt->vals[i - 1], tt->tupdesc, 1, &isnull));
+		int32		version = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
 		int			code = 0;
 		char	   *message = NULL;
+		TryResult	r = TryUnwrap((uint32) rec->key_id, (uint32) version, false, &code, &message);
 
-		if (TryUnwrap((uint32) rec->key_id, (uint32) version, &code, &message))
+		if (r == TRY_OPENS)
 			return;
-		if (code == ERRCODE_KS_UNWRAP_FAILED || code == ERRCODE_KS_WRONG_KEK)
-			contradicted = true;
+		if (r == TRY_CONTRADICTS)
+			ereport(ERROR,
+					(errcode(ERRCODE_KS_WRONG_KEK),
+					 errmsg("key \"%s\" gets no new version: its versions do not open with the key material"
+							" of KMS provider \"%s\" at hand", rec->name, rec->kms),
+					 errdetail("Its oldest live version that could be tried (%d) does not open.  A version made now"
+							   " would be wrapped under material that contradicts it, and leave the key's values"
+							   " unreachable once the right material is back.", version),
+					 errhint("Is the master key file (or KMS key) the one this database was made with?"
+							 "  keysmith.verify_keys() lists which keys open.")));
 		if (first_message == NULL)
 		{
 			first_code = code;
@@ -121,41 +145,46 @@ RequireLiveVersion(KsKeyRec *rec)
 	}
 	if (tries == 0)
 		return;					/* nothing live to contradict */
-	if (contradicted)
-		ereport(ERROR,
-				(errcode(ERRCODE_KS_WRONG_KEK),
-				 errmsg("key \"%s\" gets no new version: none of its live versions opens with the key material"
-						" of KMS provider \"%s\" at hand", rec->name, rec->kms),
-				 errdetail("%d version(s) tried, newest first.  A version made now would be wrapped under a key"
-						   " that contradicts them, and leave them unreachable once the right key is back.", tries),
-				 errhint("Is the master key file (or KMS key) the one this database was made with?"
-						 "  keysmith.verify_keys() lists which keys open.")));
 	ereport(ERROR,
 			(errcode(first_code),
 			 errmsg("key \"%s\" gets no new version: its current versions cannot be opened: %s", rec->name,
 					first_message)));
 }
 
+/*
+ * The data keys of this database under (kms, kms_key), or, when there are
+ * none, under any KMS key of that provider (a wrong KMS server answers for
+ * all its keys alike), oldest first: (key_id, version) rows.
+ */
+static SPITupleTable *
+DataKeysUnder(const char *kms, const char *kms_key, bool any_kms_key, uint64 *n)
+{
+	Oid			types[3] = {TEXTOID, TEXTOID, BOOLOID};
+	Datum		values[3] = {CStringGetTextDatum(kms), CStringGetTextDatum(kms_key ? kms_key : ""),
+	BoolGetDatum(any_kms_key)};
+
+	KsSpiExec("SELECT v.key_id, v.version FROM keysmith.key k"
+			  "  JOIN keysmith.key_version v ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
+			  " WHERE k.kms OPERATOR(pg_catalog.=) $1"
+			  "   AND ($3 OR COALESCE(k.kms_key, '') OPERATOR(pg_catalog.=) $2)"
+			  "   AND k.parent_id IS NULL AND v.wrapped_dek IS NOT NULL"
+			  " ORDER BY k.key_id, v.version LIMIT " CppAsString2(LIVE_TRIES),
+			  3, types, values, NULL, false, 0, SPI_OK_SELECT);
+	*n = SPI_processed;
+	return SPI_tuptable;
+}
+
 void
 KsKeyVerifyKmsKey(const char *kms, const char *kms_key)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(kms), CStringGetTextDatum(kms_key ? kms_key : "")};
 	KsOwnerSpi	spi;
 	SPITupleTable *tt;
 	uint64		n;
-	bool		contradicted = false;
 
-	/* any rows will do, so no ORDER BY: the scan stops at the first few */
 	KsOwnerSpiBegin(&spi);
-	KsSpiExec("SELECT v.key_id, v.version FROM keysmith.key_version v"
-			  "  JOIN keysmith.key k ON k.key_id OPERATOR(pg_catalog.=) v.key_id"
-			  " WHERE k.kms OPERATOR(pg_catalog.=) $1 AND COALESCE(k.kms_key, '') OPERATOR(pg_catalog.=) $2"
-			  "   AND k.parent_id IS NULL AND v.wrapped_dek IS NOT NULL"
-			  " LIMIT " CppAsString2(LIVE_TRIES),
-			  2, types, values, NULL, false, 0, SPI_OK_SELECT);
-	tt = SPI_tuptable;
-	n = SPI_processed;
+	tt = DataKeysUnder(kms, kms_key, false, &n);
+	if (n == 0)
+		tt = DataKeysUnder(kms, kms_key, true, &n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
@@ -163,26 +192,21 @@ KsKeyVerifyKmsKey(const char *kms, const char *kms_key)
 		int32		version = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
 		int			code = 0;
 		char	   *message = NULL;
+		TryResult	r = TryUnwrap((uint32) key_id, (uint32) version, false, &code, &message);
 
-		if (TryUnwrap((uint32) key_id, (uint32) version, &code, &message))
-		{
-			KsOwnerSpiEnd(&spi);
-			return;
-		}
-		/* the KMS answered, and not with the key: another one of the same name */
-		if (code == ERRCODE_KS_UNWRAP_FAILED || code == ERRCODE_KS_KMS_BAD_RESPONSE ||
-			code == ERRCODE_KS_KEK_VERSION_UNKNOWN)
-			contradicted = true;
+		if (r == TRY_OPENS)
+			break;
+		if (r == TRY_CONTRADICTS)
+			ereport(ERROR,
+					(errcode(ERRCODE_KS_WRONG_KEK),
+					 errmsg("KMS provider \"%s\" holds other key material than the one this database's data keys"
+							" were wrapped under; nothing was wrapped", kms),
+					 errdetail_log("KMS key \"%s\": the oldest data key under it that could be tried (key id %d,"
+								   " version %d) does not open: %s", kms_key ? kms_key : "", key_id, version, message),
+					 errhint("Is it the KMS (and key) this database was made with, or one of the same name?"
+							 "  keysmith.verify_keys() lists which keys open.")));
 	}
 	KsOwnerSpiEnd(&spi);
-	if (contradicted)
-		ereport(ERROR,
-				(errcode(ERRCODE_KS_WRONG_KEK),
-				 errmsg("KMS provider \"%s\"%s%s holds other key material than the one this database's data keys"
-						" were wrapped under; nothing was wrapped", kms, kms_key ? " key " : "", kms_key ? kms_key : ""),
-				 errdetail("None of the data keys under it that were tried (%d) opens.", (int) n),
-				 errhint("Is it the KMS (and key) this database was made with, or one of the same name?"
-						 "  keysmith.verify_keys() lists which keys open.")));
 }
 
 void
@@ -194,22 +218,25 @@ KsKeyVerifyInit(void)
 
 /* ------------------------------------------------------------ verify_keys */
 
-typedef struct FailedFamily
+/* A family version verify_keys has tried: members under it follow it. */
+typedef struct TriedFamily
 {
 	uint32		parent_id;
 	uint32		wrapped_by;
-} FailedFamily;
+	bool		opens;
+} TriedFamily;
 
 /*
  * keysmith.verify_keys(key_name text DEFAULT NULL) RETURNS SETOF (key_name,
  * version, kms, kek_version, readable, sqlstate, reason)
  *
  * One row per live DEK version of the keys the caller administers: one
- * unwrap each, with the caller's DEK cache flushed first, each in its own
- * subtransaction and memory context.  A member of a family version that
- * did not open is reported without a try (a million members cost one).
- * For external KMSs, a version another backend unwrapped within
- * keysmith.dek_cache_ttl may be answered from the cluster's shared cache.
+ * unwrap each through the KMS (KsDekProbe: neither this backend's cached
+ * DEK nor the cluster's shared cache answers), each in its own
+ * subtransaction and memory context.  Family versions come first; a member
+ * of one that did not open is reported without a try, and one of a family
+ * version that opened is opened under it without asking the KMS again (a
+ * million members cost one KMS call).
  */
 Datum
 keysmith_verify_keys(PG_FUNCTION_ARGS)
@@ -227,11 +254,10 @@ keysmith_verify_keys(PG_FUNCTION_ARGS)
 	Oid			invoker = GetUserId();
 	int32		admin_key = -1;
 	bool		admin = false;
-	List	   *failed = NIL;
+	List	   *families = NIL;
 
 	InitMaterializedSRF(fcinfo, 0);
 	outer = CurrentMemoryContext;
-	(void) KsDekCacheFlush();
 	KsOwnerSpiBegin(&spi);
 	KsSpiExec("SELECT k.key_id, k.name, v.version, k.kms, v.kek_version::pg_catalog.text,"
 			  "       COALESCE(k.parent_id, 0), COALESCE(v.wrapped_by, 0), k.family"
@@ -265,7 +291,7 @@ keysmith_verify_keys(PG_FUNCTION_ARGS)
 		int			code = 0;
 		char	   *message = NULL;
 		bool		ok = false;
-		bool		skipped = false;
+		TriedFamily *under = NULL;
 		ListCell   *lc;
 		MemoryContext old;
 
@@ -283,29 +309,31 @@ keysmith_verify_keys(PG_FUNCTION_ARGS)
 		if (!admin)
 			continue;
 		old = MemoryContextSwitchTo(rowcxt);
-		foreach(lc, failed)
+		foreach(lc, families)
 		{
-			FailedFamily *f = lfirst(lc);
+			TriedFamily *f = lfirst(lc);
 
 			if (parent_id != 0 && f->parent_id == parent_id && f->wrapped_by == wrapped_by)
-				skipped = true;
+				under = f;
 		}
-		if (skipped)
+		if (under != NULL && !under->opens)
 		{
 			code = ERRCODE_KS_UNWRAP_FAILED;
-			message = psprintf("its family's version %u does not open (reported above)", wrapped_by);
+			message = psprintf("its family's version %u does not open", wrapped_by);
 		}
 		else
-			ok = TryUnwrap((uint32) key_id, (uint32) version, &code, &message);
-		if (!ok && family)
+			ok = TryUnwrap((uint32) key_id, (uint32) version, parent_id != 0 && under == NULL,
+						   &code, &message) == TRY_OPENS;
+		if (family || (parent_id != 0 && under == NULL && ok))
 		{
-			/* a family's version that fails takes its members with it */
+			/* what the family version did, for its members */
 			MemoryContext o2 = MemoryContextSwitchTo(outer);
-			FailedFamily *f = palloc(sizeof(FailedFamily));
+			TriedFamily *f = palloc(sizeof(TriedFamily));
 
-			f->parent_id = (uint32) key_id;
-			f->wrapped_by = (uint32) version;
-			failed = lappend(failed, f);
+			f->parent_id = family ? (uint32) key_id : parent_id;
+			f->wrapped_by = family ? (uint32) version : wrapped_by;
+			f->opens = ok;
+			families = lappend(families, f);
 			MemoryContextSwitchTo(o2);
 		}
 		values[0] = CStringGetTextDatum(SPI_getvalue(tup, tt->tupdesc, 2));

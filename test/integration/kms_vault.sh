@@ -16,7 +16,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 27
+ks_plan 28
 
 V=$KS_WORK/vault
 rm -rf "$V"; mkdir -p "$V"
@@ -100,23 +100,37 @@ PROV=vault1 KMS_KEY=app
 kek_upstream() { ctl "$P1" POST /v1/transit/keys/app/rotate '{}' >/dev/null; }
 kms_fault_suite vault_transit
 
-# The mistake of issue 23: the provider pointed at a fresh Vault that has a
-# Transit key of the same name, with other key material.  No write may go
-# through: a new key under that Transit key, a new DEK version, a value.
+# The mistake of issue 23: the provider pointed at a fresh Vault that has
+# Transit keys of the same names, with other key material.  No write may go
+# through: a new key under that Transit key or under another one (a wrong
+# server answers for all its keys alike), a new DEK version.  The caches
+# are warm first (every value decrypted), as on a live server: a DEK
+# cached before the switch must not vouch for the new server.
 ctl "$P2" POST /v1/transit/keys/app '{}' >/dev/null
+ctl "$P2" POST /v1/transit/keys/app5 '{}' >/dev/null
 nv=$(q -c "SELECT count(*) FROM keysmith.key_version")
-out=$(qv -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500 "$P2")')" -c "$KMS_FRESH" \
-         -c "SELECT keysmith.create_key('vk-fresh', 'vault1', 'app')" -c "$KMS_FRESH" \
-         -c "SELECT keysmith.rotate_dek('vk')" -c "$KMS_FRESH" \
-         -c "SELECT keysmith.encrypt_value('vk', 'x')")
+out=$(qv -c "SELECT count(*) FROM vt WHERE keysmith.decrypt_value(c, id::text) = 'v' || id" \
+         -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500 "$P2")')" \
+         -c "SELECT keysmith.create_key('vk-fresh', 'vault1', 'app')" \
+         -c "SELECT keysmith.create_key('vk-fresh5', 'vault1', 'app5')" \
+         -c "SELECT keysmith.rotate_dek('vk')")
 nv2=$(q -c "SELECT count(*) FROM keysmith.key_version")
-nk=$(q -c "SELECT count(*) FROM keysmith.key WHERE name = 'vk-fresh'")
+nk=$(q -c "SELECT count(*) FROM keysmith.key WHERE name LIKE 'vk-fresh%'")
+vf=$(q -F '|' -c "SELECT readable, sqlstate FROM keysmith.verify_keys('vk')")
 q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500)')" >/dev/null
-ks_sqlstate KS019 'KMS provider "vault1" key app holds other key material than the one this database*' "$out" &&
-    [[ $out == *'ERROR:  KS017: key "vk" gets no new version: its current versions cannot be opened'* ]] &&
-    [ "$(grep -c 'ERROR:  ' <<<"$out")" = 3 ] && [ "$nv" = "$nv2" ] && [ "$nk" = 0 ] &&
-    [ "$(decrypt_all)" = 100 ]
-ks_check_out $? "$out" "attack: a fresh Vault with a Transit key of the same name: create_key refused (KS019), rotate_dek and encrypt fail (the KMS's answer), nothing written; back on the right Vault every value decrypts"
+[ "$(grep -c 'ERROR:  KS019: KMS provider "vault1" holds other key material than the one this database' <<<"$out")" = 2 ] &&
+    [[ $out == *'ERROR:  KS019: key "vk" gets no new version'* ]] && [ "$(head -1 <<<"$out")" = 100 ] &&
+    [ "$nv" = "$nv2" ] && [ "$nk" = 0 ] && [ "$vf" = "f|KS017" ] && [ "$(decrypt_all)" = 100 ]
+ks_check_out $? "$out; verify: $vf" "attack: a fresh Vault with Transit keys of the same names, caches warm: create_key under app and under app5, and rotate_dek, refused (KS019); verify_keys asks the KMS, not the cache; nothing written; back on the right Vault every value decrypts"
+
+# a cancel while verify_keys waits on the KMS: the session goes on
+kms_ctl "$P1" POST /test/fault '{"mode": "latency", "count": -1, "delay": 1.2}' >/dev/null
+out=$(qv -c "SET statement_timeout = '300ms'" -c "SELECT * FROM keysmith.verify_keys()" -c "RESET statement_timeout" \
+         -c "BEGIN" -c "SELECT 'after the cancel'" -c "COMMIT")
+kms_ctl "$P1" POST /test/fault '{"mode": "none"}' >/dev/null
+ks_sqlstate 57014 'canceling statement due to statement timeout' "$out" && [[ $out == *"after the cancel"* ]] &&
+    [[ $out != *25P02* ]] && [[ $out != *FATAL* ]]
+ks_check_out $? "$out" "attack: a statement timeout while verify_keys waits on the KMS cancels it cleanly: the session's next transaction works"
 
 out=$(qv -c "SELECT keysmith.alter_kms_provider('vault1', '{\"url\": \"http://127.0.0.1:$P1\", \"token_file\": \"/x\"}')")
 ks_sqlstate 22023 'vault_transit needs option url, an https:// URL' "$out"

@@ -26,7 +26,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 17
+ks_plan 20
 
 A=$KS_WORK/extra-wk-from
 B=$KS_WORK/extra-wk-to
@@ -80,7 +80,7 @@ ks_sqlstate KS008 '*does not authenticate under master key version 1*' "$out" &&
 ks_check_out $? "$out" "a read fails with KS008, and its hint says the key material differs (not an altered value)"
 
 out=$(qv -c "SELECT keysmith.encrypt_value('wk', 'written under the wrong key')")
-ks_sqlstate KS019 'key "wk" gets no new version: none of its live versions opens with the key material*' "$out" &&
+ks_sqlstate KS019 'key "wk" gets no new version: its versions do not open with the key material*' "$out" &&
     [ "$(versions)" = "$v0" ]
 ks_check_out $? "$out" "attack: encrypt_value (a rollover onto this new server history) is refused with KS019; no DEK version made"
 
@@ -94,6 +94,16 @@ sv=$(q -c "SELECT count(*) FROM keysmith.secret_version WHERE secret_name = 'w/s
     ks_sqlstate KS019 '*' "$(qv -c "SELECT keysmith.create_key('wk2')")" &&
     ks_sqlstate KS019 'key "wk" gets no new version*' "$(qv -c "SELECT keysmith.rotate_dek('wk')")"
 ks_check_out $? "$out" "attack: put_secret_value, create_key and rotate_dek are each refused with KS019; no key, version or secret version written"
+
+# another provider name for the same file (a superuser made it; an admin
+# may use it): the first wrap under it is vouched for by what "local"
+# recorded for that file, and so refused
+q -c "SELECT keysmith.create_kms_provider('p2', 'local', '{}')" >/dev/null
+out=$(qv -c "SELECT keysmith.create_key('evil', 'p2')")
+ck=$(q -c "SELECT count(*) FROM keysmith.kek_check WHERE provider = 'p2'")
+ks_sqlstate KS019 'the key material of KMS provider "p2" is not the one this database was made with*' "$out" &&
+    [ "$ck" = 0 ] && [ "$(q -c "SELECT count(*) FROM keysmith.key WHERE name = 'evil'")" = 0 ]
+ks_check_out $? "$out; p2 records $ck" "attack: a second provider that reads the same file records nothing of its own: its first wrap is refused too"
 
 w=$(grep -c "WARNING:  keysmith refuses to wrap data keys under KMS provider \"local\"" "$B/server.log")
 [ "$w" -ge 1 ]
@@ -114,7 +124,7 @@ for _ in $(seq 1 100); do
 done
 st=$(q -c "SELECT state FROM keysmith.rotation WHERE token = '$tok'")
 lg=$(login w_app "$(field "$app_cred" password)" 'SELECT current_user')
-[ "$st" = create ] && [[ $err == *"gets no new version: none of its live versions opens"* ]] &&
+[ "$st" = create ] && [[ $err == *"gets no new version: its versions do not open"* ]] &&
     [ "$lg" = w_app ] && [ "$(versions)" = "$v0" ]
 ks_check_out $? "state $st; error $err; login $lg" \
     "attack: a credential rotation fails at its create step, before any password is set; the restored credential still logs in"
@@ -176,6 +186,37 @@ q -c "UPDATE keysmith.key_version v SET wrapped_dek = set_byte(wrapped_dek, 20, 
 out=$(qv -c "SELECT keysmith.encrypt_value('wk3', 'x')")
 ks_sqlstate KS008 '*' "$out" && [[ $out == *"is the one this database recorded, so the wrapped data key itself was altered"* ]]
 ks_check_out $? "$out" "a wrapped DEK altered in the catalog: KS008 whose hint says the key matches and the data key was altered"
+
+# an open transaction that recorded a new master key version first holds
+# up no other wrap: the record is left to a later wrap, the vouch stands
+q -c "SELECT keysmith.add_local_master_key()" >/dev/null
+psql -X -q -d postgres -c "BEGIN" -c "SELECT keysmith.rotate_dek('wk')" -c "SELECT pg_sleep(4)" -c "COMMIT" \
+    >"$KS_WORK/wk-hold.out" 2>&1 &
+hold=$!
+sleep 1
+out=$(qv -c "SELECT keysmith.create_key('wk6')" -c "SELECT keysmith.encrypt_value('wk6', 'x') IS NOT NULL")
+wait $hold
+held=$(cat "$KS_WORK/wk-hold.out")
+ck=$(q -c "SELECT count(*) FROM keysmith.kek_check WHERE kek_version = '3'")
+[ "$(tail -1 <<<"$out")" = t ] && [[ $out != *ERROR* ]] && [[ $held != *ERROR* ]] && [ "$ck" = 1 ]
+ks_check_out $? "$out; holder: $held; records of version 3: $ck" \
+    "attack: a transaction holding the first record of a new master key version open does not stop another session's wraps (no lock timeout)"
+
+# a database an earlier mistake left split (0.10 had no guard): a newer
+# DEK version under other material.  With the right file, the first record
+# goes by the oldest data keys, and writes go on.  (wk3's DEK, altered
+# above, is mended first: it is the oldest under master key version 1.)
+q -c "UPDATE keysmith.key_version v SET wrapped_dek = set_byte(wrapped_dek, 20, get_byte(wrapped_dek, 20) # 1)
+        FROM keysmith.key k WHERE k.key_id = v.key_id AND k.name = 'wk3'" >/dev/null
+q -c "SELECT keysmith.create_key('sp')" -c "SELECT keysmith.rotate_dek('sp')" -c "SELECT keysmith.rotate_dek('sp')" \
+  -c "SELECT keysmith.rotate_dek('sp')" -c "SELECT keysmith.rotate_dek('sp')" >/dev/null
+q -c "UPDATE keysmith.key_version v SET wrapped_dek = set_byte(wrapped_dek, 30, get_byte(wrapped_dek, 30) # 1)
+        FROM keysmith.key k WHERE k.key_id = v.key_id AND k.name = 'sp' AND v.version = 5" \
+  -c "DELETE FROM keysmith.kek_check" >/dev/null
+out=$(qv -c "SELECT keysmith.create_key('after-split')" -c "SELECT keysmith.rotate_dek('sp')")
+ck=$(q -c "SELECT count(*) FROM keysmith.kek_check")
+[ "$(tail -1 <<<"$out")" = 6 ] && [[ $out != *ERROR* ]] && [ "$ck" -ge 1 ]
+ks_check_out $? "$out; records $ck" "a split database (its newest version under other material) with the right file: the oldest data keys vouch, writes go on"
 
 ks_cluster_stop "$B"
 ks_check $? "cluster stopped"

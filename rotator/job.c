@@ -182,7 +182,7 @@ SequenceBehind(const char *seqnsp, const char *seq, const char *tblnsp, const ch
 				   quote_identifier(col), quote_qualified_identifier(tblnsp, tbl),
 				   strcmp(tbl, "lease_event") == 0 ? "true" : "false",
 				   quote_qualified_identifier(tblnsp, "lease"), qseq);
-	KsSpiExec(sql, 0, NULL, NULL, NULL, true, 1, SPI_OK_SELECT);
+	KsSpiExec(sql, 0, NULL, NULL, NULL, false, 1, SPI_OK_SELECT);
 	behind = SPI_processed == 1 &&
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
 	return behind ? pstrdup(qseq) : NULL;
@@ -199,7 +199,9 @@ SequenceBehind(const char *seqnsp, const char *seq, const char *tblnsp, const ch
  * Called in a round's transaction, after the query that picks the round's
  * work (under READ COMMITTED a check before it would not see the rows that
  * query sees) and after its rows were copied: it runs SPI queries of its
- * own.  The sequences are found through the extension's membership
+ * own, each with a fresh snapshot (not read-only: a read-only SPI query
+ * would use the round's first snapshot, older than the pick's, and miss a
+ * COPY committed in between; seen in CI).  The sequences are found through the extension's membership
  * (pg_depend), by OID.  The first round that waits logs a WARNING naming
  * the sequence; the first one that goes on again logs that.
  */
@@ -231,7 +233,7 @@ KsWorkerWaitsForRestore(Oid extoid)
 			  "   AND e.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass"
 			  "   AND e.refobjid OPERATOR(pg_catalog.=) $1 AND e.deptype OPERATOR(pg_catalog.=) 'e'"
 			  " ORDER BY sc.relname",
-			  1, types, values, NULL, true, 0, SPI_OK_SELECT);
+			  1, types, values, NULL, false, 0, SPI_OK_SELECT);
 	seqs = SPI_tuptable;
 	nseqs = SPI_processed;
 	for (uint64 i = 0; i < nseqs && behind == NULL; i++)

@@ -210,6 +210,9 @@ SELECT keysmith.add_local_master_key();
 SELECT keysmith.add_local_master_key();
 SELECT keysmith.retire_local_master_key(v) FROM (SELECT pg_catalog.max(version)::int OPERATOR(pg_catalog.-) 1 AS v
   FROM keysmith.local_master_keys()) s;
+SELECT * FROM keysmith.verify_keys();
+SELECT * FROM keysmith.verify_keys('h');
+SELECT * FROM keysmith.kek_check;
 SELECT * FROM keysmith.keys;
 SELECT * FROM keysmith.key_versions;
 SELECT * FROM keysmith.key_grants;

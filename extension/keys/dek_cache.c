@@ -78,20 +78,32 @@ typedef struct DekEntry
 	DekKey		key;			/* hash key, must be first */
 	KsDek		dek;
 	uint64		expires_at;		/* monotonic ms */
-	dlist_node	lru;			/* in Lru: most recently used first */
+	uint64		serial;			/* unique per load; 0 once removed */
+	bool		used;			/* used since the clock hand last passed */
+	dlist_node	lru;			/* in Lru: in order of load (or of second chance) */
 	dlist_node	expiry;			/* in ByExpiry: soonest to expire first */
 	uint64		role_gen;		/* dek.allowed is good while RoleGen is this */
 } DekEntry;
 
+/*
+ * A key name's current version.  dek points at its DEK entry, valid while
+ * that entry's serial is dek_serial: dynahash keeps a removed element in
+ * its free list (the memory stays), and a removal zeroes the serial, so a
+ * stale pointer is told by the serial and the lookup falls back to the
+ * table.  One hash lookup per value instead of two.
+ */
 typedef struct NameEntry
 {
 	char		name[KS_KEY_NAME_MAX + 1];	/* hash key, must be first */
 	uint32		key_id;
 	uint32		version;		/* current version when looked up */
 	uint64		expires_at;
+	DekEntry   *dek;
+	uint64		dek_serial;
 } NameEntry;
 
 static HTAB *DekTable = NULL;
+static uint64 NextSerial = 1;
 static HTAB *NameTable = NULL;
 static dlist_head Lru = DLIST_STATIC_INIT(Lru);
 static dlist_head ByExpiry = DLIST_STATIC_INIT(ByExpiry);
@@ -123,13 +135,16 @@ ForgetMemos(void)
 }
 
 /*
- * A use: the entry becomes the most recently used, and forgets whom it
- * found to hold privileges if roles changed since (KsRoleCallback).
+ * A use: the entry gets a second chance at the next eviction (a flag in
+ * the entry itself: a use writes no other memory, where moving it to the
+ * head of a list wrote two neighbours, cold at 100,000 keys), and forgets
+ * whom it found to hold privileges if roles changed since (KsRoleCallback).
+ * A load is not a use: an entry loaded and never used again goes first.
  */
 static inline void
 TouchEntry(DekEntry *entry)
 {
-	dlist_move_head(&Lru, &entry->lru);
+	entry->used = true;
 	if (entry->role_gen != RoleGen)
 	{
 		for (int i = 0; i < KS_PRIV_COUNT; i++)
@@ -169,6 +184,7 @@ EvictEntry(DekEntry *entry)
 		ForgetMemos();
 	KsAeadFree(entry->dek.aead);
 	entry->dek.aead = NULL;
+	entry->serial = 0;
 	dlist_delete(&entry->lru);
 	dlist_delete(&entry->expiry);
 	hash_search(DekTable, &entry->key, HASH_REMOVE, NULL);
@@ -190,6 +206,7 @@ KsDekCacheFlush(void)
 		while ((entry = hash_seq_search(&status)) != NULL)
 		{
 			KsAeadFree(entry->dek.aead);
+			entry->serial = 0;
 			dlist_delete(&entry->lru);
 			dlist_delete(&entry->expiry);
 			hash_search(DekTable, &entry->key, HASH_REMOVE, NULL);
@@ -463,16 +480,29 @@ UnwrapToAead(const KsKeyRow *row, uint64 *valid_until)
 }
 
 /*
- * Evict least-recently-used entries until there is room for one more: the
- * tail of Lru, so each eviction is O(1).  More than one goes only when
- * keysmith.dek_cache_size was lowered.
+ * Evict entries until there is room for one more, by second chance (the
+ * clock): the oldest entry of Lru goes unless it was used since the hand
+ * last passed it; then it loses the flag and goes to the head.  Each
+ * entry is passed at most once per eviction, so an eviction is O(1)
+ * amortized.  More than one goes only when keysmith.dek_cache_size was
+ * lowered.
  */
 static void
 MakeRoom(void)
 {
 	while (hash_get_num_entries(DekTable) >= keysmith_dek_cache_size &&
 		   !dlist_is_empty(&Lru))
-		EvictEntry(dlist_tail_element(DekEntry, lru, &Lru));
+	{
+		DekEntry   *oldest = dlist_tail_element(DekEntry, lru, &Lru);
+
+		if (oldest->used)
+		{
+			oldest->used = false;
+			dlist_move_head(&Lru, &oldest->lru);
+			continue;
+		}
+		EvictEntry(oldest);
+	}
 }
 
 /* Find or load the DEK entry for a row already read from the tables. */
@@ -514,6 +544,8 @@ EntryForRow(const KsKeyRow *row, uint64 now)
 		entry->dek.allowed[i] = InvalidOid;
 	entry->role_gen = RoleGen;
 	entry->expires_at = Min(now + (uint64) keysmith_dek_cache_ttl * 1000, valid_until);
+	entry->serial = NextSerial++;
+	entry->used = false;
 	dlist_push_head(&Lru, &entry->lru);
 	ThreadByExpiry(entry);
 	CacheTouchedInXact = true;
@@ -528,8 +560,9 @@ ReportUnknownName(const char *name)
 			 errmsg("key \"%s\" does not exist", name)));
 }
 
+/* With use false, the lookup gives no second chance (a fetch again after a privilege check). */
 static KsDek *
-LookupForEncrypt(const char *name, int name_len)
+LookupForEncrypt(const char *name, int name_len, bool use)
 {
 	uint64		now = MonotonicMs();
 	char		namebuf[KS_KEY_NAME_MAX + 1];
@@ -542,7 +575,8 @@ LookupForEncrypt(const char *name, int name_len)
 		memcmp(name, MemoName, name_len) == 0 &&
 		MemoEncrypt->expires_at > now)
 	{
-		TouchEntry(MemoEncrypt);
+		if (use)
+			TouchEntry(MemoEncrypt);
 		return &MemoEncrypt->dek;
 	}
 
@@ -561,7 +595,16 @@ LookupForEncrypt(const char *name, int name_len)
 	{
 		DekKey		key = {nentry->key_id, nentry->version};
 
-		entry = hash_search(DekTable, &key, HASH_FIND, NULL);
+		entry = nentry->dek;
+		if (entry == NULL || entry->serial != nentry->dek_serial || entry->serial == 0)
+		{
+			entry = hash_search(DekTable, &key, HASH_FIND, NULL);
+			if (entry != NULL)
+			{
+				nentry->dek = entry;
+				nentry->dek_serial = entry->serial;
+			}
+		}
 		if (entry != NULL && entry->expires_at > now)
 			goto hit;
 	}
@@ -600,9 +643,13 @@ LookupForEncrypt(const char *name, int name_len)
 	nentry->key_id = row.key_id;
 	nentry->version = row.version;
 	nentry->expires_at = entry->expires_at;
+	nentry->dek = entry;
+	nentry->dek_serial = entry->serial;
 
+	use = false;				/* a load is not a use */
 hit:
-	TouchEntry(entry);
+	if (use)
+		TouchEntry(entry);
 	memcpy(MemoName, namebuf, name_len + 1);
 	MemoNameLen = name_len;
 	MemoEncrypt = entry;
@@ -632,7 +679,7 @@ FetchForDecrypt(uint32 key_id, uint32 version, KsKeyRow *row)
 }
 
 static KsDek *
-LookupForDecrypt(uint32 key_id, uint32 version)
+LookupForDecrypt(uint32 key_id, uint32 version, bool use)
 {
 	uint64		now = MonotonicMs();
 	DekKey		key = {key_id, version};
@@ -642,7 +689,8 @@ LookupForDecrypt(uint32 key_id, uint32 version)
 	if (MemoDecrypt != NULL && MemoDecrypt->key.key_id == key_id &&
 		MemoDecrypt->key.version == version && MemoDecrypt->expires_at > now)
 	{
-		TouchEntry(MemoDecrypt);
+		if (use)
+			TouchEntry(MemoDecrypt);
 		return &MemoDecrypt->dek;
 	}
 
@@ -652,8 +700,10 @@ LookupForDecrypt(uint32 key_id, uint32 version)
 	{
 		FetchForDecrypt(key_id, version, &row);
 		entry = EntryForRow(&row, now);
+		use = false;			/* a load is not a use */
 	}
-	TouchEntry(entry);
+	if (use)
+		TouchEntry(entry);
 	MemoDecrypt = entry;
 	return &entry->dek;
 }
@@ -710,7 +760,7 @@ KsRefuseFamilyDek(const KsDek *dek)
 KsDek *
 KsDekForEncrypt(const char *name, int name_len, KsPrivilege priv)
 {
-	KsDek	   *dek = LookupForEncrypt(name, name_len);
+	KsDek	   *dek = LookupForEncrypt(name, name_len, true);
 	Oid			user = GetUserId();
 
 	if (priv != KS_PRIV_NONE && dek->family)
@@ -718,7 +768,7 @@ KsDekForEncrypt(const char *name, int name_len, KsPrivilege priv)
 	if (priv != KS_PRIV_NONE && dek->allowed[priv] != user)
 	{
 		KsRequirePrivilege((int32) dek->key_id, dek->name, priv);
-		dek = LookupForEncrypt(name, name_len);
+		dek = LookupForEncrypt(name, name_len, false);
 		dek->allowed[priv] = user;
 	}
 	return dek;
@@ -727,7 +777,7 @@ KsDekForEncrypt(const char *name, int name_len, KsPrivilege priv)
 KsDek *
 KsDekForDecrypt(uint32 key_id, uint32 version, KsPrivilege priv)
 {
-	KsDek	   *dek = LookupForDecrypt(key_id, version);
+	KsDek	   *dek = LookupForDecrypt(key_id, version, true);
 	Oid			user = GetUserId();
 
 	if (priv != KS_PRIV_NONE && dek->family)
@@ -735,7 +785,7 @@ KsDekForDecrypt(uint32 key_id, uint32 version, KsPrivilege priv)
 	if (priv != KS_PRIV_NONE && dek->allowed[priv] != user)
 	{
 		KsRequirePrivilege((int32) dek->key_id, dek->name, priv);
-		dek = LookupForDecrypt(key_id, version);
+		dek = LookupForDecrypt(key_id, version, false);
 		dek->allowed[priv] = user;
 	}
 	return dek;

@@ -1,17 +1,20 @@
--- test/pgtap/keys_dek_cache.sql: the per-backend DEK cache evicts the least
--- recently used key version (since 0.11 an intrusive list: a use moves an
--- entry to the front, eviction takes the tail), for decryption and for
--- encryption; and a key rolled over inside one statement is read back by
--- the cold path (read-your-own-writes of key_scan.c's snapshot).
+-- test/pgtap/keys_dek_cache.sql: the per-backend DEK cache evicts by second
+-- chance (the clock over the entries in load order: a use only marks its
+-- entry; a load, and the fetch again after a privilege check, are no use),
+-- for decryption and for encryption, which keeps what is used and evicts
+-- what was loaded and not used since; a key name's entry that points at an
+-- evicted DEK entry, whose memory another key took, is not taken for it;
+-- and a key rolled over inside one statement is read back by the cold path
+-- (read-your-own-writes of key_scan.c's snapshot).
 --
 -- How eviction is seen: a cached version needs no KMS, an evicted one must
 -- be unwrapped again.  With the master key file made unreachable for the
 -- rest of the transaction, a hit still works and a miss fails with 58P01.
--- A FIFO cache (no move to the front on use) evicts version 1 instead of 2
--- and fails the first checks.
+-- A FIFO cache (a use that gives no second chance, or a load that does)
+-- evicts version 1 instead of 2 and fails the first checks.
 -- keysmith-test-database: keysmith_tap
 BEGIN;
-SELECT plan(9);
+SELECT plan(10);
 
 SELECT keysmith.create_key('tap_lru_' || i) FROM generate_series(1, 4) i;
 CREATE TEMP TABLE lru AS
@@ -66,6 +69,18 @@ SELECT pg_temp.dec(3);
 SET LOCAL keysmith.dek_cache_size = 1;
 SELECT pg_temp.dec(4);
 SELECT is(keysmith.flush_dek_cache(), 1, 'after keysmith.dek_cache_size was lowered, the next load evicts down to it');
+
+-- a name points at its DEK entry; with one entry, key 2's load reuses the
+-- memory key 1's entry had: encrypting under key 1's name again must load
+-- key 1, not take key 2's DEK that now sits where the name points
+SELECT keysmith.flush_dek_cache();
+SET LOCAL keysmith.dek_cache_size = 1;
+SELECT pg_temp.enc(1);
+SELECT pg_temp.enc(2);
+SELECT is((keysmith.ciphertext_info(keysmith.encrypt_value('tap_lru_1', 'x'))).key_id,
+          (SELECT key_id::bigint FROM keysmith.key WHERE name = 'tap_lru_1'),
+          'a name whose DEK entry was evicted and its memory reused loads its own key again');
+RESET keysmith.dek_cache_size;
 
 -- read-your-own-writes: one version per encryption, each rollover made and
 -- read back inside the one statement (without the command counter advanced

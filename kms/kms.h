@@ -139,6 +139,10 @@ extern const char *KsKmsOptionValue(const KsKmsInstance *kms, const char *name);
  * open, KS_ERR_UNWRAP_FAILED with check and kek_version still set, so the
  * caller can tell another key from an altered blob); else of kek_version.
  * KS_ERR_KEK_VERSION_UNKNOWN when the KMS does not have that version.
+ * set_id (KS_KEK_CHECK_LEN bytes, may be NULL) receives an identity of the
+ * whole key set the answer came from (the same for two calls only if the
+ * set did not change between them), so a caller that makes several calls
+ * for one decision can tell that they all saw the same material.
  */
 typedef struct KsKmsProvider
 {
@@ -166,7 +170,7 @@ typedef struct KsKmsProvider
 	KsStatus	(*kek_check) (const KsKmsInstance *kms, const char *kms_key, char *kek_version,
 							  const uint8_t *wrapped, size_t wrapped_len,
 							  const uint8_t *aad, size_t aad_len,
-							  uint8_t *check, KsError *err);
+							  uint8_t *check, uint8_t *set_id, KsError *err);
 } KsKmsProvider;
 
 /* Length of a KEK check value (kek_check). */

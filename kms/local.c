@@ -623,10 +623,46 @@ CheckValue(const KsMasterKey *kek, uint8_t *check, KsError *err)
  * open (KS_ERR_UNWRAP_FAILED), check and kek_version are still those of the
  * version it names, for the caller's hint.
  */
+/*
+ * The identity of a key set: SHA-256 over each version and its check
+ * value, in file order (check values reveal nothing of the keys, so
+ * neither does this), first KS_KEK_CHECK_LEN bytes.
+ */
+static KsStatus
+SetIdentity(const KsMasterKeySet *set, uint8_t *set_id, KsError *err)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	uint8_t		digest[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	KsStatus	st = KS_OK;
+	int			ok;
+
+	if (md == NULL)
+		return KsFail(err, KS_ERR_NO_MEMORY, "out of memory");
+	ok = EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+	for (int i = 0; ok && i < set->count; i++)
+	{
+		uint8_t		cv[KS_KEK_CHECK_LEN];
+		uint8_t		v[4] = {(uint8_t) (set->keys[i].version >> 24), (uint8_t) (set->keys[i].version >> 16),
+		(uint8_t) (set->keys[i].version >> 8), (uint8_t) set->keys[i].version};
+
+		st = CheckValue(&set->keys[i], cv, err);
+		if (st != KS_OK)
+			break;
+		ok = EVP_DigestUpdate(md, v, sizeof(v)) && EVP_DigestUpdate(md, cv, sizeof(cv));
+	}
+	if (st == KS_OK && (!ok || !EVP_DigestFinal_ex(md, digest, &len) || len < KS_KEK_CHECK_LEN))
+		st = KsFail(err, KS_ERR_CRYPTO, "SHA-256 failed");
+	if (st == KS_OK)
+		memcpy(set_id, digest, KS_KEK_CHECK_LEN);
+	EVP_MD_CTX_free(md);
+	return st;
+}
+
 static KsStatus
 LocalKekCheck(const KsKmsInstance *kms, const char *kms_key, char *kek_version,
 			  const uint8_t *wrapped, size_t wrapped_len, const uint8_t *aad, size_t aad_len,
-			  uint8_t *check, KsError *err)
+			  uint8_t *check, uint8_t *set_id, KsError *err)
 {
 	const KsMasterKeySet *set;
 	const KsMasterKey *kek;
@@ -654,6 +690,11 @@ LocalKekCheck(const KsKmsInstance *kms, const char *kms_key, char *kek_version,
 	st = SetLoad(KeyFile(kms), &set, err);
 	if (st != KS_OK)
 		return st;
+	if (set_id != NULL && (st = SetIdentity(set, set_id, err)) != KS_OK)
+	{
+		SetRelease(set);
+		return st;
+	}
 	kek = FindKey(set, version);
 	if (kek == NULL)
 		st = KsFail(err, KS_ERR_KEK_VERSION_UNKNOWN,

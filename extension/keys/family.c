@@ -142,6 +142,15 @@ KsFamilyReserve(int32 parent_id, int64 n)
 {
 	int			stalled = 0;
 
+	/* n counts under one family version: more than one version may hold never fit */
+	if ((double) n > keysmith_max_encryptions_per_dek)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%lld members at once need as many encryptions under one version of their family, more"
+						" than keysmith.max_encryptions_per_dek (%.0f)", (long long) n,
+						keysmith_max_encryptions_per_dek),
+				 errhint("Create fewer members per call.")));
+
 	for (;;)
 	{
 		int32		pv = ReadFamily(parent_id, false);

@@ -36,6 +36,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -49,8 +52,14 @@
 #include "extension/common/owner_spi.h"
 #include "extension/keys/kek_check.h"
 
-/* How long a record waits for another transaction recording the same version. */
-#define RECORD_LOCK_TIMEOUT_MS 100
+/*
+ * How long a record waits for another transaction writing the same row:
+ * briefly when committed evidence vouched for the material (the row is then
+ * left to the next wrap), longer for the first record of a key set (the
+ * other transaction's value is the only one to compare with).
+ */
+#define RECORD_BUSY_MS 100
+#define RECORD_FIRST_MS 2000
 /* A binding's size: a key name (at most 128 bytes) and its framing. */
 #define AAD_MAX 256
 
@@ -108,23 +117,66 @@ Recorded(const char *provider, const char *kms_key, const char *version, uint8 *
 }
 
 /*
- * Record a check value the material at hand was vouched for with.  Another
- * open transaction recording the same version would hold this insert until
- * it ends, and with it every wrap under that version in the database; so
- * the insert waits at most RECORD_LOCK_TIMEOUT_MS in a subtransaction of
- * its own, and if the row is busy it is left to the next wrap (the vouch
- * already passed, and a record is only a shortcut for the next check).
- * Afterwards a row that exists must hold this value, whoever wrote it.
+ * One decision about the key material at hand: which provider it is for,
+ * and the identity of the key set the first answer came from.  Every
+ * answer after it must come from the same set (Ask): a file changed in
+ * the middle of one check cannot have one version vouch for another's
+ * record.
+ */
+typedef struct KekCheck
+{
+	const KsKmsInstance *inst;
+	const char *provider;
+	const char *kms_key;		/* never NULL: '' for none */
+	bool		have_set;
+	uint8		set_id[KS_KEK_CHECK_LEN];
+} KekCheck;
+
+/* The provider's answer for version (or the blob), from the set the check began with. */
+static KsStatus
+Ask(KekCheck *kc, char *version, const uint8 *wrapped, size_t wrapped_len, const uint8 *aad, size_t aad_len,
+	uint8 *check, KsError *err)
+{
+	uint8		set_id[KS_KEK_CHECK_LEN];
+	KsStatus	st;
+
+	st = kc->inst->provider->kek_check(kc->inst, kc->kms_key[0] ? kc->kms_key : NULL, version, wrapped,
+									   wrapped_len, aad, aad_len, check, set_id, err);
+	if (st == KS_OK || st == KS_ERR_UNWRAP_FAILED || st == KS_ERR_KEK_VERSION_UNKNOWN)
+	{
+		if (!kc->have_set)
+		{
+			memcpy(kc->set_id, set_id, sizeof(set_id));
+			kc->have_set = true;
+		}
+		else if (memcmp(kc->set_id, set_id, sizeof(set_id)) != 0)
+			Refuse(kc->provider, "the key material changed while it was being checked");
+	}
+	return st;
+}
+
+/*
+ * Record a check value the material at hand was vouched for.  With
+ * evidence (records or data keys this database committed vouched for it),
+ * a row another open transaction is writing is not waited for: that
+ * transaction's value was vouched for by the same evidence, the next wrap
+ * records it, and one open transaction must not hold up every wrap in the
+ * database (the insert waits RECORD_LOCK_TIMEOUT_MS at most, in a
+ * subtransaction of its own).  Without evidence (the first wrap of a
+ * database, or of a new key set), the other transaction's value is the
+ * only one there is to compare with: wait for it (bounded, 55P03), then
+ * compare.  Afterwards a row that exists must hold this value.
  */
 static void
-Record(const char *provider, const char *kms_key, const char *version, const uint8 *check)
+Record(KekCheck *kc, const char *version, const uint8 *check, bool evidence)
 {
 	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, BYTEAOID};
 	bytea	   *cv = palloc(VARHDRSZ + KS_KEK_CHECK_LEN);
-	Datum		values[4] = {CStringGetTextDatum(provider), CStringGetTextDatum(kms_key),
+	Datum		values[4] = {CStringGetTextDatum(kc->provider), CStringGetTextDatum(kc->kms_key),
 	CStringGetTextDatum(version), PointerGetDatum(cv)};
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	int			wait_ms = evidence ? RECORD_BUSY_MS : RECORD_FIRST_MS;
 	volatile bool busy = false;
 	volatile uint64 inserted = 0;
 	uint8		stored[KS_KEK_CHECK_LEN];
@@ -138,8 +190,8 @@ Record(const char *provider, const char *kms_key, const char *version, const uin
 		/* undone by the subtransaction's abort, or right after the insert */
 		int			nest = NewGUCNestLevel();
 
-		if (LockTimeout == 0 || LockTimeout > RECORD_LOCK_TIMEOUT_MS)
-			(void) set_config_option("lock_timeout", CppAsString2(RECORD_LOCK_TIMEOUT_MS), PGC_USERSET,
+		if (LockTimeout == 0 || LockTimeout > wait_ms)
+			(void) set_config_option("lock_timeout", psprintf("%d", wait_ms), PGC_USERSET,
 									 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 		KsSpiExec("INSERT INTO keysmith.kek_check (provider, kms_key, kek_version, check_value)"
 				  " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -165,17 +217,23 @@ Record(const char *provider, const char *kms_key, const char *version, const uin
 		busy = true;
 	}
 	PG_END_TRY();
-	if (busy)
+	if (busy && evidence)
 	{
 		ereport(DEBUG1,
 				(errmsg("keysmith: the check value of KEK version %s of provider \"%s\" is being recorded by"
-						" another transaction; left to the next wrap", version, provider)));
+						" another transaction; left to the next wrap", version, kc->provider)));
 		return;
 	}
+	if (busy)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("another transaction is recording the first check value of KMS provider \"%s\"",
+						kc->provider),
+				 errhint("Try again once that transaction has ended.")));
 	if (inserted == 0 &&
-		(!Recorded(provider, kms_key, version, stored) || memcmp(stored, check, KS_KEK_CHECK_LEN) != 0))
-		Refuse(provider, psprintf("another session recorded a different check value for KEK version %s meanwhile",
-								  version));
+		(!Recorded(kc->provider, kc->kms_key, version, stored) || memcmp(stored, check, KS_KEK_CHECK_LEN) != 0))
+		Refuse(kc->provider, psprintf("another session recorded a different check value for KEK version %s"
+									  " meanwhile", version));
 }
 
 /*
@@ -183,7 +241,9 @@ Record(const char *provider, const char *kms_key, const char *version, const uin
  * as text[]: for a local provider, every local provider that reads the same
  * file (by device and inode: two names for one file are one key set), so a
  * provider with nothing recorded yet is vouched for or refused by the
- * others; else the provider alone.
+ * others; else the provider alone.  A provider's records name what its file
+ * was when they were made: alter_kms_provider drops them when its options
+ * change (extension/keys/kms_providers.c).
  */
 static Datum
 Peers(const KsKmsInstance *inst, const char *provider)
@@ -237,13 +297,13 @@ Peers(const KsKmsInstance *inst, const char *provider)
  * what it was made with.  At least one version must be proven if the
  * database has data keys under these providers at all; a KEK version
  * absent from the key material proves nothing either way (its data keys
- * fail on their own, KS007).
+ * fail on their own, KS007).  True if a data key vouched (evidence).
  */
-static void
-VouchByDataKeys(const KsKmsInstance *inst, Datum peers, const char *provider, const char *kms_key)
+static bool
+VouchByDataKeys(KekCheck *kc, Datum peers)
 {
 	Oid			types[2] = {TEXTARRAYOID, TEXTOID};
-	Datum		values[2] = {peers, CStringGetTextDatum(kms_key ? kms_key : "")};
+	Datum		values[2] = {peers, CStringGetTextDatum(kc->kms_key)};
 	SPITupleTable *tt;
 	uint64		n;
 	int			proven = 0;
@@ -277,39 +337,42 @@ VouchByDataKeys(const KsKmsInstance *inst, Datum peers, const char *provider, co
 
 		if (decided != NULL && strcmp(decided, stored_kek) == 0)
 			continue;			/* this KEK version is decided */
-		st = inst->provider->kek_check(inst, kms_key, kek_version, (const uint8 *) VARDATA_ANY(wrapped),
-									   VARSIZE_ANY_EXHDR(wrapped), aad, aad_len, check, &err);
+		st = Ask(kc, kek_version, (const uint8 *) VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped), aad, aad_len,
+				 check, &err);
 		if (st == KS_ERR_KEK_VERSION_UNKNOWN)
 		{
 			decided = stored_kek;
 			continue;
 		}
 		if (st == KS_ERR_UNWRAP_FAILED)
-			Refuse(provider, psprintf("version %d of key \"%s\", the oldest data key wrapped under KEK version %s"
-									  " that could be tried, does not open under the KEK version of that number"
-									  " at hand", version, name, stored_kek));
+			Refuse(kc->provider, psprintf("version %d of key \"%s\", the oldest data key wrapped under KEK version"
+										  " %s that could be tried, does not open under the KEK version of that"
+										  " number at hand", version, name, stored_kek));
 		if (st != KS_OK)
 			KsReportError(&err);
-		Record(provider, kms_key ? kms_key : "", kek_version, check);
+		Record(kc, kek_version, check, true);
 		decided = stored_kek;
 		proven++;
 	}
 	if (n > 0 && proven == 0)
-		Refuse(provider, "none of the KEK versions this database's data keys were wrapped under is in the key"
+		Refuse(kc->provider, "none of the KEK versions this database's data keys were wrapped under is in the key"
 			   " material at hand");
+	return proven > 0;
 }
 
 /*
  * May a KEK version new to this database be recorded?  Every version the
  * providers reading this key set recorded, still in it, must match, and one
- * must be there; else the data keys decide (VouchByDataKeys).
+ * must be there; else the data keys decide (VouchByDataKeys).  True if
+ * committed evidence vouched; false for a database (or key set) with
+ * neither records nor data keys.
  */
-static void
-Vouch(const KsKmsInstance *inst, const char *provider, const char *kms_key, const char *version)
+static bool
+Vouch(KekCheck *kc, const char *version)
 {
-	Datum		peers = Peers(inst, provider);
+	Datum		peers = Peers(kc->inst, kc->provider);
 	Oid			types[2] = {TEXTARRAYOID, TEXTOID};
-	Datum		values[2] = {peers, CStringGetTextDatum(kms_key ? kms_key : "")};
+	Datum		values[2] = {peers, CStringGetTextDatum(kc->kms_key)};
 	SPITupleTable *tt;
 	uint64		n;
 	bool		vouched = false;
@@ -329,49 +392,96 @@ Vouch(const KsKmsInstance *inst, const char *provider, const char *kms_key, cons
 		KsError		err;
 		KsStatus	st;
 
-		st = inst->provider->kek_check(inst, kms_key, recorded, NULL, 0, NULL, 0, check, &err);
+		st = Ask(kc, recorded, NULL, 0, NULL, 0, check, &err);
 		if (st == KS_ERR_KEK_VERSION_UNKNOWN)
 			continue;			/* retired from the key material */
 		if (st != KS_OK)
 			KsReportError(&err);
 		if (VARSIZE_ANY_EXHDR(cv) != KS_KEK_CHECK_LEN || memcmp(VARDATA_ANY(cv), check, KS_KEK_CHECK_LEN) != 0)
-			Refuse(provider, psprintf("KEK version %s at hand is not the one recorded in keysmith.kek_check for"
-									  " provider \"%s\", which reads the same key material (the wrap was under"
-									  " version %s)", recorded, by, version));
+			Refuse(kc->provider, psprintf("KEK version %s at hand is not the one recorded in keysmith.kek_check for"
+										  " provider \"%s\", which reads the same key material (the wrap was under"
+										  " version %s)", recorded, by, version));
 		vouched = true;
 	}
-	if (!vouched)
-		VouchByDataKeys(inst, peers, provider, kms_key);
+	if (vouched)
+		return true;
+	return VouchByDataKeys(kc, peers);
+}
+
+/*
+ * The first record of a key set, one transaction at a time in a database:
+ * two sessions that see different files (a SET of the file's setting, a
+ * file swapped while the first is open) must not both record, each under
+ * its own version number, with nothing committed to compare.  An advisory
+ * lock no SQL function can ask for (pg_advisory_* set the last field to 1
+ * or 2), held to the end of the transaction and waited for
+ * RECORD_FIRST_MS at most.
+ */
+#define KEK_CHECK_LOCK_CLASS 19285
+#define KEK_CHECK_LOCK_KIND 5
+
+static void
+LockFirstRecord(const char *provider)
+{
+	LOCKTAG		tag;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RECORD_FIRST_MS);
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, KEK_CHECK_LOCK_CLASS, 0, KEK_CHECK_LOCK_KIND);
+	while (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+	{
+		if (GetCurrentTimestamp() >= deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("another transaction is recording the first check value of KMS provider \"%s\"",
+							provider),
+					 errhint("Try again once that transaction has ended.")));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 void
 KsKekCheckWrap(const KsKmsInstance *inst, const char *provider, const char *kms_key,
 			   const uint8 *wrapped, size_t wrapped_len, const uint8 *aad, size_t aad_len)
 {
+	KekCheck	kc = {inst, provider, kms_key ? kms_key : "", false, {0}};
 	char		version[KS_KEK_VERSION_LEN] = "";
 	uint8		check[KS_KEK_CHECK_LEN];
 	uint8		recorded[KS_KEK_CHECK_LEN];
-	const char *kk = kms_key ? kms_key : "";
 	KsError		err;
 	KsStatus	st;
 
 	if (inst->provider->kek_check == NULL || !KsCatalogHasKekCheck())
 		return;
-	st = inst->provider->kek_check(inst, kms_key, version, wrapped, wrapped_len, aad, aad_len, check, &err);
+	st = Ask(&kc, version, wrapped, wrapped_len, aad, aad_len, check, &err);
 	if (st == KS_ERR_UNWRAP_FAILED || st == KS_ERR_KEK_VERSION_UNKNOWN)
 		Refuse(provider, psprintf("a data key just wrapped under KEK version %s did not open under it: the key"
 								  " material changed during the call", version[0] ? version : "(unknown)"));
 	if (st != KS_OK)
 		KsReportError(&err);
-	if (Recorded(provider, kk, version, recorded))
+	if (Recorded(provider, kc.kms_key, version, recorded))
 	{
 		if (memcmp(recorded, check, KS_KEK_CHECK_LEN) != 0)
 			Refuse(provider, psprintf("KEK version %s at hand is not the one recorded in keysmith.kek_check",
 									  version));
 		return;
 	}
-	Vouch(inst, provider, kms_key, version);
-	Record(provider, kk, version, check);
+	if (!Vouch(&kc, version))
+	{
+		/* nothing committed vouches: the first record, one at a time, then look again */
+		LockFirstRecord(provider);
+		if (Recorded(provider, kc.kms_key, version, recorded))
+		{
+			if (memcmp(recorded, check, KS_KEK_CHECK_LEN) != 0)
+				Refuse(provider, psprintf("KEK version %s at hand is not the one recorded in keysmith.kek_check",
+										  version));
+			return;
+		}
+		Record(&kc, version, check, Vouch(&kc, version));
+		return;
+	}
+	Record(&kc, version, check, true);
 }
 
 /* ------------------------------------------------------------ unwrap failures */
@@ -389,7 +499,7 @@ KsKekReportUnwrapFailure(const KsKmsInstance *inst, const char *provider, const 
 
 	if (inst->provider->kek_check != NULL && KsCatalogHasKekCheck() &&
 		inst->provider->kek_check(inst, kms_key, version, wrapped, wrapped_len, aad, aad_len,
-								  check, &err2) == KS_ERR_UNWRAP_FAILED)
+								  check, NULL, &err2) == KS_ERR_UNWRAP_FAILED)
 	{
 		KsOwnerSpi	spi;
 		bool		found;

@@ -334,7 +334,8 @@ KsKeyWrapNewDek(const char *name, int32 version, const KsKmsInstance *inst, cons
 	KsStatus	st;
 	bytea	   *result;
 
-	if (inst->provider->kek_check == NULL && KmsKeyCheck != NULL)
+	/* no check value to compare (a provider without one, a catalog before 0.11): the data keys decide */
+	if ((inst->provider->kek_check == NULL || !KsCatalogHasKekCheck()) && KmsKeyCheck != NULL)
 		KmsKeyCheck(kms, kms_key);
 	st = KsRandomBytes(dek, sizeof(dek), &err);
 	if (st == KS_OK)

@@ -29,6 +29,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
+#include "extension/common/catalog.h"
 #include "extension/common/errors.h"
 #include "extension/common/owner_spi.h"
 #include "extension/keys/dek_cache.h"
@@ -163,11 +164,19 @@ DataKeysUnder(const char *kms, const char *kms_key, bool any_kms_key, uint64 *n)
 	Datum		values[3] = {CStringGetTextDatum(kms), CStringGetTextDatum(kms_key ? kms_key : ""),
 	BoolGetDatum(any_kms_key)};
 
-	KsSpiExec("SELECT v.key_id, v.version FROM keysmith.key k"
+	/* members (0.11 on) are wrapped by their family, not by a KMS */
+	KsSpiExec(KsCatalogHasFamilies() ?
+			  "SELECT v.key_id, v.version FROM keysmith.key k"
 			  "  JOIN keysmith.key_version v ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
 			  " WHERE k.kms OPERATOR(pg_catalog.=) $1"
 			  "   AND ($3 OR COALESCE(k.kms_key, '') OPERATOR(pg_catalog.=) $2)"
 			  "   AND k.parent_id IS NULL AND v.wrapped_dek IS NOT NULL"
+			  " ORDER BY k.key_id, v.version LIMIT " CppAsString2(LIVE_TRIES) :
+			  "SELECT v.key_id, v.version FROM keysmith.key k"
+			  "  JOIN keysmith.key_version v ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
+			  " WHERE k.kms OPERATOR(pg_catalog.=) $1"
+			  "   AND ($3 OR COALESCE(k.kms_key, '') OPERATOR(pg_catalog.=) $2)"
+			  "   AND v.wrapped_dek IS NOT NULL"
 			  " ORDER BY k.key_id, v.version LIMIT " CppAsString2(LIVE_TRIES),
 			  3, types, values, NULL, false, 0, SPI_OK_SELECT);
 	*n = SPI_processed;
@@ -180,6 +189,8 @@ KsKeyVerifyKmsKey(const char *kms, const char *kms_key)
 	KsOwnerSpi	spi;
 	SPITupleTable *tt;
 	uint64		n;
+	int			first_code = 0;
+	char	   *first_message = NULL;
 
 	KsOwnerSpiBegin(&spi);
 	tt = DataKeysUnder(kms, kms_key, false, &n);
@@ -195,7 +206,10 @@ KsKeyVerifyKmsKey(const char *kms, const char *kms_key)
 		TryResult	r = TryUnwrap((uint32) key_id, (uint32) version, false, &code, &message);
 
 		if (r == TRY_OPENS)
-			break;
+		{
+			KsOwnerSpiEnd(&spi);
+			return;
+		}
 		if (r == TRY_CONTRADICTS)
 			ereport(ERROR,
 					(errcode(ERRCODE_KS_WRONG_KEK),
@@ -205,8 +219,19 @@ KsKeyVerifyKmsKey(const char *kms, const char *kms_key)
 								   " version %d) does not open: %s", kms_key ? kms_key : "", key_id, version, message),
 					 errhint("Is it the KMS (and key) this database was made with, or one of the same name?"
 							 "  keysmith.verify_keys() lists which keys open.")));
+		if (first_message == NULL)
+		{
+			first_code = code;
+			first_message = message;
+		}
 	}
 	KsOwnerSpiEnd(&spi);
+	/* data keys there, none decided (a KMS that does not answer, or denies): fail closed */
+	if (n > 0)
+		ereport(ERROR,
+				(errcode(first_code),
+				 errmsg("nothing was wrapped under KMS provider \"%s\": the data keys already under it could not be"
+						" opened to check that it holds the right key material: %s", kms, first_message)));
 }
 
 void

@@ -577,7 +577,7 @@ keysmith_migrate_key(PG_FUNCTION_ARGS)
 		PG_RETURN_INT32(0);
 	}
 	/* a destination that cannot tell its keys apart: the data keys already there must open */
-	if (to_inst->provider->kek_check == NULL)
+	if (to_inst->provider->kek_check == NULL || !KsCatalogHasKekCheck())
 		KsKeyVerifyKmsKey(to_kms, to_kms_key);
 	from_inst = KsKeyInstance(&rec);
 	from_desc = psprintf("%s%s%s", rec.kms, rec.kms_key ? " " : "", rec.kms_key ? rec.kms_key : "");

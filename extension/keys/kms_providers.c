@@ -130,7 +130,12 @@ LockProvider(const char *name)
 /*
  * keysmith.alter_kms_provider(name text, options jsonb): new options for
  * the same type.  Keys keep their wrapped DEKs: options that point at
- * another KMS (or another master key file) make them fail to unwrap.
+ * another KMS (or another master key file) make them fail to unwrap.  The
+ * provider's KEK check values (keysmith.kek_check) described the key
+ * material its old options named, so they go: its next wrap is vouched for
+ * again by the data keys, and by the records of providers that read the
+ * same file (extension/keys/kek_check.c).  Kept, a provider pointed at the
+ * main file would refuse the right key for every provider reading it.
  */
 Datum
 keysmith_alter_kms_provider(PG_FUNCTION_ARGS)
@@ -150,6 +155,9 @@ keysmith_alter_kms_provider(PG_FUNCTION_ARGS)
 	KsSpiExec("UPDATE keysmith.kms_provider SET options = $2, altered_at = pg_catalog.now()"
 			  " WHERE name OPERATOR(pg_catalog.=) $1",
 			  2, types, values, NULL, false, 0, SPI_OK_UPDATE);
+	if (KsCatalogHasKekCheck())
+		KsSpiExec("DELETE FROM keysmith.kek_check WHERE provider OPERATOR(pg_catalog.=) $1",
+				  1, types, values, NULL, false, 0, SPI_OK_DELETE);
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_VOID();
 }
@@ -184,6 +192,9 @@ keysmith_drop_kms_provider(PG_FUNCTION_ARGS)
 				 errhint("A key keeps its provider for good, a destroyed key too; moving keys between providers is not built yet.")));
 	KsSpiExec("DELETE FROM keysmith.kms_provider WHERE name OPERATOR(pg_catalog.=) $1",
 			  1, types, values, NULL, false, 0, SPI_OK_DELETE);
+	if (KsCatalogHasKekCheck())
+		KsSpiExec("DELETE FROM keysmith.kek_check WHERE provider OPERATOR(pg_catalog.=) $1",
+				  1, types, values, NULL, false, 0, SPI_OK_DELETE);
 	KsOwnerSpiEnd(&spi);
 	PG_RETURN_VOID();
 }

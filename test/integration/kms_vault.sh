@@ -16,7 +16,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 28
+ks_plan 29
 
 V=$KS_WORK/vault
 rm -rf "$V"; mkdir -p "$V"
@@ -122,6 +122,17 @@ q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500)')" >/dev/null
     [[ $out == *'ERROR:  KS019: key "vk" gets no new version'* ]] && [ "$(head -1 <<<"$out")" = 100 ] &&
     [ "$nv" = "$nv2" ] && [ "$nk" = 0 ] && [ "$vf" = "f|KS017" ] && [ "$(decrypt_all)" = 100 ]
 ks_check_out $? "$out; verify: $vf" "attack: a fresh Vault with Transit keys of the same names, caches warm: create_key under app and under app5, and rotate_dek, refused (KS019); verify_keys asks the KMS, not the cache; nothing written; back on the right Vault every value decrypts"
+
+# second review, finding 5: a wrong Vault that answers nothing in time
+# decides nothing, and nothing is wrapped there either (fail closed)
+kms_ctl "$P2" POST /test/fault '{"mode": "latency", "count": -1, "delay": 2}' >/dev/null
+out=$(qv -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500 "$P2")')" -c "$KMS_FRESH" \
+         -c "SELECT keysmith.create_key('vk-slow', 'vault1', 'app')")
+kms_ctl "$P2" POST /test/fault '{"mode": "none"}' >/dev/null
+q -c "SELECT keysmith.alter_kms_provider('vault1', '$(opts 1500)')" >/dev/null
+ks_sqlstate KS015 'nothing was wrapped under KMS provider "vault1": the data keys already under it could not be opened*' "$out" &&
+    [ "$(q -c "SELECT count(*) FROM keysmith.key WHERE name = 'vk-slow'")" = 0 ]
+ks_check_out $? "$out" "attack: a wrong Vault that does not answer in time: no check decides, and nothing is wrapped (KS015, fail closed)"
 
 # a cancel while verify_keys waits on the KMS: the session goes on
 kms_ctl "$P1" POST /test/fault '{"mode": "latency", "count": -1, "delay": 1.2}' >/dev/null

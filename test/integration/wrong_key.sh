@@ -26,7 +26,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/test/lib.sh"
-ks_plan 20
+ks_plan 23
 
 A=$KS_WORK/extra-wk-from
 B=$KS_WORK/extra-wk-to
@@ -217,6 +217,48 @@ out=$(qv -c "SELECT keysmith.create_key('after-split')" -c "SELECT keysmith.rota
 ck=$(q -c "SELECT count(*) FROM keysmith.kek_check")
 [ "$(tail -1 <<<"$out")" = 6 ] && [[ $out != *ERROR* ]] && [ "$ck" -ge 1 ]
 ks_check_out $? "$out; records $ck" "a split database (its newest version under other material) with the right file: the oldest data keys vouch, writes go on"
+
+# second review, finding 1: two sessions that see different files for the
+# first record of a fresh database.  The second must not skip the first's
+# uncommitted record and go on: it waits for it (bounded), and is refused
+ks_new_master_key "$B/data/wk-other2.key"
+q -c "CREATE DATABASE wk_fresh" >/dev/null
+q -d wk_fresh -c "CREATE EXTENSION keysmith" >/dev/null
+psql -X -q -d wk_fresh -c "BEGIN" -c "SELECT keysmith.create_key('fa')" -c "SELECT pg_sleep(4)" -c "COMMIT" \
+    >"$KS_WORK/wk-first.out" 2>&1 &
+hold=$!
+sleep 1
+out=$(qv -d wk_fresh -c "SET keysmith.local_master_key_file = 'wk-other2.key'" -c "SELECT keysmith.create_key('fb')")
+wait $hold
+nk=$(q -d wk_fresh -c "SELECT string_agg(name, ',' ORDER BY name) FROM keysmith.key")
+{ ks_sqlstate 55P03 'another transaction is recording the first check value of KMS provider "local"' "$out" ||
+  ks_sqlstate KS019 '*' "$out"; } && [ "$nk" = fa ]
+ks_check_out $? "$out; keys: $nk" "attack: the first record of a fresh database, a second session with another file: refused (it waits for the first's record), only the first's key exists"
+
+# finding 3: a provider that had its own file, pointed at the main file:
+# its old records go with the change, and the right file keeps working
+ks_new_master_key "$B/data/wk-tenant.key"
+q -c "SELECT keysmith.create_kms_provider('tenant_a', 'local', '{\"master_key_file\": \"wk-tenant.key\"}')" \
+  -c "SELECT keysmith.create_key('ta1', 'tenant_a')" -c "SELECT keysmith.migrate_key('ta1', 'local')" \
+  -c "SELECT keysmith.alter_kms_provider('tenant_a', '{\"master_key_file\": \"keysmith_master.key\"}')" >/dev/null
+tr=$(q -c "SELECT count(*) FROM keysmith.kek_check WHERE provider = 'tenant_a'")
+out=$(qv -c "SELECT keysmith.add_local_master_key()" -c "SELECT keysmith.create_key('main2')" -c "SELECT keysmith.rotate_kek('wk')")
+[ "$tr" = 0 ] && [[ $out != *ERROR* ]] && [ "$(q -c "SELECT count(*) FROM keysmith.key WHERE name = 'main2'")" = 1 ]
+ks_check_out $? "tenant_a records after the change: $tr; $out" "a provider pointed from its own file at the main one drops its records: the right file, with a new version, goes on (no KS019)"
+
+# finding 4: a catalog not yet updated (0.10 under this library) has no
+# kek_check table: the data keys under the provider decide instead
+ks_new_master_key "$B/data/wk-old.key"
+q -c "CREATE DATABASE wk_old" >/dev/null
+q -d wk_old -c "CREATE EXTENSION keysmith VERSION '0.10'" \
+  -c "SELECT keysmith.create_kms_provider('old', 'local', '{\"master_key_file\": \"wk-old.key\"}')" \
+  -c "SELECT keysmith.create_key('o1', 'old')" >/dev/null
+ks_new_master_key "$B/data/wk-old.key.new"
+ks_as_pg mv "$B/data/wk-old.key.new" "$B/data/wk-old.key"
+out=$(qv -d wk_old -c "SELECT keysmith.create_key('o2', 'old')")
+ks_sqlstate KS019 'KMS provider "old" holds other key material*' "$out" &&
+    [ "$(q -d wk_old -c "SELECT count(*) FROM keysmith.key WHERE name = 'o2'")" = 0 ]
+ks_check_out $? "$out" "attack: a 0.10 catalog under this library with a wrong file: create_key refused (the oldest data key decides), no key made"
 
 ks_cluster_stop "$B"
 ks_check $? "cluster stopped"

@@ -25,7 +25,7 @@
 #include "secret_options.h"
 
 /* The plan, declared up front; a run that stops short of it fails. */
-#define TESTS_PLANNED 174
+#define TESTS_PLANNED 175
 
 static int	tests_run = 0;
 static int	tests_failed = 0;
@@ -637,24 +637,31 @@ test_kek_check(const char *dir)
 	size_t		blob_len = 0;
 	char		version[KS_KEK_VERSION_LEN] = "1";
 	char		wrapped_under[KS_KEK_VERSION_LEN] = "";
+	uint8_t		id1[16];
+	uint8_t		id2[16];
 	KsError		err;
 
 	snprintf(path, sizeof(path), "%s/check.key", dir);
 	write_file(path, text, 0600);
 	KsLocalForget();
-	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, &err) == KS_OK &&
+	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, NULL, &err) == KS_OK &&
 		  memcmp(check_value, v1, 16) == 0, "kek check: version 1's value is Python's HMAC-SHA256 of the label");
 	strcpy(version, "2");
-	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, &err) == KS_OK &&
+	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, NULL, &err) == KS_OK &&
 		  memcmp(check_value, v2, 16) == 0, "kek check: version 2's value too (each key its own)");
+	strcpy(version, "1");
+	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, id1, &err) == KS_OK &&
+		  (strcpy(version, "2"), KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, id2,
+														   &err)) == KS_OK &&
+		  memcmp(id1, id2, 16) == 0, "kek check: the key set's identity is the same for two calls on one file");
 	strcpy(version, "9");
-	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, &err) ==
+	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, NULL, &err) ==
 		  KS_ERR_KEK_VERSION_UNKNOWN, "kek check: a version not in the file is unknown");
 	strcpy(version, "2x");
-	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, &err) ==
+	check(KsLocalProvider.kek_check(&inst, NULL, version, NULL, 0, NULL, 0, check_value, NULL, &err) ==
 		  KS_ERR_KEK_VERSION_UNKNOWN, "kek check: a version that is no number is unknown");
 	check(KsLocalProvider.wrap(&inst, NULL, dek, 32, aad, aad_len, blob, &blob_len, wrapped_under, &err) == KS_OK &&
-		  KsLocalProvider.kek_check(&inst, NULL, version, blob, blob_len, aad, aad_len, check_value, &err) == KS_OK &&
+		  KsLocalProvider.kek_check(&inst, NULL, version, blob, blob_len, aad, aad_len, check_value, NULL, &err) == KS_OK &&
 		  strcmp(version, "2") == 0 && memcmp(check_value, v2, 16) == 0,
 		  "kek check of a blob: the version that wrapped it (the newest) and its value");
 	/* the file swapped for another key of the same version after the wrap */
@@ -662,9 +669,10 @@ test_kek_check(const char *dir)
 	KsLocalForget();
 	memset(check_value, 0, sizeof(check_value));
 	version[0] = '\0';
-	check(KsLocalProvider.kek_check(&inst, NULL, version, blob, blob_len, aad, aad_len, check_value, &err) ==
-		  KS_ERR_UNWRAP_FAILED && strcmp(version, "2") == 0 && memcmp(check_value, v2, 16) != 0,
-		  "kek check of a blob under a swapped file: refused (does not open), with the file's version and value for the hint");
+	check(KsLocalProvider.kek_check(&inst, NULL, version, blob, blob_len, aad, aad_len, check_value, id2, &err) ==
+		  KS_ERR_UNWRAP_FAILED && strcmp(version, "2") == 0 && memcmp(check_value, v2, 16) != 0 &&
+		  memcmp(id1, id2, 16) != 0,
+		  "kek check of a blob under a swapped file: refused (does not open), with the file's version and value for the hint, and another set identity");
 	KsLocalForget();
 }
 

@@ -164,7 +164,11 @@ DataKeysUnder(const char *kms, const char *kms_key, bool any_kms_key, uint64 *n)
 	Datum		values[3] = {CStringGetTextDatum(kms), CStringGetTextDatum(kms_key ? kms_key : ""),
 	BoolGetDatum(any_kms_key)};
 
-	/* members (0.11 on) are wrapped by their family, not by a KMS */
+	/*
+	 * members (0.11 on) are wrapped by their family, not by a KMS; before
+	 * 0.7 there is no kms_key column: every key is under the one local
+	 * master key file
+	 */
 	KsSpiExec(KsCatalogHasFamilies() ?
 			  "SELECT v.key_id, v.version FROM keysmith.key k"
 			  "  JOIN keysmith.key_version v ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
@@ -172,10 +176,16 @@ DataKeysUnder(const char *kms, const char *kms_key, bool any_kms_key, uint64 *n)
 			  "   AND ($3 OR COALESCE(k.kms_key, '') OPERATOR(pg_catalog.=) $2)"
 			  "   AND k.parent_id IS NULL AND v.wrapped_dek IS NOT NULL"
 			  " ORDER BY k.key_id, v.version LIMIT " CppAsString2(LIVE_TRIES) :
+			  KsKmsCatalogHasProviders() ?
 			  "SELECT v.key_id, v.version FROM keysmith.key k"
 			  "  JOIN keysmith.key_version v ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
 			  " WHERE k.kms OPERATOR(pg_catalog.=) $1"
 			  "   AND ($3 OR COALESCE(k.kms_key, '') OPERATOR(pg_catalog.=) $2)"
+			  "   AND v.wrapped_dek IS NOT NULL"
+			  " ORDER BY k.key_id, v.version LIMIT " CppAsString2(LIVE_TRIES) :
+			  "SELECT v.key_id, v.version FROM keysmith.key k"
+			  "  JOIN keysmith.key_version v ON v.key_id OPERATOR(pg_catalog.=) k.key_id"
+			  " WHERE k.kms OPERATOR(pg_catalog.=) $1"	/* $2, $3: no kms_key before 0.7 */
 			  "   AND v.wrapped_dek IS NOT NULL"
 			  " ORDER BY k.key_id, v.version LIMIT " CppAsString2(LIVE_TRIES),
 			  3, types, values, NULL, false, 0, SPI_OK_SELECT);
